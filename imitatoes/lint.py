@@ -1,0 +1,183 @@
+"""Every problem in a goal spec, located: JSON Schema first, then what a schema cannot say."""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import math
+import os
+from functools import cache
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from . import template, workflow
+from .errors import Problem, WorkflowError
+from .yamldoc import Document
+
+
+@cache
+def schema() -> dict[str, Any]:
+    text = resources.files("imitatoes").joinpath("schemas/goal-spec.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+def check(doc: Document) -> list[Problem]:
+    """All problems of the document, sorted by position (best first: the order you read them)."""
+    errors = list(jsonschema.Draft202012Validator(schema()).iter_errors(doc.data))
+    bad_numbers = non_finite(doc, doc.data, ())
+    bad_where = {p.where for p in bad_numbers}  # one message for a NaN, not three
+    problems = list(doc.duplicates) + [p for e in errors for p in _explain(doc, e)
+                                       if p.where not in bad_where]
+    # Semantic checks run on every part the schema found sound, so one typo hides nothing else.
+    broken = {_top_key(e) for e in errors} | {p.where.split(".")[0] for p in bad_numbers}
+    problems += bad_numbers + semantic_problems(doc, with_defaults(doc.data), broken)
+    return sorted(problems, key=lambda p: (p.origin != "", p.line, p.col, p.where))
+
+
+def with_defaults(data: dict[str, Any], node: dict[str, Any] | None = None) -> dict[str, Any]:
+    """A copy of `data` with the schema's defaults filled in, so defaults live in one place."""
+    node = node or schema()
+    out = copy.deepcopy(data)
+    for name, sub in node.get("properties", {}).items():
+        if name not in out and "default" in sub:
+            out[name] = copy.deepcopy(sub["default"])
+        if isinstance(out.get(name), dict) and "properties" in sub:
+            out[name] = with_defaults(out[name], sub)
+    return out
+
+
+def _top_key(error: jsonschema.ValidationError) -> str:
+    if error.absolute_path:
+        return str(error.absolute_path[0])
+    if error.validator == "required":
+        return error.message.split("'")[1]
+    return ""
+
+
+def _explain(doc: Document, error: jsonschema.ValidationError) -> list[Problem]:
+    where = tuple(error.absolute_path)
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = list(error.schema.get("properties", {}))
+        extra = [k for k in error.instance if k not in allowed]
+        return [doc.problem((*where, k), f"unknown key {k!r}{_did_you_mean(k, allowed)}", key=True)
+                for k in extra]
+    if error.validator == "required":
+        missing = error.message.split("'")[1] if "'" in error.message else error.message
+        return [doc.problem(where, f"missing required key {missing!r}", key=True)]
+    if error.validator == "propertyNames":
+        name = error.instance
+        return [doc.problem((*where, name), f"{name!r} is neither a token like __PROMPT__ nor a "
+                            "node path like 6.inputs.text", key=True)]
+    if error.validator == "enum":
+        choices = ", ".join(str(c) for c in error.validator_value)
+        return [doc.problem(where, f"{error.instance!r} is not one of: {choices}")]
+    if error.validator == "pattern" and where == ("name",):
+        return [doc.problem(where, "use letters, digits, '.', '_' and '-' only (it names run "
+                            "folders), starting with a letter or digit, at most 80 characters")]
+    return [doc.problem(where, error.message)]
+
+
+def _did_you_mean(word: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(str(word), choices, n=1)
+    return f" (did you mean {close[0]!r}?)" if close else f"; known keys: {', '.join(choices)}"
+
+
+def non_finite(doc: Document, value: Any, where: tuple) -> list[Problem]:
+    """NaN and infinity slip through JSON Schema's comparisons; refuse them explicitly."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return [doc.problem(where, f"{value} is not a finite number")]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in non_finite(doc, v, (*where, k))]
+    if isinstance(value, list):
+        return [p for i, v in enumerate(value) for p in non_finite(doc, v, (*where, i))]
+    return []
+
+
+def spec_path(spec_dir: Path, value: str) -> Path:
+    """A path written in a spec, resolved against the spec's folder (tidied for messages)."""
+    return Path(os.path.normpath(spec_dir / value))
+
+
+def semantic_problems(doc: Document, spec: dict[str, Any], broken: set[str]) -> list[Problem]:
+    spec_dir = doc.path.parent
+    out = []
+    if not broken & {"start", "bounds"}:
+        out += _bound_problems(doc, spec)
+    if "critic" not in broken:
+        out += _template_problems(doc, spec, spec_dir)
+    if broken & {"workflow", "bindings"}:
+        return out
+    try:
+        flow = workflow.load(spec_path(spec_dir, spec["workflow"]))
+    except WorkflowError as exc:
+        return out + [doc.problem(("workflow",), str(exc))]
+    return out + _binding_problems(doc, spec, flow)
+
+
+def _bound_problems(doc: Document, spec: dict[str, Any]) -> list[Problem]:
+    out = []
+    start, bounds = spec["start"], spec["bounds"]
+    for name in ("cfg", "steps"):
+        lo, hi = bounds[name]["min"], bounds[name]["max"]
+        if lo > hi:
+            out.append(doc.problem(("bounds", name, "min"), f"min {lo} is bigger than max {hi}"))
+        elif not lo <= start[name] <= hi:
+            out.append(doc.problem(("start", name),
+                                   f"{start[name]} is outside bounds.{name} ({lo} to {hi})"))
+    max_chars = bounds["prompt"]["max_chars"]
+    if len(start["prompt"]) > max_chars:
+        out.append(doc.problem(("start", "prompt"), f"{len(start['prompt'])} characters, more "
+                               f"than bounds.prompt.max_chars ({max_chars})"))
+    terms = [t for t in start["negative"].split(",") if t.strip()]
+    max_terms = bounds["negative"]["max_terms"]
+    if len(terms) > max_terms:
+        out.append(doc.problem(("start", "negative"), f"{len(terms)} terms, more than "
+                               f"bounds.negative.max_terms ({max_terms})"))
+    return out
+
+
+def _template_problems(doc: Document, spec: dict[str, Any], spec_dir: Path) -> list[Problem]:
+    value = spec["critic"].get("prompt_template")
+    if value is None:
+        return []
+    where = ("critic", "prompt_template")
+    path = template.template_path(value, spec_dir)
+    text = value
+    if path is not None:
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = "no such file" if isinstance(exc, FileNotFoundError) else str(exc)
+            return [doc.problem(where, f"{path}: {reason} (inline templates need a newline "
+                                "or a {{variable}})")]
+    unknown = template.unknown_variables(text)
+    if unknown:
+        known = ", ".join(template.VARIABLES)
+        return [doc.problem(where, f"unknown template variable {{{{{name}}}}}; known: {known}")
+                for name in unknown]
+    return []
+
+
+def _binding_problems(doc: Document, spec: dict[str, Any], flow: dict[str, Any]) -> list[Problem]:
+    out = []
+    found = workflow.tokens(flow)
+    for target in spec["bindings"]:
+        where = ("bindings", target)
+        if workflow.node_input(flow, target):
+            reason = workflow.node_path_problem(flow, target)
+            if reason:
+                out.append(doc.problem(where, reason, key=True))
+        elif target not in found:
+            out.append(doc.problem(where, f"{target} does not occur in the workflow "
+                                   f"{spec['workflow']}", key=True))
+    for token in sorted(found - set(spec["bindings"])):
+        out.append(doc.problem(("bindings",), f"{token} occurs in the workflow but is not bound; "
+                               "ComfyUI would receive the token itself"))
+    if "prompt" not in spec["bindings"].values():
+        out.append(doc.problem(("bindings",), "nothing is bound to prompt, so the critic's prompt "
+                               "changes could never reach the image"))
+    return out

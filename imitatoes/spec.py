@@ -1,0 +1,191 @@
+"""Goal specs: read once (YAML + overrides + environment), checked, frozen into dataclasses."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import lint, template, workflow, yamldoc
+from .errors import InvalidSpec
+from .yamldoc import Document
+
+PARAMETERS = ("prompt", "negative", "cfg", "steps", "seed")
+
+
+@dataclass(frozen=True)
+class Params:
+    """The values one render is made with."""
+
+    prompt: str
+    negative: str
+    cfg: float
+    steps: int
+    seed: int
+
+
+@dataclass(frozen=True)
+class Range:
+    min: float
+    max: float
+    max_delta: float
+
+
+@dataclass(frozen=True)
+class Bounds:
+    cfg: Range
+    steps: Range
+    prompt_max_chars: int
+    negative_max_terms: int
+
+
+@dataclass(frozen=True)
+class SeedPolicy:
+    policy: str  # stable | critic | per_loop | random
+    allow_critic: bool
+
+
+@dataclass(frozen=True)
+class ImageGuard:
+    max_edge: int
+    format: str  # jpeg | png
+    quality: int
+
+
+@dataclass(frozen=True)
+class Critic:
+    provider: str
+    model: str
+    url: str
+    temperature: float
+    seed: int
+    num_ctx: int
+    keep_alive: str | int
+    unload_before_render: bool
+    timeout: float
+    retries: int
+    history: int
+    image: ImageGuard
+    prompt_template: str  # the template text, read from its file when the spec names one
+
+
+@dataclass(frozen=True)
+class Limits:
+    iterations_per_loop: int
+    max_loops: int
+
+
+@dataclass(frozen=True)
+class Comfy:
+    url: str
+    connect_timeout: float
+    render_timeout: float
+
+
+@dataclass(frozen=True)
+class Spec:
+    path: Path
+    name: str
+    goal: str
+    requirements: tuple[str, ...]
+    workflow_path: Path
+    workflow: Mapping[str, Any]  # never mutated: binding returns a copy
+    bindings: tuple[tuple[str, str], ...]  # (token or node path, parameter)
+    start: Params
+    bounds: Bounds
+    seed: SeedPolicy
+    critic: Critic
+    limits: Limits
+    comfyui: Comfy
+    output_dir: Path
+    data: Mapping[str, Any]  # the document as run (overrides applied), for the run folder
+
+    def bind(self, params: Params) -> dict[str, Any]:
+        """The workflow to submit for `params`."""
+        values = {target: getattr(params, name) for target, name in self.bindings}
+        return workflow.bind(self.workflow, values)
+
+
+def load(path: str | Path, overrides: Iterable[str] = (),
+         env: Mapping[str, str] | None = None) -> Spec:
+    """Read, override, check and freeze a spec; InvalidSpec carries every problem found."""
+    doc = read(Path(path), overrides, os.environ if env is None else env)
+    problems = lint.check(doc)
+    if problems:
+        raise InvalidSpec(problems)
+    return build(doc)
+
+
+def read(path: Path, overrides: Iterable[str], env: Mapping[str, str]) -> Document:
+    """The document with the environment's URLs and then the --set overrides applied."""
+    doc = yamldoc.read(path)
+    critic = doc.data.get("critic")
+    has_url = isinstance(critic, dict) and "url" in critic
+    env_values = [("IMITATOES_COMFY_URL", ("comfyui", "url"), env.get("IMITATOES_COMFY_URL")),
+                  ("IMITATOES_OLLAMA_URL", ("critic", "url"), env.get("IMITATOES_OLLAMA_URL"))]
+    if not has_url and env.get("OLLAMA_HOST") and not env.get("IMITATOES_OLLAMA_URL"):
+        env_values.append(("OLLAMA_HOST", ("critic", "url"), ollama_host_url(env["OLLAMA_HOST"])))
+    for name, where, value in env_values:
+        if value:
+            yamldoc.apply_override(doc, where, value, f"${name}")
+    for text in overrides:
+        where, value = yamldoc.parse_override(text)
+        yamldoc.apply_override(doc, where, value, f"--set {text}")
+    return doc
+
+
+def ollama_host_url(value: str) -> str:
+    """OLLAMA_HOST as Ollama reads it (host, host:port or a URL) -> a URL a client can reach."""
+    value = value.strip().rstrip("/")
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        scheme, rest = "http", value
+    host, _, port = rest.partition(":")
+    if host in ("", "0.0.0.0"):  # a bind-everything address: reach it on loopback
+        host = "127.0.0.1"
+    return f"{scheme}://{host}:{port or '11434'}"
+
+
+def build(doc: Document) -> Spec:
+    d = lint.with_defaults(doc.data)
+    spec_dir = doc.path.parent
+    workflow_path = lint.spec_path(spec_dir, d["workflow"])
+    runs = os.environ.get("IMITATOES_RUNS")
+    return Spec(
+        path=doc.path, name=d["name"], goal=d["goal"], requirements=tuple(d["requirements"]),
+        workflow_path=workflow_path, workflow=workflow.load(workflow_path),
+        bindings=tuple(d["bindings"].items()), start=_params(d["start"]),
+        bounds=_bounds(d["bounds"]), seed=SeedPolicy(**d["seed"]), critic=_critic(d["critic"],
+                                                                                   spec_dir),
+        limits=Limits(**d["limits"]), comfyui=Comfy(url=d["comfyui"]["url"].rstrip("/"),
+                                                    connect_timeout=d["comfyui"]["connect_timeout"],
+                                                    render_timeout=d["comfyui"]["render_timeout"]),
+        output_dir=Path(runs) if runs else lint.spec_path(spec_dir, d["output"]["dir"]),
+        data=doc.data)
+
+
+def _params(d: Mapping[str, Any]) -> Params:
+    return Params(prompt=d["prompt"], negative=d["negative"], cfg=float(d["cfg"]),
+                  steps=int(d["steps"]), seed=int(d["seed"]))
+
+
+def _bounds(d: Mapping[str, Any]) -> Bounds:
+    steps = d["steps"]
+    return Bounds(cfg=Range(**{k: float(v) for k, v in d["cfg"].items()}),
+                  steps=Range(int(steps["min"]), int(steps["max"]), int(steps["max_delta"])),
+                  prompt_max_chars=d["prompt"]["max_chars"],
+                  negative_max_terms=d["negative"]["max_terms"])
+
+
+def _critic(d: Mapping[str, Any], spec_dir: Path) -> Critic:
+    value = d.get("prompt_template")
+    if value is None:
+        text = template.default_template()
+    else:
+        path = template.template_path(value, spec_dir)
+        text = path.read_text(encoding="utf-8") if path else value
+    fields = {k: v for k, v in d.items() if k not in ("image", "prompt_template")}
+    fields["url"] = fields["url"].rstrip("/")
+    return Critic(**fields, image=ImageGuard(**d["image"]), prompt_template=text)

@@ -1,0 +1,80 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from imitatoes import spec
+from imitatoes.errors import InvalidSpec
+
+from .conftest import ROOT
+
+RED_FOX = ROOT / "specs" / "red-fox.yaml"
+MINIMAL = ROOT / "tests" / "specs" / "valid" / "minimal.yaml"
+
+
+def test_load_fills_defaults_from_the_schema() -> None:
+    s = spec.load(MINIMAL, env={})
+    assert s.start == spec.Params("a thing", "", 7.0, 20, 42)
+    assert s.bounds.cfg == spec.Range(2.0, 12.0, 1.5)
+    assert s.bounds.steps == spec.Range(10, 60, 10)
+    assert (s.bounds.prompt_max_chars, s.bounds.negative_max_terms) == (800, 24)
+    assert s.limits == spec.Limits(3, 3)
+    assert s.seed == spec.SeedPolicy("stable", False)
+    assert s.critic.url == "http://127.0.0.1:11434"
+    assert s.critic.image == spec.ImageGuard(1024, "jpeg", 85)
+    assert "{{goal}}" in s.critic.prompt_template  # the shipped default template
+
+
+def test_paths_resolve_against_the_spec_file() -> None:
+    s = spec.load(ROOT / "specs" / "lighthouse-sdxl.yaml", env={})
+    assert s.workflow_path == ROOT / "workflows" / "txt2img_sdxl.json"
+    assert s.critic.prompt_template.startswith("You are a strict art director")
+
+
+def test_output_dir_from_spec_unless_imitatoes_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("IMITATOES_RUNS")
+    assert spec.load(RED_FOX, env={}).output_dir == ROOT / "specs" / "runs"
+    monkeypatch.setenv("IMITATOES_RUNS", "/tmp/elsewhere")
+    assert spec.load(RED_FOX, env={}).output_dir == Path("/tmp/elsewhere")
+
+
+def test_overrides_and_environment() -> None:
+    env = {"IMITATOES_COMFY_URL": "http://gpu:8188/", "IMITATOES_OLLAMA_URL": "http://gpu:11434"}
+    s = spec.load(RED_FOX, ["limits.max_loops=5", "start.prompt=a fox, snow"], env=env)
+    assert s.limits.max_loops == 5
+    assert s.start.prompt == "a fox, snow"
+    assert s.comfyui.url == "http://gpu:8188"
+    assert s.critic.url == "http://gpu:11434"
+
+
+def test_set_beats_environment() -> None:
+    s = spec.load(RED_FOX, ["comfyui.url=http://a:1"], env={"IMITATOES_COMFY_URL": "http://b:2"})
+    assert s.comfyui.url == "http://a:1"
+
+
+@pytest.mark.parametrize(("host", "url"), [
+    ("0.0.0.0", "http://127.0.0.1:11434"),
+    ("gpu-box:9999", "http://gpu-box:9999"),
+    ("https://ollama.example", "https://ollama.example:11434"),
+])
+def test_ollama_host_is_used_when_the_spec_names_no_url(host: str, url: str) -> None:
+    assert spec.load(MINIMAL, env={"OLLAMA_HOST": host}).critic.url == url
+    # a spec that names its critic URL keeps it
+    assert spec.load(RED_FOX, env={"OLLAMA_HOST": host}).critic.url == "http://127.0.0.1:11434"
+
+
+def test_invalid_spec_raises_with_every_problem() -> None:
+    with pytest.raises(InvalidSpec) as info:
+        spec.load(ROOT / "tests" / "specs" / "invalid" / "many_problems.yaml", env={})
+    assert len(info.value.problems) == 11
+    assert info.value.exit_code == 2
+
+
+def test_bind_is_typed() -> None:
+    s = spec.load(RED_FOX, env={})
+    flow = s.bind(spec.Params("a fox", "blurry", 6.5, 30, 7))
+    assert flow["3"]["inputs"]["cfg"] == 6.5
+    assert flow["3"]["inputs"]["steps"] == 30
+    assert flow["6"]["inputs"]["text"] == "a fox"
+    assert s.workflow["3"]["inputs"]["cfg"] == "__CFG__"  # the spec's copy is untouched
