@@ -5,16 +5,20 @@ from __future__ import annotations
 import json
 import os
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from . import __version__, lint, spec
-from .errors import ImitatoesError, Problem, SpecError
+from .errors import ImitatoesError, Problem, SpecError, UsageError
+
+if TYPE_CHECKING:
+    from .standins.server import BackgroundServer
 
 EXIT_CODES = "Exit codes: 0 done/clean, 1 error, 2 invalid spec or usage, 3 limits reached " \
              "without done, 130 interrupted."
@@ -97,6 +101,41 @@ def _problems(path: Path, overrides: list[str]) -> list[Problem]:
 def schema_cmd() -> None:
     """Print the goal-spec JSON Schema (point your editor at it; see the README)."""
     typer.echo(json.dumps(lint.schema(), indent=2))
+
+
+standin_app = typer.Typer(no_args_is_help=True, help="Run a loopback stand-in server (no GPU).")
+app.add_typer(standin_app, name="standin")
+
+
+def _serve_forever(server: BackgroundServer, what: str) -> None:
+    with reported():
+        try:
+            server.start()
+        except OSError as exc:
+            raise UsageError(f"cannot listen on {server.host}:{server.port}: {exc.strerror}") \
+                from None
+        typer.echo(f"{what} stand-in listening on {server.url} (Ctrl-C stops it)")
+        try:
+            threading.Event().wait()
+        except KeyboardInterrupt:  # the normal way to stop a server: no error
+            pass
+        finally:
+            server.stop()
+
+
+@standin_app.command("comfyui")
+def standin_comfyui(
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8188,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    step_seconds: Annotated[float, typer.Option(help="Render time per sampler step.")] = 0.05,
+    checkpoint: Annotated[list[str] | None, typer.Option(
+        help="A checkpoint name to pretend to have (repeatable).")] = None,
+) -> None:
+    """A ComfyUI that draws the prompt's colours and shapes; faults via POST /imitatoes/knobs."""
+    from .standins.comfyui import DEFAULT_CHECKPOINTS, ComfyStandin, Knobs
+
+    knobs = Knobs(step_seconds=step_seconds, checkpoints=checkpoint or list(DEFAULT_CHECKPOINTS))
+    _serve_forever(ComfyStandin(knobs, host, port), "ComfyUI")
 
 
 def main() -> None:

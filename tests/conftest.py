@@ -1,10 +1,15 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
+# Read before the autouse fixture below hides them from the code under test.
+LIVE_COMFY = os.environ.get("IMITATOES_COMFY_URL")
+LIVE_OLLAMA = os.environ.get("IMITATOES_OLLAMA_URL")
+LIVE_MODEL = os.environ.get("IMITATOES_OLLAMA_MODEL")
 
 
 @pytest.fixture(autouse=True)

@@ -1,0 +1,385 @@
+"""The ComfyUI client: submit a workflow, follow it (websocket, history as the truth, polling as
+the fallback), fetch its images; plus the queue, interrupt, free and server info."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+import websocket
+from requests.adapters import HTTPAdapter
+from urllib3.util.retry import Retry
+
+from .errors import ImitatoesError
+
+HOW_TO_START = ("Start ComfyUI (python main.py --listen 127.0.0.1 --port 8188), or point imitatoes "
+                "at it with --comfy-url or IMITATOES_COMFY_URL.")
+
+
+class ComfyError(ImitatoesError):
+    """Something went wrong talking to ComfyUI."""
+
+
+class ComfyUnreachable(ComfyError):
+    pass
+
+
+class ComfyRejected(ComfyError):
+    """ComfyUI refused the workflow (400); `node_errors` is its answer, as sent."""
+
+    exit_code = 2
+
+    def __init__(self, message: str, node_errors: dict[str, Any]) -> None:
+        self.node_errors = node_errors
+        super().__init__(message)
+
+
+class ComfyServerError(ComfyError):
+    pass
+
+
+class ComfyProtocolError(ComfyError):
+    pass
+
+
+class ComfyExecutionError(ComfyError):
+    def __init__(self, message: str, node_id: str = "", node_type: str = "") -> None:
+        self.node_id, self.node_type = node_id, node_type
+        super().__init__(message)
+
+
+class RenderTimeout(ComfyError):
+    pass
+
+
+@dataclass(frozen=True)
+class ImageRef:
+    """An output image as ComfyUI names it. Never used as a local path."""
+
+    filename: str
+    subfolder: str
+    type: str
+    node_id: str = ""
+
+
+@dataclass(frozen=True)
+class Submitted:
+    prompt_id: str
+    number: int
+    node_errors: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Progress:
+    prompt_id: str
+    node: str
+    value: int
+    max: int
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """A finished prompt: status is "success" or "interrupted" (errors raise)."""
+
+    prompt_id: str
+    status: str
+    images: tuple[ImageRef, ...]
+    texts: tuple[str, ...]
+    entry: dict[str, Any]
+
+
+class ComfyClient:
+    def __init__(self, url: str, connect_timeout: float = 5.0, read_timeout: float = 30.0,
+                 client_id: str | None = None, use_websocket: bool = True) -> None:
+        self.url = url.rstrip("/")
+        self.timeout = (connect_timeout, read_timeout)
+        self.client_id = client_id or str(uuid.uuid4())
+        self.session = requests.Session()
+        # Retry only what is safe to repeat: GETs, and connections that never reached the server.
+        retry = Retry(total=2, connect=2, read=2, status=2, backoff_factor=0.1,
+                      allowed_methods=frozenset({"GET"}), status_forcelist=(502, 503, 504),
+                      raise_on_status=False)
+        self.session.mount("http://", HTTPAdapter(max_retries=retry))
+        self.session.mount("https://", HTTPAdapter(max_retries=retry))
+        self._events = _Events(self.url, self.client_id, connect_timeout) if use_websocket else None
+
+    # -- plumbing -------------------------------------------------------------------------------
+    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        kwargs.setdefault("timeout", self.timeout)
+        try:
+            return self.session.request(method, self.url + path, **kwargs)
+        except requests.exceptions.Timeout:
+            raise ComfyUnreachable(f"ComfyUI at {self.url} did not answer {method} {path} within "
+                                   f"{kwargs['timeout']} s; is it overloaded or stuck?") from None
+        except requests.exceptions.RequestException as exc:
+            raise ComfyUnreachable(f"ComfyUI is not reachable at {self.url} ({method} {path}: "
+                                   f"{_reason(exc)}). {HOW_TO_START}") from None
+
+    def _json(self, method: str, path: str, **kwargs: Any) -> Any:
+        resp = self._request(method, path, **kwargs)
+        if resp.status_code >= 500:
+            raise ComfyServerError(f"ComfyUI answered {resp.status_code} to {method} {path}: "
+                                   f"{resp.text.strip()[:200]!r}; its console shows the traceback")
+        try:
+            return resp.json()
+        except ValueError:
+            raise ComfyProtocolError(f"ComfyUI at {self.url} answered {method} {path} with "
+                                     f"{resp.status_code} and no JSON: {resp.text[:80]!r}; is "
+                                     "this URL really ComfyUI?") from None
+
+    # -- information ----------------------------------------------------------------------------
+    def system_stats(self) -> dict[str, Any]:
+        return self._json("GET", "/system_stats")
+
+    def object_info(self, node_class: str | None = None) -> dict[str, Any]:
+        return self._json("GET", f"/object_info/{node_class}" if node_class else "/object_info")
+
+    def queue(self) -> dict[str, Any]:
+        return self._json("GET", "/queue")
+
+    def queue_position(self, prompt_id: str) -> int | None:
+        """0 while running, k when k-th in line, None when not queued."""
+        q = self.queue()
+        if any(item[1] == prompt_id for item in q.get("queue_running", [])):
+            return 0
+        pending = sorted(q.get("queue_pending", []), key=lambda item: item[0])
+        return next((i + 1 for i, item in enumerate(pending) if item[1] == prompt_id), None)
+
+    def history(self, prompt_id: str) -> dict[str, Any] | None:
+        """The finished prompt's history entry, or None while it is queued or running."""
+        body = self._json("GET", f"/history/{prompt_id}")
+        if not isinstance(body, dict):
+            raise ComfyProtocolError(f"ComfyUI answered /history/{prompt_id} with {body!r}")
+        return body.get(prompt_id)
+
+    # -- control --------------------------------------------------------------------------------
+    def interrupt(self, prompt_id: str | None = None) -> None:
+        self._request("POST", "/interrupt", json={"prompt_id": prompt_id} if prompt_id else None)
+
+    def free(self, unload_models: bool = True, free_memory: bool = True) -> None:
+        self._request("POST", "/free", json={"unload_models": unload_models,
+                                             "free_memory": free_memory})
+
+    def close(self) -> None:
+        if self._events:
+            self._events.close()
+        self.session.close()
+
+    # -- a render -------------------------------------------------------------------------------
+    def submit(self, workflow: dict[str, Any], prompt_id: str | None = None) -> Submitted:
+        """Queue the workflow. Our own prompt_id makes a lost answer safe to check and retry."""
+        if self._events:
+            self._events.ensure()  # listen before submitting, or early events are lost
+        prompt_id = prompt_id or str(uuid.uuid4())
+        body = {"prompt": workflow, "client_id": self.client_id, "prompt_id": prompt_id}
+        try:
+            resp = self._request("POST", "/prompt", json=body)
+        except ComfyUnreachable:
+            if not self._known(prompt_id):
+                raise
+            return Submitted(prompt_id, -1)
+        if resp.status_code == 400:
+            raise rejection(_safe_json(resp))
+        if resp.status_code >= 500:
+            raise ComfyServerError(f"ComfyUI answered {resp.status_code} to POST /prompt: "
+                                   f"{resp.text.strip()[:200]!r}; its console shows the traceback")
+        data = _safe_json(resp)
+        if not isinstance(data, dict) or "prompt_id" not in data:
+            raise ComfyProtocolError(f"ComfyUI answered POST /prompt with {resp.text[:120]!r}")
+        return Submitted(data["prompt_id"], data.get("number", -1), data.get("node_errors") or {})
+
+    def _known(self, prompt_id: str) -> bool:
+        """After a lost answer: did the prompt reach the queue or the history?"""
+        try:
+            return self.queue_position(prompt_id) is not None or self.history(prompt_id) is not None
+        except ComfyError:
+            return False
+
+    def wait(self, prompt_id: str, timeout: float,
+             on_progress: Callable[[Progress], None] | None = None) -> Outcome:
+        """Block until the prompt finishes; the websocket says when, /history says what."""
+        deadline = time.monotonic() + timeout
+        if self._events and self._events.ensure():
+            self._events.follow(prompt_id, deadline, on_progress, self.history)
+        entry = self._poll(prompt_id, deadline)
+        return outcome(prompt_id, entry)
+
+    def _poll(self, prompt_id: str, deadline: float) -> dict[str, Any]:
+        interval = 0.02
+        while True:
+            entry = self.history(prompt_id)
+            if entry is not None:
+                return entry
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RenderTimeout(f"prompt {prompt_id} did not finish in time; it may still "
+                                    f"be queued or running in ComfyUI at {self.url}")
+            time.sleep(min(interval, left))
+            interval = min(interval * 1.5, 1.0)
+
+    def fetch(self, ref: ImageRef) -> bytes:
+        resp = self._request("GET", "/view", params={"filename": ref.filename,
+                                                     "subfolder": ref.subfolder, "type": ref.type})
+        if resp.status_code != 200:
+            raise ComfyError(f"ComfyUI answered {resp.status_code} for image {ref.filename!r} "
+                             f"(subfolder {ref.subfolder!r}, type {ref.type!r})")
+        return resp.content
+
+    def images(self, result: Outcome) -> list[tuple[ImageRef, bytes]]:
+        if not result.images:
+            raise ComfyError(f"prompt {result.prompt_id} finished without images; does the "
+                             "workflow end in a SaveImage or PreviewImage node?")
+        return [(ref, self.fetch(ref)) for ref in result.images]
+
+
+class _Events:
+    """One websocket per client, read by a thread into a queue; None of it is required."""
+
+    def __init__(self, url: str, client_id: str, connect_timeout: float) -> None:
+        self.url = url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
+        self.connect_timeout = connect_timeout
+        self.inbox: queue.Queue = queue.Queue()
+        self._ws: websocket.WebSocket | None = None
+        self._failed_at = float("-inf")
+
+    def ensure(self) -> bool:
+        if self._ws is not None and self._ws.connected:
+            return True
+        if time.monotonic() - self._failed_at < 30:  # do not knock every iteration
+            return False
+        try:
+            self._ws = websocket.create_connection(self.url, timeout=self.connect_timeout)
+        except (OSError, websocket.WebSocketException):
+            self._ws, self._failed_at = None, time.monotonic()
+            return False
+        self._ws.settimeout(None)
+        threading.Thread(target=self._read, args=(self._ws,), daemon=True,
+                         name="comfy-websocket").start()
+        return True
+
+    def _read(self, ws: websocket.WebSocket) -> None:
+        try:
+            while True:
+                frame = ws.recv()
+                if isinstance(frame, str):
+                    self.inbox.put(json.loads(frame))
+        except (OSError, ValueError, websocket.WebSocketException):
+            self.inbox.put({"type": "_closed"})
+
+    def follow(self, prompt_id: str, deadline: float,
+               on_progress: Callable[[Progress], None] | None,
+               history: Callable[[str], Any]) -> None:
+        """Return when the prompt's terminal event arrives, the socket closes or time is up."""
+        last_check = time.monotonic()
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = self.inbox.get(timeout=min(left, 1.0))
+            except queue.Empty:
+                if time.monotonic() - last_check >= 2.0:  # a safety net for lost events
+                    last_check = time.monotonic()
+                    if history(prompt_id) is not None:
+                        return
+                continue
+            data = msg.get("data") or {}
+            if msg.get("type") == "_closed":
+                return
+            if data.get("prompt_id") != prompt_id:
+                continue
+            if msg["type"] == "progress" and on_progress:
+                on_progress(Progress(prompt_id, str(data.get("node")), int(data["value"]),
+                                     int(data["max"])))
+            if msg["type"] in ("execution_error", "execution_interrupted") or (
+                    msg["type"] == "executing" and data.get("node") is None):
+                return
+
+    def close(self) -> None:
+        if self._ws is not None:
+            self._ws.close(timeout=0.2)
+            self._ws = None
+
+
+def outcome(prompt_id: str, entry: dict[str, Any]) -> Outcome:
+    """Read a history entry; an execution_error becomes ComfyExecutionError."""
+    status = entry.get("status") or {}
+    messages = status.get("messages") or []
+    for kind, data in messages:
+        if kind == "execution_error":
+            raise ComfyExecutionError(
+                f"ComfyUI failed in node {data.get('node_id')} ({data.get('node_type')}): "
+                f"{data.get('exception_type')}: {str(data.get('exception_message')).strip()}",
+                str(data.get("node_id")), str(data.get("node_type")))
+    interrupted = any(kind == "execution_interrupted" for kind, _ in messages)
+    images, texts = [], []
+    for node_id, out in (entry.get("outputs") or {}).items():
+        for img in out.get("images", []) if isinstance(out, dict) else []:
+            images.append(ImageRef(str(img.get("filename", "")), str(img.get("subfolder", "")),
+                                   str(img.get("type", "output")), str(node_id)))
+        texts += [str(t) for t in out.get("text", [])] if isinstance(out, dict) else []
+    if not interrupted and status.get("status_str") == "error":
+        raise ComfyExecutionError(f"ComfyUI reports prompt {prompt_id} failed without details")
+    return Outcome(prompt_id, "interrupted" if interrupted else "success", tuple(images),
+                   tuple(texts), entry)
+
+
+def rejection(body: Any) -> ComfyRejected:
+    """ComfyUI's 400 answer as one readable message, a line per node input."""
+    if not isinstance(body, dict):
+        return ComfyRejected(f"ComfyUI refused the workflow: {body!r}", {})
+    error = body.get("error") or {}
+    node_errors = body.get("node_errors") or {}
+    head = error.get("message") or "refused" if isinstance(error, dict) else str(error)
+    lines = [f"ComfyUI refused the workflow: {head}"]
+    if isinstance(error, dict) and error.get("type") == "invalid_prompt":
+        lines[0] += f" ({error.get('details')}); is the custom node that provides it installed?"
+    for node_id, info in node_errors.items():
+        for err in info.get("errors", []):
+            lines.append(f"  node {node_id} ({info.get('class_type')}) {_describe(err)}")
+    return ComfyRejected("\n".join(lines), node_errors)
+
+
+def _describe(err: dict[str, Any]) -> str:
+    extra = err.get("extra_info") or {}
+    name = extra.get("input_name")
+    config = extra.get("input_config")
+    limits = config[1] if isinstance(config, list) and len(config) > 1 else {}
+    got = extra.get("received_value")
+    kind = err.get("type")
+    if kind == "value_bigger_than_max":
+        return f"input {name}: {got} is bigger than the maximum {limits.get('max')}"
+    if kind == "value_smaller_than_min":
+        return f"input {name}: {got} is smaller than the minimum {limits.get('min')}"
+    if kind == "value_not_in_list":
+        return f"input {name}: {err.get('details')}"
+    if kind == "required_input_missing":
+        return f"input {name} is missing"
+    if kind == "exception_during_validation" and extra.get("exception_type") == "KeyError":
+        return f"links to node {err.get('details')}, which is not in the workflow"
+    where = f"input {name}: " if name else ""
+    return f"{where}{err.get('message')}: {err.get('details')}"
+
+
+def _safe_json(resp: requests.Response) -> Any:
+    try:
+        return resp.json()
+    except ValueError:
+        raise ComfyProtocolError(f"ComfyUI answered {resp.status_code} with no JSON: "
+                                 f"{resp.text[:120]!r}") from None
+
+
+def _reason(exc: requests.exceptions.RequestException) -> str:
+    text = str(exc)
+    for needle, reason in (("Connection refused", "connection refused"),
+                           ("Name or service not known", "unknown host"),
+                           ("RemoteDisconnected", "the connection closed without an answer"),
+                           ("Connection aborted", "the connection closed without an answer"),
+                           ("Connection reset", "the connection was reset")):
+        if needle in text:
+            return reason
+    return type(exc).__name__

@@ -1,0 +1,516 @@
+"""A loopback ComfyUI: the HTTP and websocket API of ComfyUI 0.3.64 as recorded in
+tests/fixtures/comfyui, one prompt at a time in a worker thread, history in memory only."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import json
+import os
+import random
+import string
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from dataclasses import asdict, dataclass, field, fields
+from typing import Any
+
+from aiohttp import WSMsgType, web
+from PIL import Image, PngImagePlugin
+
+from .. import __version__
+from . import comfy_graph
+from .server import BackgroundServer
+
+DEFAULT_CHECKPOINTS = ["v1-5-pruned-emaonly.safetensors", "sd_xl_base_1.0.safetensors",
+                       "tiny-random-sd15.safetensors"]
+OUTPUT_NODES = {"SaveImage": "output", "PreviewImage": "temp"}
+
+
+@dataclass
+class Knobs:
+    """Timing and faults; change them on the object or with POST /imitatoes/knobs."""
+
+    step_seconds: float = 0.0  # render time per sampler step
+    checkpoints: list[str] = field(default_factory=lambda: list(DEFAULT_CHECKPOINTS))
+    fail_prompt: int = 0  # the next N POST /prompt answer ComfyUI's 500
+    drop: int = 0  # the next N requests lose their connection without an answer
+    history_delay: float = 0.0  # seconds before each /history answer
+    execution_errors: int = 0  # the next N prompts fail inside the sampler
+    websocket: bool = True  # False: /ws is refused and clients must poll
+
+
+class Interrupted(Exception):
+    pass
+
+
+@dataclass
+class _Job:
+    number: int
+    prompt_id: str
+    prompt: dict[str, Any]
+    extra: dict[str, Any]
+    outputs: list[str]
+
+    def as_list(self) -> list:
+        return [self.number, self.prompt_id, self.prompt, self.extra, self.outputs]
+
+
+class ComfyStandin(BackgroundServer):
+    def __init__(self, knobs: Knobs | None = None, host: str = "127.0.0.1", port: int = 0):
+        super().__init__(self._app, host, port)
+        self.knobs = knobs or Knobs()
+        self._lock = threading.Condition()
+        self._number = 0
+        self._pending: list[_Job] = []
+        self._running: _Job | None = None
+        self.history: OrderedDict[str, dict] = OrderedDict()
+        self.files: dict[tuple[str, str, str], bytes] = {}
+        self.inputs: dict[str, bytes] = {"example.png": _png(Image.new("RGB", (8, 8)), {})}
+        self._counters: dict[tuple[str, str], int] = {}
+        self._cache: dict[str, tuple] = {}
+        self._interrupt = threading.Event()
+        self._generation = 0  # bumped by restart(): a prompt running then leaves no history
+        self._sockets: dict[str, asyncio.Queue] = {}
+        self._worker = threading.Thread(target=self._work, daemon=True, name="standin-comfy-worker")
+        self._stopping = False
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def start(self) -> ComfyStandin:
+        super().start()
+        self._worker.start()
+        return self
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopping = True
+            self._interrupt.set()
+            self._lock.notify_all()
+        super().stop()
+
+    def restart(self) -> None:
+        """What a ComfyUI restart loses: history, queue, cache (files on disk survive)."""
+        with self._lock:
+            self._pending.clear()
+            self.history.clear()
+            self._cache.clear()
+            self._generation += 1
+            self._interrupt.set()
+
+    # -- HTTP -----------------------------------------------------------------------------------
+    def _app(self) -> web.Application:
+        app = web.Application(middlewares=[self._faults])
+        routes = [
+            ("POST", "/prompt", self._post_prompt), ("GET", "/prompt", self._get_prompt),
+            ("GET", "/history", self._get_history),
+            ("GET", "/history/{prompt_id}", self._get_history_item),
+            ("POST", "/history", self._post_history), ("GET", "/queue", self._get_queue),
+            ("POST", "/queue", self._post_queue), ("POST", "/interrupt", self._post_interrupt),
+            ("POST", "/free", self._post_free), ("GET", "/view", self._get_view),
+            ("GET", "/system_stats", self._system_stats), ("GET", "/features", self._features),
+            ("GET", "/object_info", self._object_info),
+            ("GET", "/object_info/{node_class}", self._object_info_one), ("GET", "/ws", self._ws)]
+        for method, path, handler in routes:
+            app.router.add_route(method, path, handler)
+            app.router.add_route(method, "/api" + path, handler)
+        app.router.add_route("GET", "/imitatoes/knobs", self._get_knobs)
+        app.router.add_route("POST", "/imitatoes/knobs", self._post_knobs)
+        return app
+
+    @web.middleware
+    async def _faults(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        if self.knobs.drop > 0 and request.path not in ("/ws", "/imitatoes/knobs"):
+            self.knobs.drop -= 1
+            request.transport.close()
+            raise ConnectionResetError("stand-in fault: connection dropped")
+        return await handler(request)
+
+    async def _post_prompt(self, request: web.Request) -> web.Response:
+        if self.knobs.fail_prompt > 0:
+            self.knobs.fail_prompt -= 1
+            raise RuntimeError("stand-in fault: 500 on /prompt")
+        body = await request.json()  # invalid JSON -> aiohttp's 500 text/plain, as in ComfyUI
+        with self._lock:
+            number = self._number
+            if "prompt" in body:
+                self._number += 1
+        if "prompt" not in body:
+            error = comfy_graph._error("no_prompt", "No prompt provided", "No prompt provided")
+            return web.json_response({"error": error, "node_errors": {}}, status=400)
+        prompt_id = str(body.get("prompt_id") or uuid.uuid4())
+        info = comfy_graph.object_info(self.knobs.checkpoints)
+        result = comfy_graph.validate_prompt(body["prompt"], info, self.inputs)
+        if not result.ok:
+            return web.json_response({"error": result.error, "node_errors": result.node_errors},
+                                     status=400)
+        extra = dict(body.get("extra_data") or {})
+        if "client_id" in body:
+            extra["client_id"] = body["client_id"]
+        with self._lock:
+            self._pending.append(_Job(number, prompt_id, body["prompt"], extra, result.outputs))
+            self._lock.notify_all()
+        self._broadcast_status()
+        return web.json_response({"prompt_id": prompt_id, "number": number,
+                                  "node_errors": result.node_errors})
+
+    async def _get_prompt(self, request: web.Request) -> web.Response:
+        return web.json_response({"exec_info": {"queue_remaining": self.queue_remaining()}})
+
+    async def _get_history(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.knobs.history_delay)
+        max_items = request.query.get("max_items")
+        offset = int(request.query.get("offset", -1))
+        with self._lock:
+            items = list(self.history.items())
+        if max_items is not None:
+            n = int(max_items)
+            offset = len(items) - n if offset < 0 else offset
+            items = items[max(offset, 0):max(offset, 0) + n]
+        return web.json_response(dict(items))
+
+    async def _get_history_item(self, request: web.Request) -> web.Response:
+        await asyncio.sleep(self.knobs.history_delay)
+        prompt_id = request.match_info["prompt_id"]
+        with self._lock:
+            entry = self.history.get(prompt_id)
+        return web.json_response({prompt_id: entry} if entry else {})
+
+    async def _post_history(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        with self._lock:
+            if body.get("clear"):
+                self.history.clear()
+            for prompt_id in body.get("delete", []):
+                self.history.pop(prompt_id, None)
+        return web.Response()
+
+    async def _get_queue(self, request: web.Request) -> web.Response:
+        with self._lock:
+            running = [self._running.as_list()] if self._running else []
+            pending = [job.as_list() for job in self._pending]
+        return web.json_response({"queue_running": running, "queue_pending": pending})
+
+    async def _post_queue(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        with self._lock:
+            if body.get("clear"):
+                self._pending.clear()
+            gone = set(body.get("delete", []))
+            self._pending = [job for job in self._pending if job.prompt_id not in gone]
+        return web.Response()
+
+    async def _post_interrupt(self, request: web.Request) -> web.Response:
+        body = await request.json() if request.can_read_body else {}
+        with self._lock:
+            running = self._running.prompt_id if self._running else None
+        target = body.get("prompt_id") if isinstance(body, dict) else None
+        if running and (target is None or target == running):
+            self._interrupt.set()
+        return web.Response()
+
+    async def _post_free(self, request: web.Request) -> web.Response:
+        await request.json()  # an empty body is ComfyUI's 500
+        return web.Response()
+
+    async def _get_view(self, request: web.Request) -> web.Response:
+        q = request.query
+        filename = q.get("filename")
+        if filename is None:
+            return web.Response(status=404)
+        if not filename or filename[0] == "/" or ".." in filename:
+            return web.Response(status=400)
+        kind = q.get("type", "output")
+        if kind not in ("output", "input", "temp"):
+            return web.Response(status=400)
+        subfolder = q.get("subfolder", "")
+        root = f"/{kind}"
+        if os.path.commonpath((os.path.abspath(os.path.join(root, subfolder)), root)) != root:
+            return web.Response(status=403)
+        name = os.path.basename(filename)
+        data = self.inputs.get(name) if kind == "input" else self.files.get((kind, subfolder, name))
+        if data is None:
+            return web.Response(status=404)
+        headers = {"Content-Disposition": f'filename="{name}"'}
+        if "preview" in q:
+            fmt, _, quality = q["preview"].partition(";")
+            if fmt in ("webp", "jpeg"):
+                out = io.BytesIO()
+                Image.open(io.BytesIO(data)).convert("RGB").save(
+                    out, fmt.upper(), quality=int(quality or 90))
+                return web.Response(body=out.getvalue(), content_type=f"image/{fmt}",
+                                    headers=headers)
+        return web.Response(body=data, content_type="image/png", headers=headers)
+
+    async def _system_stats(self, request: web.Request) -> web.Response:
+        return web.json_response({
+            "system": {"os": "posix", "ram_total": 8 << 30, "ram_free": 6 << 30,
+                       "comfyui_version": f"0.3.64 (imitatoes stand-in {__version__})",
+                       "required_frontend_version": "1.27.10", "installed_templates_version":
+                       "0.1.95", "required_templates_version": "0.1.95",
+                       "python_version": "stand-in", "pytorch_version": "none",
+                       "embedded_python": False, "argv": ["imitatoes", "standin", "comfyui"]},
+            "devices": [{"name": "cpu", "type": "cpu", "index": None, "vram_total": 8 << 30,
+                         "vram_free": 6 << 30, "torch_vram_total": 8 << 30,
+                         "torch_vram_free": 6 << 30}]})
+
+    async def _features(self, request: web.Request) -> web.Response:
+        return web.json_response({"supports_preview_metadata": True,
+                                  "max_upload_size": 104857600})
+
+    async def _object_info(self, request: web.Request) -> web.Response:
+        return web.json_response(comfy_graph.object_info(self.knobs.checkpoints))
+
+    async def _object_info_one(self, request: web.Request) -> web.Response:
+        info = comfy_graph.object_info(self.knobs.checkpoints)
+        name = request.match_info["node_class"]
+        return web.json_response({name: info[name]} if name in info else {})
+
+    async def _get_knobs(self, request: web.Request) -> web.Response:
+        return web.json_response(asdict(self.knobs))
+
+    async def _post_knobs(self, request: web.Request) -> web.Response:
+        body = await request.json()
+        names = {f.name for f in fields(Knobs)}
+        for key, value in body.items():
+            if key not in names:
+                return web.json_response({"error": f"unknown knob {key!r}"}, status=400)
+            setattr(self.knobs, key, value)
+        if body.get("restart"):
+            self.restart()
+        return web.json_response(asdict(self.knobs))
+
+    # -- websocket ------------------------------------------------------------------------------
+    async def _ws(self, request: web.Request) -> web.StreamResponse:
+        if not self.knobs.websocket:
+            raise web.HTTPNotFound()
+        ws = web.WebSocketResponse()
+        await ws.prepare(request)
+        sid = request.query.get("clientId") or uuid.uuid4().hex
+        outbox: asyncio.Queue = asyncio.Queue()
+        self._sockets[sid] = outbox
+        sender = asyncio.ensure_future(self._pump(ws, outbox))
+        outbox.put_nowait({"type": "status", "data": {"status": {"exec_info": {
+            "queue_remaining": self.queue_remaining()}}, "sid": sid}})
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT:
+                    data = json.loads(msg.data)
+                    if data.get("type") == "feature_flags":
+                        outbox.put_nowait({"type": "feature_flags", "data": {
+                            "supports_preview_metadata": True, "max_upload_size": 104857600}})
+        finally:
+            if self._sockets.get(sid) is outbox:
+                del self._sockets[sid]
+            sender.cancel()
+        return ws
+
+    @staticmethod
+    async def _pump(ws: web.WebSocketResponse, outbox: asyncio.Queue) -> None:
+        while True:
+            message = await outbox.get()
+            await ws.send_str(json.dumps(message))
+
+    def _send(self, kind: str, data: dict[str, Any], sid: str | None) -> None:
+        """Queue a frame for one client (sid) or, with sid None, for every socket."""
+        message = {"type": kind, "data": data}
+        targets = list(self._sockets.items()) if sid is None else [(sid, self._sockets.get(sid))]
+        for _, outbox in targets:
+            if outbox is not None:
+                self.call(outbox.put_nowait, message)
+
+    def queue_remaining(self) -> int:
+        with self._lock:
+            return len(self._pending) + (1 if self._running else 0)
+
+    def _broadcast_status(self) -> None:
+        self._send("status", {"status": {"exec_info": {"queue_remaining":
+                                                       self.queue_remaining()}}}, None)
+
+    # -- the worker -----------------------------------------------------------------------------
+    def _work(self) -> None:
+        while True:
+            with self._lock:
+                while not self._pending and not self._stopping:
+                    self._lock.wait()
+                if self._stopping:
+                    return
+                self._running = self._pending.pop(0)
+                self._interrupt.clear()
+                generation = self._generation
+            job = self._running
+            try:
+                entry = _Run(self, job).execute()
+            finally:
+                with self._lock:
+                    self._running = None
+            with self._lock:
+                if generation != self._generation:
+                    continue  # "restarted" meanwhile: the prompt is forgotten
+                self.history[job.prompt_id] = entry
+            self._broadcast_status()
+            self._send("executing", {"node": None, "prompt_id": job.prompt_id},
+                       job.extra.get("client_id"))
+
+    def save_image(self, kind: str, prefix: str, img: Image.Image, job: _Job) -> dict[str, str]:
+        subfolder, _, base = prefix.rpartition("/")
+        if kind == "temp":
+            subfolder, base = "", "ComfyUI_temp_" + "".join(random.choices(string.ascii_lowercase,
+                                                                           k=5))
+        with self._lock:
+            n = self._counters.get((subfolder, base), 0) + 1
+            self._counters[(subfolder, base)] = n
+        name = f"{base}_{n:05}_.png"
+        self.files[(kind, subfolder, name)] = _png(img, {"prompt": json.dumps(job.prompt)})
+        return {"filename": name, "subfolder": subfolder, "type": kind}
+
+
+def _png(img: Image.Image, text: dict[str, str]) -> bytes:
+    info = PngImagePlugin.PngInfo()
+    for key, value in text.items():
+        info.add_text(key, value)
+    out = io.BytesIO()
+    img.save(out, "PNG", pnginfo=info, compress_level=1)
+    return out.getvalue()
+
+
+def _plain(value: Any) -> Any:
+    return value if isinstance(value, str | int | float | bool) or value is None else str(value)
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+class _Run:
+    """One prompt's execution: the events, in ComfyUI's order, and the history entry."""
+
+    def __init__(self, server: ComfyStandin, job: _Job) -> None:
+        self.server, self.job = server, job
+        self.sid = job.extra.get("client_id")
+        self.messages: list[list] = []
+        self.progress: dict[str, dict] = {}
+        self.executed: list[str] = []
+
+    def event(self, kind: str, data: dict[str, Any], history: bool = False) -> None:
+        data = {**data, "prompt_id": self.job.prompt_id}
+        if history:
+            data["timestamp"] = _now()
+            self.messages.append([kind, data])
+        self.server._send(kind, data, self.sid)
+
+    def execute(self) -> dict[str, Any]:
+        prompt = self.job.prompt
+        order = _order(prompt, self.job.outputs)
+        signatures = {n: _signature(prompt, n) for n in order}
+        cache = self.server._cache
+        self.event("execution_start", {}, history=True)
+        self.event("execution_cached", {"nodes": [n for n in order if signatures[n] in cache]},
+                   history=True)
+        results: dict[str, tuple] = {}
+        ui: dict[str, dict] = {}
+        status = "success"
+        for node_id in order:
+            try:
+                results[node_id], node_ui = self._node(node_id, signatures[node_id], results)
+            except Interrupted:
+                status = self._fail("execution_interrupted", node_id, None, results)
+                break
+            except Exception as exc:  # the node failed: ComfyUI's execution_error
+                status = self._fail("execution_error", node_id, exc, results)
+                break
+            if node_ui is not None:
+                ui[node_id] = node_ui
+                self.event("executed", {"node": node_id, "display_node": node_id,
+                                        "output": node_ui})
+        if status == "success":
+            self.server._cache = {signatures[n]: (results[n], ui.get(n)) for n in order}
+            self.event("execution_success", {}, history=True)
+        return {"prompt": self.job.as_list(), "outputs": ui if status == "success" else {},
+                "status": {"status_str": status, "completed": status == "success",
+                           "messages": self.messages},
+                "meta": {n: {"node_id": n, "display_node": n, "parent_node": None,
+                             "real_node_id": n} for n in ui}}
+
+    def _fail(self, kind: str, node_id: str, exc: Exception | None, results: dict) -> str:
+        node = self.job.prompt[node_id]
+        data: dict[str, Any] = {"node_id": node_id, "node_type": node["class_type"],
+                                "executed": list(self.executed)}
+        if exc is not None:
+            inputs = {k: [results[v[0]][v[1]] if isinstance(v, list) else v]
+                      for k, v in node["inputs"].items()}
+            data.update(exception_message=str(exc), exception_type=type(exc).__name__,
+                        traceback=[f"  stand-in node {node_id} ({node['class_type']})\n"],
+                        current_inputs={k: [_plain(x) for x in v] for k, v in inputs.items()},
+                        current_outputs=list(self.job.prompt))
+        self.event(kind, data, history=True)
+        return "error"
+
+    def _node(self, node_id: str, signature: str, results: dict) -> tuple[tuple, dict | None]:
+        if signature in self.server._cache:
+            return self.server._cache[signature]
+        if self.server._interrupt.is_set():
+            raise Interrupted
+        node = self.job.prompt[node_id]
+        self._progress(node_id, 0.0, 1.0, "running")
+        self.event("executing", {"node": node_id, "display_node": node_id})
+        inputs = {k: results[v[0]][v[1]] if isinstance(v, list) else v
+                  for k, v in node["inputs"].items()}
+        result, node_ui = self._run(node["class_type"], inputs, node_id)
+        self.executed.append(node_id)
+        self._progress(node_id, 1.0, 1.0, "finished")
+        return result, node_ui
+
+    def _run(self, class_type: str, inputs: dict, node_id: str) -> tuple[tuple, dict | None]:
+        if class_type in OUTPUT_NODES:
+            prefix = inputs.get("filename_prefix", "ComfyUI")
+            images = [self.server.save_image(OUTPUT_NODES[class_type], prefix, img, self.job)
+                      for img in inputs["images"]]
+            return (), {"images": images}
+        if class_type == "PreviewAny":
+            return (), {"text": [str(inputs["source"])]}
+        if class_type == "LoadImage":
+            img = Image.open(io.BytesIO(self.server.inputs[inputs["image"]])).convert("RGB")
+            return ([img], None), None
+        if class_type == "KSampler" and self.server.knobs.execution_errors > 0:
+            self.server.knobs.execution_errors -= 1
+            raise RuntimeError("stand-in fault: CUDA out of memory while sampling")
+        return comfy_graph.EXECUTORS[class_type](inputs, node_id, self._step), None
+
+    def _step(self, node_id: str, value: int, maximum: int) -> None:
+        if self.server._interrupt.wait(self.server.knobs.step_seconds):
+            raise Interrupted
+        self._progress(node_id, float(value), float(maximum), "running")
+        self.event("progress", {"value": value, "max": maximum, "node": node_id})
+
+    def _progress(self, node_id: str, value: float, maximum: float, state: str) -> None:
+        self.progress[node_id] = {"value": value, "max": maximum, "state": state,
+                                  "node_id": node_id, "prompt_id": self.job.prompt_id,
+                                  "display_node_id": node_id, "parent_node_id": None,
+                                  "real_node_id": node_id}
+        self.server._send("progress_state", {"prompt_id": self.job.prompt_id,
+                                             "nodes": dict(self.progress)}, None)
+
+
+def _order(prompt: dict[str, Any], outputs: list[str]) -> list[str]:
+    """Every node the outputs need, each after its inputs."""
+    order: list[str] = []
+
+    def visit(node_id: str) -> None:
+        if node_id in order:
+            return
+        for value in prompt[node_id].get("inputs", {}).values():
+            if isinstance(value, list):
+                visit(value[0])
+        order.append(node_id)
+
+    for out in outputs:
+        visit(out)
+    return order
+
+
+def _signature(prompt: dict[str, Any], node_id: str) -> str:
+    node = prompt[node_id]
+    inputs = {k: [_signature(prompt, v[0]), v[1]] if isinstance(v, list) else v
+              for k, v in sorted(node.get("inputs", {}).items())}
+    return json.dumps([node["class_type"], inputs], sort_keys=True)

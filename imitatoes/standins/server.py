@@ -1,0 +1,80 @@
+"""Run an aiohttp application on 127.0.0.1 in a background thread (ComfyUI itself is aiohttp)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from collections.abc import Callable
+from typing import Any
+
+from aiohttp import web
+
+# aiohttp logs each 500 with a traceback; the stand-ins answer 500 on purpose.
+for _name in ("aiohttp.server", "aiohttp.access", "aiohttp.web"):
+    logging.getLogger(_name).addHandler(logging.NullHandler())
+    logging.getLogger(_name).propagate = False
+
+
+class BackgroundServer:
+    """Start with `start()` (or `with`); `url` is then http://127.0.0.1:PORT."""
+
+    def __init__(self, make_app: Callable[[], web.Application], host: str = "127.0.0.1",
+                 port: int = 0) -> None:
+        self._make_app, self.host, self.port = make_app, host, port
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._runner: web.AppRunner | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> BackgroundServer:
+        ready = threading.Event()
+        failure: list[BaseException] = []
+        self._thread = threading.Thread(target=self._serve, args=(ready, failure), daemon=True,
+                                        name=f"standin-{self.__class__.__name__}")
+        self._thread.start()
+        ready.wait()
+        if failure:
+            raise failure[0]
+        return self
+
+    def _serve(self, ready: threading.Event, failure: list[BaseException]) -> None:
+        self.loop = asyncio.new_event_loop()
+        try:
+            self.loop.run_until_complete(self._setup())
+        except BaseException as exc:  # e.g. the port is taken: report it to start()
+            failure.append(exc)
+            ready.set()
+            return
+        ready.set()
+        self.loop.run_forever()
+        self.loop.run_until_complete(self._runner.cleanup())
+        self.loop.close()
+
+    async def _setup(self) -> None:
+        self._runner = web.AppRunner(self._make_app(), access_log=None, handle_signals=False,
+                                     shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        self.port = site._server.sockets[0].getsockname()[1]
+
+    def call(self, fn: Callable[..., Any], *args: Any) -> None:
+        """Run fn(*args) on the server's loop, from any thread."""
+        if self.loop and self.loop.is_running():
+            self.loop.call_soon_threadsafe(fn, *args)
+
+    def stop(self) -> None:
+        if self.loop and self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        if self._thread:
+            self._thread.join(timeout=5)
+
+    def __enter__(self) -> BackgroundServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
