@@ -138,6 +138,18 @@ def standin_comfyui(
     _serve_forever(ComfyStandin(knobs, host, port), "ComfyUI")
 
 
+@standin_app.command("ollama")
+def standin_ollama(
+    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 11434,
+    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
+    latency: Annotated[float, typer.Option(help="Seconds per answer.")] = 0.2,
+) -> None:
+    """An Ollama whose vision model checks colours, shapes, noise and watermarks."""
+    from .standins.ollama import Knobs, OllamaStandin
+
+    _serve_forever(OllamaStandin(Knobs(latency=latency), host, port), "Ollama")
+
+
 def main() -> None:
     try:
         app()

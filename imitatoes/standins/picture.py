@@ -50,6 +50,8 @@ def scene_from(prompt: str, negative: str, steps: int, cfg: float) -> Scene:
             shape = (colour or "", word.rstrip("s"))
             if shape not in shapes:
                 shapes.append(shape)
+    coloured = {shape for colour, shape in shapes if colour}
+    shapes = [(c, s) for c, s in shapes if c or s not in coloured]  # "a circle, red circle": one
     negated = set(words(negative))
     noise = max(0.0, (CLEAN_STEPS - steps) / CLEAN_STEPS) * 0.8
     return Scene(background, tuple(shapes[:3]), not negated & set(WATERMARK_WORDS),
@@ -155,9 +157,10 @@ def look(img: Image.Image) -> Seen:
 
 def _washed(small: Image.Image) -> bool:
     """A low cfg pulls every channel toward mid-gray; named colours all reach outside it."""
-    data = small.getdata()
-    inside = sum(1 for px in data if all(85 <= v <= 215 for v in px))
-    return inside > 0.995 * len(data)
+    data = small.tobytes()
+    pixels = range(0, len(data), 3)
+    inside = sum(1 for i in pixels if all(85 <= v <= 215 for v in data[i:i + 3]))
+    return inside > 0.995 * len(pixels)
 
 
 def _grain(gray: Image.Image) -> float:

@@ -1,0 +1,286 @@
+"""The critic client: a vision model behind Ollama's /api/chat or an OpenAI-compatible
+/v1/chat/completions. A bad answer is retried with the error and ends as a recorded failed
+judgement; only a critic that cannot work at all (down, model missing, blind) raises."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import requests
+
+from . import verdict as verdicts
+from .errors import ImitatoesError
+from .guardrail import Prepared, prepare
+from .spec import Critic as CriticSpec
+
+SYSTEM = ("You are a meticulous visual critic. You look at the attached image, check it against "
+          "a checklist and answer only with a JSON object in the requested shape.")
+HOW_TO_START = ("Start Ollama (ollama serve), or point imitatoes at it with --ollama-url or "
+                "IMITATOES_OLLAMA_URL.")
+
+
+class CriticError(ImitatoesError):
+    """The critic cannot work at all; the run should stop before wasting renders."""
+
+
+class CriticUnreachable(CriticError):
+    pass
+
+
+class ModelMissing(CriticError):
+    exit_code = 2
+
+
+class ModelBlind(CriticError):
+    exit_code = 2
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One answer from the model, kept for the run log whether it parsed or not."""
+
+    content: str
+    thinking: str = ""
+    error: str = ""  # why it was not accepted, "" when it was
+    stats: dict[str, Any] = field(default_factory=dict)  # durations and token counts
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: verdicts.Verdict | None  # None: no valid verdict after every retry
+    attempts: tuple[Attempt, ...]
+    image: Prepared
+    seconds: float
+
+    @property
+    def error(self) -> str:
+        return "" if self.verdict else (self.attempts[-1].error if self.attempts else "no answer")
+
+
+class _Base:
+    def __init__(self, spec: CriticSpec, read_timeout: float | None = None) -> None:
+        self.spec = spec
+        self.url = spec.url.rstrip("/")
+        self.timeout = (5.0, read_timeout or spec.timeout)
+        self.session = requests.Session()
+
+    def _post(self, path: str, body: dict[str, Any], timeout: Any = None) -> requests.Response:
+        try:
+            return self.session.post(self.url + path, json=body, timeout=timeout or self.timeout)
+        except requests.exceptions.Timeout:
+            raise CriticUnreachable(f"the critic at {self.url} did not answer {path} within "
+                                    f"{self.timeout[1]:g} s (a cold model load counts; raise "
+                                    "critic.timeout if the model is large)") from None
+        except requests.exceptions.RequestException as exc:
+            raise CriticUnreachable(f"the critic is not reachable at {self.url} ({path}: "
+                                    f"{type(exc).__name__}). {HOW_TO_START}") from None
+
+    def _get(self, path: str) -> requests.Response:
+        try:
+            return self.session.get(self.url + path, timeout=(5.0, 30.0))
+        except requests.exceptions.RequestException as exc:
+            raise CriticUnreachable(f"the critic is not reachable at {self.url} ({path}: "
+                                    f"{type(exc).__name__}). {HOW_TO_START}") from None
+
+    def judge(self, image: bytes, prompt: str) -> Judgement:
+        """Ask for a verdict; retry a bad answer with what was wrong, up to spec.retries times."""
+        start = time.monotonic()
+        g = self.spec.image
+        prepared = prepare(image, g.max_edge, g.format, g.quality)
+        messages = self._messages(prompt, prepared)
+        attempts: list[Attempt] = []
+        for _ in range(1 + self.spec.retries):
+            attempt = self._ask(messages)
+            try:
+                if attempt.error:
+                    raise verdicts.VerdictInvalid(attempt.error)
+                found = verdicts.parse(attempt.content)
+            except verdicts.VerdictInvalid as exc:
+                attempts.append(Attempt(attempt.content, attempt.thinking, str(exc), attempt.stats))
+                if attempt.content:  # tell the model what was wrong with its own answer
+                    messages = [*messages, {"role": "assistant", "content": attempt.content},
+                                {"role": "user", "content": f"That answer was not usable: {exc}. "
+                                 "Answer again with only the JSON object, complete and valid."}]
+                continue
+            attempts.append(attempt)
+            return Judgement(found, tuple(attempts), prepared, time.monotonic() - start)
+        return Judgement(None, tuple(attempts), prepared, time.monotonic() - start)
+
+    def close(self) -> None:
+        self.session.close()
+
+    def _messages(self, prompt: str, image: Prepared) -> list[dict[str, Any]]:
+        raise NotImplementedError
+
+    def _ask(self, messages: list[dict[str, Any]]) -> Attempt:
+        raise NotImplementedError
+
+
+def _error_text(resp: requests.Response) -> str:
+    """Ollama's {"error": "..."} (sometimes a llama-server JSON inside the string) or /v1's."""
+    try:
+        err = resp.json().get("error", resp.text)
+    except (ValueError, AttributeError):
+        return resp.text.strip()[:300]
+    if isinstance(err, str) and err.startswith("{"):
+        with contextlib.suppress(ValueError, AttributeError):  # not JSON after all: keep it
+            err = json.loads(err).get("error", err)
+    if isinstance(err, dict):
+        return str(err.get("message", err))
+    return str(err)
+
+
+def _blind(text: str) -> bool:
+    return "multimodal" in text or "image input is not supported" in text
+
+
+class OllamaCritic(_Base):
+    """Ollama's /api/chat, non-streaming, with the verdict schema as `format`."""
+
+    def __init__(self, spec: CriticSpec, read_timeout: float | None = None) -> None:
+        super().__init__(spec, read_timeout)
+        self.format: Any = verdicts.schema()
+
+    def _messages(self, prompt: str, image: Prepared) -> list[dict[str, Any]]:
+        return [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": prompt, "images": [image.base64()]}]
+
+    def _ask(self, messages: list[dict[str, Any]]) -> Attempt:
+        body = {"model": self.spec.model, "messages": messages, "stream": False,
+                "format": self.format, "keep_alive": self.spec.keep_alive,
+                "options": {"temperature": self.spec.temperature, "seed": self.spec.seed,
+                            "num_ctx": self.spec.num_ctx}}
+        resp = self._post("/api/chat", body)
+        if resp.status_code == 400 and self.format != "json" and "format" in _error_text(resp):
+            self.format = "json"  # a server older than 0.5 takes only "json"
+            return self._ask(messages)
+        if resp.status_code >= 500 and not _blind(_error_text(resp)):
+            return Attempt("", "", f"Ollama answered {resp.status_code}: {_error_text(resp)}")
+        self._raise_for(resp)
+        data = _json(resp, self.url)
+        message = data.get("message") or {}
+        stats = {k: data[k] for k in ("total_duration", "load_duration", "prompt_eval_count",
+                                      "eval_count", "eval_duration") if k in data}
+        content, thinking = str(message.get("content", "")), str(message.get("thinking", ""))
+        error = ""
+        if data.get("done_reason") == "length":
+            error = "the answer was cut off (done_reason length); keep it short"
+        elif data.get("done") is False:
+            error = "the answer was aborted before it finished (done: false)"
+        return Attempt(content, thinking, error, stats)
+
+    def _raise_for(self, resp: requests.Response) -> None:
+        if resp.status_code == 200:
+            return
+        text = _error_text(resp)
+        if resp.status_code == 404 and "not found" in text:
+            raise ModelMissing(f"the model {self.spec.model!r} is not in Ollama at {self.url}; "
+                               f"run: ollama pull {self.spec.model}")
+        if _blind(text):
+            raise ModelBlind(f"the model {self.spec.model!r} cannot see images ({text}); choose "
+                             "a vision model such as qwen2.5vl:7b, gemma3 or llava")
+        raise CriticUnreachable(f"Ollama at {self.url} answered {resp.status_code}: {text}")
+
+    # -- checks before the first render ---------------------------------------------------------
+    def version(self) -> str:
+        resp = self._get("/api/version")
+        return str(_json(resp, self.url).get("version", "unknown"))
+
+    def check(self) -> dict[str, Any]:
+        """Reachable, model pulled, model sees images; raises the CriticError that says which."""
+        version = self.version()
+        tags = _json(self._get("/api/tags"), self.url).get("models") or []
+        names = {m.get("name") for m in tags} | {m.get("model") for m in tags}
+        if _tagged(self.spec.model) not in {_tagged(str(n)) for n in names if n}:
+            raise ModelMissing(f"the model {self.spec.model!r} is not pulled in Ollama at "
+                               f"{self.url}; run: ollama pull {self.spec.model}")
+        resp = self._post("/api/show", {"model": self.spec.model}, timeout=(5.0, 30.0))
+        self._raise_for(resp)
+        capabilities = _json(resp, self.url).get("capabilities")
+        if capabilities is not None and "vision" not in capabilities:
+            raise ModelBlind(f"the model {self.spec.model!r} cannot see images (capabilities: "
+                             f"{', '.join(capabilities)}); choose a vision model such as "
+                             "qwen2.5vl:7b, gemma3 or llava")
+        return {"version": version, "model": self.spec.model, "capabilities": capabilities}
+
+    def unload(self) -> None:
+        """Free the GPU for ComfyUI: keep_alive 0 unloads the model at once."""
+        self._post("/api/chat", {"model": self.spec.model, "messages": [], "keep_alive": 0},
+                   timeout=(5.0, 60.0))
+
+    def wait_unloaded(self, timeout: float = 30.0) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            loaded = _json(self._get("/api/ps"), self.url).get("models") or []
+            if _tagged(self.spec.model) not in {_tagged(str(m.get("name"))) for m in loaded}:
+                return True
+            time.sleep(0.2)
+        return False
+
+
+class OpenAICritic(_Base):
+    """An OpenAI-compatible /v1/chat/completions (llama.cpp server, LM Studio, vLLM, Ollama)."""
+
+    def _messages(self, prompt: str, image: Prepared) -> list[dict[str, Any]]:
+        return [{"role": "system", "content": SYSTEM},
+                {"role": "user", "content": [{"type": "text", "text": prompt},
+                                             {"type": "image_url",
+                                              "image_url": {"url": image.data_uri()}}]}]
+
+    def _ask(self, messages: list[dict[str, Any]]) -> Attempt:
+        body = {"model": self.spec.model, "messages": messages, "stream": False,
+                "temperature": self.spec.temperature, "seed": self.spec.seed,
+                "response_format": {"type": "json_schema", "json_schema": {
+                    "name": "verdict", "strict": True, "schema": verdicts.schema()}}}
+        resp = self._post("/v1/chat/completions", body)
+        if resp.status_code != 200:
+            text = _error_text(resp)
+            if resp.status_code == 404 and "not found" in text:
+                raise ModelMissing(f"the model {self.spec.model!r} is not served at {self.url}")
+            if _blind(text):
+                raise ModelBlind(f"the model {self.spec.model!r} cannot see images ({text})")
+            raise CriticUnreachable(f"{self.url} answered {resp.status_code}: {text}")
+        data = _json(resp, self.url)
+        choice = (data.get("choices") or [{}])[0]
+        content = str((choice.get("message") or {}).get("content") or "")
+        error = "the answer was cut off (finish_reason length)" \
+            if choice.get("finish_reason") == "length" else ""
+        return Attempt(content, "", error, dict(data.get("usage") or {}))
+
+    def check(self) -> dict[str, Any]:
+        models = _json(self._get("/v1/models"), self.url).get("data") or []
+        ids = {str(m.get("id")) for m in models}
+        if ids and self.spec.model not in ids and _tagged(self.spec.model) not in ids:
+            raise ModelMissing(f"the model {self.spec.model!r} is not served at {self.url} "
+                               f"(it serves: {', '.join(sorted(ids))})")
+        return {"model": self.spec.model}
+
+    def unload(self) -> None:  # OpenAI-compatible servers have no unload call
+        pass
+
+    def wait_unloaded(self, timeout: float = 30.0) -> bool:
+        return True
+
+
+def make_critic(spec: CriticSpec) -> OllamaCritic | OpenAICritic:
+    return OpenAICritic(spec) if spec.provider == "openai" else OllamaCritic(spec)
+
+
+def _tagged(name: str) -> str:
+    return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
+
+
+def _json(resp: requests.Response, url: str) -> dict[str, Any]:
+    try:
+        data = resp.json()
+    except ValueError:
+        raise CriticUnreachable(f"{url} answered {resp.status_code} without JSON: "
+                                f"{resp.text[:80]!r}; is this URL really the critic's server?") \
+            from None
+    if not isinstance(data, dict):
+        raise CriticUnreachable(f"{url} answered with {str(data)[:80]!r}, not a JSON object")
+    return data

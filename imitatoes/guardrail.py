@@ -1,0 +1,58 @@
+"""The image guardrail: what the critic receives is small, flat and cheap to send."""
+
+from __future__ import annotations
+
+import base64
+import io
+from dataclasses import dataclass
+
+from PIL import Image, UnidentifiedImageError
+
+from .errors import ImitatoesError
+
+
+class ImageUnreadable(ImitatoesError):
+    pass
+
+
+@dataclass(frozen=True)
+class Prepared:
+    data: bytes
+    mime: str  # image/jpeg or image/png
+    width: int
+    height: int
+    source_bytes: int
+
+    def base64(self) -> str:
+        """Plain standard base64, as Ollama's `images` wants it (a data: prefix is a 400)."""
+        return base64.b64encode(self.data).decode("ascii")
+
+    def data_uri(self) -> str:
+        """For OpenAI-compatible servers, which take only data URIs (no http URLs)."""
+        return f"data:{self.mime};base64,{self.base64()}"
+
+
+def prepare(image: bytes, max_edge: int = 1024, fmt: str = "jpeg", quality: int = 85) -> Prepared:
+    """Shrink so the longest edge is at most max_edge (never enlarge); flatten alpha onto white."""
+    try:
+        img = Image.open(io.BytesIO(image))
+        img.load()
+    except (UnidentifiedImageError, OSError) as exc:
+        raise ImageUnreadable(f"the render is not a readable image ({exc})") from None
+    img = _flatten(img)
+    if max(img.size) > max_edge:
+        img.thumbnail((max_edge, max_edge), Image.Resampling.LANCZOS)
+    out = io.BytesIO()
+    if fmt == "png":
+        img.save(out, "PNG", optimize=False, compress_level=6)
+    else:
+        img.save(out, "JPEG", quality=quality, optimize=False)
+    return Prepared(out.getvalue(), f"image/{fmt}", img.width, img.height, len(image))
+
+
+def _flatten(img: Image.Image) -> Image.Image:
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return img.convert("RGB")

@@ -1,0 +1,99 @@
+"""The Ollama stand-in's "vision model": it reads the checklist out of the critic prompt, looks
+at the pixels (picture.look) and answers the verdict a careful critic would: requirement by
+requirement, then one targeted change. Deterministic: the same image gets the same verdict."""
+
+from __future__ import annotations
+
+import io
+import re
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import Image
+
+from . import picture
+
+NEGATIONS = {"no", "without", "free", "not", "never"}
+CLEAN_WORDS = {"sharp", "clean", "noise", "noisy", "grain", "grainy", "crisp", "detailed"}
+VIVID_WORDS = {"vivid", "saturated", "colourful", "colorful", "bright", "vibrant"}
+
+
+@dataclass(frozen=True)
+class Fix:
+    rank: int  # lower goes first: noise, then colour strength, then content, then cleanup
+    prompt: str = ""
+    negative: str = ""
+    steps: int = 0  # added to the current steps
+    cfg: float = 0.0  # added to the current cfg
+
+
+def requirements_in(text: str) -> list[str]:
+    """The first run of numbered lines in the critic prompt ("1. A red circle"): the checklist."""
+    found: list[str] = []
+    for line in text.splitlines():
+        m = re.match(r"^\s*\d+[.)]\s+(.+)$", line)
+        if m:
+            found.append(m.group(1).strip())
+        elif found:
+            break
+    return found
+
+
+def number_after(label: str, text: str, default: float) -> float:
+    m = re.search(rf"\b{label}:\s*(-?[0-9.]+)", text)
+    try:
+        return float(m.group(1)) if m else default
+    except ValueError:
+        return default
+
+
+def check(requirement: str, seen: picture.Seen) -> tuple[bool, str, Fix | None]:
+    w = picture.words(requirement)
+    negated = bool(NEGATIONS & set(w))
+    colours = [("gray" if c == "grey" else c) for c in w if c in picture.COLOURS]
+    if negated and set(w) & set(picture.WATERMARK_WORDS):
+        return (not seen.watermark, "a watermark sits in the bottom-right corner"
+                if seen.watermark else "no watermark or text", Fix(3, negative="watermark, text"))
+    if set(w) & CLEAN_WORDS:
+        return (not seen.noisy, "the image is grainy with noise" if seen.noisy
+                else "the image is clean", Fix(0, steps=10))
+    if set(w) & VIVID_WORDS:
+        return (not seen.washed, "the colours are washed out" if seen.washed
+                else "the colours are strong", Fix(1, cfg=1.5))
+    if set(w) & set(picture.BACKGROUND_WORDS) and colours:
+        want = colours[-1]
+        return (seen.background == want, f"the background is {seen.background}",
+                Fix(2, prompt=f"{want} background"))
+    for shape in picture.SHAPES:
+        if shape in w or f"{shape}s" in w:
+            found = [c for c, s in seen.shapes if s == shape]
+            want = colours[0] if colours else ""
+            met = want in found if want else bool(found)
+            seen_text = ", ".join(f"{c} {s}" for c, s in seen.shapes) or "no shapes"
+            return met, f"I see: {seen_text}", Fix(2, prompt=f"{want} {shape}".strip())
+    return True, "the stand-in cannot judge this; assumed met", None
+
+
+def judge(image: bytes, prompt_text: str) -> dict[str, Any]:
+    seen = picture.look(Image.open(io.BytesIO(image)))
+    checklist, fixes = [], []
+    for i, requirement in enumerate(requirements_in(prompt_text)):
+        met, observation, fix = check(requirement, seen)
+        checklist.append({"requirement": requirement, "met": met, "observation": observation})
+        if not met and fix:
+            fixes.append((fix.rank, i, fix, requirement, observation))
+    done = all(item["met"] for item in checklist)
+    changes = {"prompt_append": "", "neg_append": "", "cfg": None, "steps": None, "seed": "keep"}
+    reason = "Every requirement holds." if done else "Some requirements do not hold."
+    if not done:
+        if seen.noisy:  # noise hides everything else: fix it first
+            fixes.insert(0, (-1, -1, Fix(0, steps=10), "a clean image", "the image is noisy"))
+        _, _, fix, requirement, observation = min(fixes, key=lambda f: (f[0], f[1])) if fixes \
+            else (0, 0, Fix(9), "", "")
+        changes.update(prompt_append=fix.prompt, neg_append=fix.negative)
+        if fix.steps:
+            changes["steps"] = int(number_after("steps", prompt_text, 20)) + fix.steps
+        if fix.cfg:
+            changes["cfg"] = round(number_after("cfg", prompt_text, 7.0) + fix.cfg, 2)
+        reason = f"Not yet: {requirement.rstrip('.')} ({observation})."
+    return {"checklist": checklist, "done": done, "changes": changes, "reason": reason}

@@ -1,0 +1,107 @@
+"""The critic's verdict: parsed, repaired where that is safe, validated, and scored in code."""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+from functools import cache
+from importlib import resources
+from typing import Any
+
+import jsonschema
+
+from .errors import ImitatoesError
+
+FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.S)
+CHANGE_DEFAULTS = {"prompt_append": "", "neg_append": "", "cfg": None, "steps": None,
+                   "seed": "keep"}
+
+
+class VerdictInvalid(ImitatoesError):
+    """The answer is not a verdict; the message is what the critic is told on a retry."""
+
+
+@cache
+def schema() -> dict[str, Any]:
+    text = resources.files("imitatoes").joinpath("schemas/verdict.schema.json").read_text("utf-8")
+    return json.loads(text)
+
+
+@dataclass(frozen=True)
+class Changes:
+    prompt_append: str = ""
+    neg_append: str = ""
+    cfg: float | None = None
+    steps: int | None = None
+    seed: str | int = "keep"
+
+
+@dataclass(frozen=True)
+class Check:
+    requirement: str
+    met: bool
+    observation: str = ""
+
+
+@dataclass(frozen=True)
+class Verdict:
+    done: bool  # computed from the checklist when there is one, not taken on trust
+    changes: Changes
+    reason: str
+    checklist: tuple[Check, ...] = ()
+    score: float = 0.0
+    claimed_done: bool = False  # what the model itself said
+
+
+def extract(text: str) -> Any:
+    """The JSON object in an answer: bare, inside code fences, or with prose around it."""
+    text = text.strip()
+    if not text:
+        raise VerdictInvalid("the answer was empty")
+    for candidate in [m.group(1) for m in FENCE.finditer(text)] + [text]:
+        try:
+            return json.loads(candidate)
+        except ValueError:
+            pass
+    decoder = json.JSONDecoder()
+    for start in (m.start() for m in re.finditer(r"\{", text)):
+        try:
+            obj, _ = decoder.raw_decode(text, start)
+        except ValueError:
+            continue
+        if isinstance(obj, dict):
+            return obj
+    raise VerdictInvalid(f"there is no complete JSON object in the answer: {text[:120]!r}")
+
+
+def parse(text: str) -> Verdict:
+    data = extract(text)
+    if not isinstance(data, dict):
+        raise VerdictInvalid(f"the answer is JSON but not an object: {str(data)[:80]}")
+    if isinstance(data.get("changes"), dict):  # a model that leaves out "no change" keys
+        data["changes"] = {**CHANGE_DEFAULTS, **data["changes"]}
+    elif "changes" not in data and data.get("done") is True:
+        data["changes"] = dict(CHANGE_DEFAULTS)
+    errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(data),
+                    key=lambda e: list(e.absolute_path))
+    if errors:
+        where = ".".join(str(p) for p in errors[0].absolute_path) or "the object"
+        raise VerdictInvalid(f"{where}: {errors[0].message}")
+    return build(data)
+
+
+def build(data: dict[str, Any]) -> Verdict:
+    c = data["changes"]
+    changes = Changes(c["prompt_append"].strip(), c["neg_append"].strip(),
+                      None if c["cfg"] is None else float(c["cfg"]),
+                      None if c["steps"] is None else int(c["steps"]), c["seed"])
+    checklist = tuple(Check(i["requirement"], i["met"], i.get("observation", ""))
+                      for i in data.get("checklist", []))
+    if checklist:
+        score = sum(ch.met for ch in checklist) / len(checklist)
+        done = all(ch.met for ch in checklist)
+    else:
+        done = data["done"]
+        score = float(data.get("score", 1.0 if done else 0.0))
+    return Verdict(done, changes, data["reason"].strip(), checklist, score, data["done"])
