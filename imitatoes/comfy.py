@@ -3,6 +3,7 @@ the fallback), fetch its images; plus the queue, interrupt, free and server info
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
@@ -162,6 +163,10 @@ class ComfyClient:
     # -- control --------------------------------------------------------------------------------
     def interrupt(self, prompt_id: str | None = None) -> None:
         self._request("POST", "/interrupt", json={"prompt_id": prompt_id} if prompt_id else None)
+
+    def delete_queued(self, prompt_id: str) -> None:
+        """Take a prompt out of the queue if it has not started (a no-op otherwise)."""
+        self._request("POST", "/queue", json={"delete": [prompt_id]})
 
     def free(self, unload_models: bool = True, free_memory: bool = True) -> None:
         self._request("POST", "/free", json={"unload_models": unload_models,
@@ -383,3 +388,33 @@ def _reason(exc: requests.exceptions.RequestException) -> str:
         if needle in text:
             return reason
     return type(exc).__name__
+
+
+class ComfyRenderer:
+    """The engine's renderer: one workflow in, the first output image out."""
+
+    def __init__(self, client: ComfyClient, timeout: float) -> None:
+        self.client, self.timeout = client, timeout
+        self._prompt_id: str | None = None
+
+    def render(self, workflow: dict[str, Any], on_progress: Callable[[int, int], None]) -> Any:
+        from .engine import Rendered
+
+        start = time.monotonic()
+        submitted = self.client.submit(workflow)
+        self._prompt_id = submitted.prompt_id
+        result = self.client.wait(submitted.prompt_id, self.timeout,
+                                  lambda p: on_progress(p.value, p.max))
+        if result.status == "interrupted":
+            raise ComfyError(f"ComfyUI interrupted prompt {submitted.prompt_id} (someone pressed "
+                             "Cancel, or another client interrupted it); resume the run to retry")
+        ref, data = self.client.images(result)[0]
+        self._prompt_id = None
+        return Rendered(data, submitted.prompt_id, time.monotonic() - start)
+
+    def interrupt(self) -> None:
+        """Stop our prompt (and only ours) if it is still running; never raise on the way out."""
+        if self._prompt_id:
+            with contextlib.suppress(ComfyError):
+                self.client.interrupt(self._prompt_id)
+                self.client.delete_queued(self._prompt_id)

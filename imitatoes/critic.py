@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import requests
@@ -16,6 +15,7 @@ from . import verdict as verdicts
 from .errors import ImitatoesError
 from .guardrail import Prepared, prepare
 from .spec import Critic as CriticSpec
+from .verdict import Attempt, Judgement
 
 SYSTEM = ("You are a meticulous visual critic. You look at the attached image, check it against "
           "a checklist and answer only with a JSON object in the requested shape.")
@@ -37,28 +37,6 @@ class ModelMissing(CriticError):
 
 class ModelBlind(CriticError):
     exit_code = 2
-
-
-@dataclass(frozen=True)
-class Attempt:
-    """One answer from the model, kept for the run log whether it parsed or not."""
-
-    content: str
-    thinking: str = ""
-    error: str = ""  # why it was not accepted, "" when it was
-    stats: dict[str, Any] = field(default_factory=dict)  # durations and token counts
-
-
-@dataclass(frozen=True)
-class Judgement:
-    verdict: verdicts.Verdict | None  # None: no valid verdict after every retry
-    attempts: tuple[Attempt, ...]
-    image: Prepared
-    seconds: float
-
-    @property
-    def error(self) -> str:
-        return "" if self.verdict else (self.attempts[-1].error if self.attempts else "no answer")
 
 
 class _Base:

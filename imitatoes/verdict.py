@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -12,6 +12,7 @@ from typing import Any
 import jsonschema
 
 from .errors import ImitatoesError
+from .guardrail import Prepared
 
 FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.S)
 CHANGE_DEFAULTS = {"prompt_append": "", "neg_append": "", "cfg": None, "steps": None,
@@ -105,3 +106,25 @@ def build(data: dict[str, Any]) -> Verdict:
         done = data["done"]
         score = float(data.get("score", 1.0 if done else 0.0))
     return Verdict(done, changes, data["reason"].strip(), checklist, score, data["done"])
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One answer from the model, kept for the run log whether it parsed or not."""
+
+    content: str
+    thinking: str = ""
+    error: str = ""  # why it was not accepted, "" when it was
+    stats: dict[str, Any] = field(default_factory=dict)  # durations and token counts
+
+
+@dataclass(frozen=True)
+class Judgement:
+    verdict: Verdict | None  # None: no valid verdict after every retry
+    attempts: tuple[Attempt, ...]
+    image: Prepared
+    seconds: float
+
+    @property
+    def error(self) -> str:
+        return "" if self.verdict else (self.attempts[-1].error if self.attempts else "no answer")

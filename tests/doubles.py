@@ -1,0 +1,73 @@
+"""In-memory renderer and critic for engine tests: they record what they were asked and answer
+from a queue (after simonw/llm's test doubles)."""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from typing import Any
+
+from PIL import Image
+
+from imitatoes.engine import Rendered
+from imitatoes.guardrail import Prepared
+from imitatoes.verdict import Attempt, Changes, Judgement, Verdict
+
+
+def png(n: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (n * 20 % 256, 0, 0)).save(out, "PNG")
+    return out.getvalue()
+
+
+class FakeRenderer:
+    def __init__(self, fail_at: int | None = None,
+                 exc: type[BaseException] = RuntimeError) -> None:
+        self.workflows: list[dict[str, Any]] = []
+        self.interrupted = 0
+        self.fail_at, self.exc = fail_at, exc
+
+    def render(self, workflow: dict[str, Any],
+               on_progress: Callable[[int, int], None]) -> Rendered:
+        if self.fail_at is not None and len(self.workflows) + 1 == self.fail_at:
+            raise self.exc("render failed")
+        self.workflows.append(workflow)
+        on_progress(1, 2)
+        on_progress(2, 2)
+        return Rendered(png(len(self.workflows)), f"prompt-{len(self.workflows)}", 0.01)
+
+    def interrupt(self) -> None:
+        self.interrupted += 1
+
+    def params(self, n: int) -> dict[str, Any]:
+        """cfg, steps, seed and texts of the n-th render (1-based) of the standard workflow."""
+        w = self.workflows[n - 1]
+        return {"prompt": w["6"]["inputs"]["text"], "negative": w["7"]["inputs"]["text"],
+                "cfg": w["3"]["inputs"]["cfg"], "steps": w["3"]["inputs"]["steps"],
+                "seed": w["3"]["inputs"]["seed"]}
+
+
+def verdict(score: float = 0.0, done: bool = False, reason: str = "not yet",
+            **changes: Any) -> Verdict:
+    return Verdict(done, Changes(**changes), reason, (), score, done)
+
+
+class FakeCritic:
+    def __init__(self, *answers: Verdict | None | BaseException) -> None:
+        self.queue = list(answers)
+        self.prompts: list[str] = []
+        self.unloads = 0
+
+    def enqueue(self, *answers: Verdict | None | BaseException) -> None:
+        self.queue += answers
+
+    def judge(self, image: bytes, prompt: str) -> Judgement:
+        self.prompts.append(prompt)
+        answer = self.queue.pop(0) if self.queue else verdict()
+        if isinstance(answer, BaseException):
+            raise answer
+        attempt = Attempt("{}", "", "" if answer else "there is no complete JSON object")
+        return Judgement(answer, (attempt,), Prepared(image, "image/png", 8, 8, len(image)), 0.01)
+
+    def unload(self) -> None:
+        self.unloads += 1

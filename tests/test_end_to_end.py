@@ -1,0 +1,81 @@
+"""ComfyUI stand-in + Ollama stand-in + real clients + engine + run folder, over real sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imitatoes import session
+from imitatoes import spec as specs
+from imitatoes.standins.comfyui import ComfyStandin
+from imitatoes.standins.ollama import OllamaStandin
+
+from .conftest import ROOT
+
+DEMO = ROOT / "specs" / "demo.yaml"
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[ComfyStandin, OllamaStandin]]:
+    with ComfyStandin() as comfy, OllamaStandin() as ollama:
+        yield comfy, ollama
+
+
+def urls(comfy: ComfyStandin, ollama: OllamaStandin) -> dict[str, str]:
+    return {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
+
+
+def test_the_demo_spec_converges_to_done(servers, tmp_path: Path) -> None:
+    comfy, ollama = servers
+    spec = specs.load(DEMO, env=urls(comfy, ollama))
+    assert session.check(spec)["critic"]["model"] == "qwen2.5vl:7b"
+    run_dir, state = session.run(spec, runs_root=tmp_path)
+    assert state.status == "done", state.history
+    assert 3 <= state.renders <= 6
+    keys = [f"loop_{state.loop:02d}_iter_{i:02d}" for i in range(1, state.iteration + 1)]
+    for k in keys:
+        record = json.loads((run_dir / f"{k}.json").read_text())
+        assert record["critic"]["verdict"] and record["prompt_id"]
+    final = json.loads((run_dir / f"{state.done_key}.json").read_text())
+    assert final["critic"]["verdict"]["done"] is True
+    assert (run_dir / "final.png").read_bytes() == (run_dir / f"{state.done_key}.png").read_bytes()
+    assert "red circle" in final["params"]["prompt"]
+    assert "watermark" in final["params"]["negative"]
+
+
+def test_killed_mid_run_then_resumed_finishes_consistently(servers, tmp_path: Path) -> None:
+    comfy, ollama = servers
+    comfy.knobs.step_seconds = 0.02
+    env = {**os.environ, **urls(comfy, ollama), "IMITATOES_RUNS": str(tmp_path)}
+    script = ("import sys; from imitatoes import session, spec; "
+              "session.run(spec.load(sys.argv[1]))")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(DEMO)], env=env)
+    try:
+        deadline = time.monotonic() + 20
+        while not list(tmp_path.glob("*/loop_01_iter_02.png")):
+            assert time.monotonic() < deadline and proc.poll() is None
+            time.sleep(0.01)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+    [run_dir] = list(tmp_path.iterdir())
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.glob("loop_*.png")}
+    comfy.knobs.step_seconds = 0.0
+    spec = specs.load(run_dir / "spec.yaml", env=urls(comfy, ollama))
+    _, state = session.run(spec, run_dir=run_dir, state=session.runlog.load(run_dir)[1])
+    assert state.status == "done"
+    for name, mtime in before.items():  # nothing saved was rendered again
+        assert (run_dir / name).stat().st_mtime_ns == mtime
+    for png in run_dir.glob("loop_*.png"):
+        record = json.loads(png.with_suffix(".json").read_text())
+        assert record["critic"]["verdict"] is not None, png.name
+    assert not list(run_dir.glob(".*.tmp"))

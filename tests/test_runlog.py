@@ -1,0 +1,139 @@
+"""The run folder, and resuming from it after a crash at each step."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+
+from imitatoes import runlog
+from imitatoes import spec as specs
+from imitatoes.engine import Engine, continued, first_state
+
+from .doubles import FakeCritic, FakeRenderer, verdict
+from .test_engine import make
+
+
+class Kill(Exception):
+    """Stands for the process dying: not an ImitatoesError, nothing handles it."""
+
+
+def start(spec: specs.Spec, tmp_path: Path, critic: FakeCritic,
+          renderer: FakeRenderer | None = None):
+    run_dir = runlog.create(spec, tmp_path)
+    renderer = renderer or FakeRenderer()
+    engine = Engine(spec, renderer, critic, [runlog.RunLog(run_dir)], rng=random.Random(0))
+    return run_dir, renderer, engine
+
+
+def resume(run_dir: Path, critic: FakeCritic, renderer: FakeRenderer | None = None,
+           instruction: str = ""):
+    spec, state = runlog.load(run_dir)
+    if instruction:
+        state = continued(state, spec, instruction)
+    renderer = renderer or FakeRenderer()
+    engine = Engine(spec, renderer, critic, [runlog.RunLog(run_dir)], rng=random.Random(1),
+                    reuse=lambda key: runlog.saved_image(run_dir, key))
+    return engine.run(state), renderer
+
+
+def files(run_dir: Path) -> list[str]:
+    return sorted(p.name for p in run_dir.iterdir())
+
+
+def test_a_run_leaves_the_documented_folder(tmp_path: Path) -> None:
+    spec = make(ipl=2, loops=2)
+    critic = FakeCritic(verdict(0.5, reason="No red.", prompt_append="red circle", cfg=99),
+                        verdict(1.0, done=True, reason="All good."))
+    run_dir, _, engine = start(spec, tmp_path, critic)
+    engine.run(first_state(spec))
+    assert run_dir.name.endswith("_demo-red-circle")
+    assert files(run_dir) == ["events.jsonl", "final.png", "loop_01_iter_01.json",
+                              "loop_01_iter_01.png", "loop_01_iter_02.json",
+                              "loop_01_iter_02.png", "spec.yaml", "state.json", "workflow.json"]
+    first = json.loads((run_dir / "loop_01_iter_01.json").read_text())
+    assert first["params"]["prompt"] == "a circle, simple poster"
+    assert first["prompt_id"] == "prompt-1"
+    assert first["critic"]["verdict"]["reason"] == "No red."
+    assert first["applied"] == ["cfg 7 -> 8.5", 'prompt + "red circle"']
+    assert first["refused"][0]["field"] == "cfg"
+    assert set(first["seconds"]) == {"render", "critique"}
+    assert "Checklist" in first["critic"]["prompt"]
+    assert (run_dir / "final.png").read_bytes() == (run_dir / "loop_01_iter_02.png").read_bytes()
+    state = json.loads((run_dir / "state.json").read_text())
+    assert (state["status"], state["done_key"], state["renders"]) == ("done",
+                                                                      "loop_01_iter_02", 2)
+    kinds = [json.loads(line)["event"] for line in (run_dir / "events.jsonl").open()]
+    assert kinds[0] == "run_started" and kinds[-1] == "done" and "verdict" in kinds
+
+
+def test_the_snapshot_is_a_spec_of_its_own(tmp_path: Path) -> None:
+    spec = make()
+    run_dir = runlog.create(spec, tmp_path)
+    again = specs.load(run_dir / "spec.yaml", env={})
+    assert again.workflow == spec.workflow and again.critic.prompt_template == \
+        spec.critic.prompt_template
+    assert again.start == spec.start and again.requirements == spec.requirements
+
+
+def test_limits_reached_keeps_the_best_as_final(tmp_path: Path) -> None:
+    spec = make(ipl=1, loops=3)
+    run_dir, _, engine = start(spec, tmp_path, FakeCritic(verdict(0.2), verdict(0.9),
+                                                          verdict(0.4)))
+    state = engine.run(first_state(spec))
+    assert state.status == "limits" and state.best.key == "loop_02_iter_01"
+    assert (run_dir / "final.png").read_bytes() == (run_dir / "loop_02_iter_01.png").read_bytes()
+
+
+@pytest.mark.parametrize("crash", ["render", "critique"])
+def test_resume_after_a_crash_renders_nothing_twice(tmp_path: Path, crash: str) -> None:
+    spec = make(ipl=2, loops=2)
+    answers = [verdict(0.25, prompt_append="red"), verdict(0.5, prompt_append="blue")]
+    if crash == "render":
+        critic, renderer = FakeCritic(*answers), FakeRenderer(fail_at=3, exc=Kill)
+    else:
+        critic, renderer = FakeCritic(*answers, Kill()), FakeRenderer()
+    run_dir, _, engine = start(spec, tmp_path, critic, renderer)
+    with pytest.raises(Kill):
+        engine.run(first_state(spec))
+    saved = {p.name for p in run_dir.glob("*.png")}
+    again = FakeRenderer()
+    state, _ = resume(run_dir, FakeCritic(verdict(1.0, done=True)), again)
+    assert state.status == "done" and state.done_key == "loop_02_iter_01"
+    # after a crash in the critique, the saved render of loop_02_iter_01 is judged, not redone
+    assert len(again.workflows) == (1 if crash == "render" else 0)
+    assert state.renders == 3
+    if crash == "critique":
+        assert "loop_02_iter_01.png" in saved
+    assert again.workflows == [] or again.params(1)["prompt"] == \
+        "a circle, simple poster, red, blue"
+    for k in ("loop_01_iter_01", "loop_01_iter_02", "loop_02_iter_01"):
+        record = json.loads((run_dir / f"{k}.json").read_text())
+        assert record["critic"]["verdict"] is not None  # every saved iteration is complete
+
+
+def test_resume_a_finished_run_with_an_instruction(tmp_path: Path) -> None:
+    spec = make(ipl=2, loops=1)
+    run_dir, _, engine = start(spec, tmp_path, FakeCritic(verdict(1.0, done=True)))
+    engine.run(first_state(spec))
+    critic = FakeCritic(verdict(0.5), verdict(1.0, done=True))
+    state, renderer = resume(run_dir, critic, instruction="add a yellow square")
+    assert state.status == "done" and state.done_key == "loop_02_iter_02"
+    assert len(renderer.workflows) == 2
+    assert "Further instruction: add a yellow square" in critic.prompts[0]
+    assert state.instruction == "add a yellow square"
+
+
+def test_not_a_run_folder(tmp_path: Path) -> None:
+    with pytest.raises(runlog.RunFolderError, match="is not a run folder"):
+        runlog.load(tmp_path)
+
+
+def test_a_damaged_state_is_named(tmp_path: Path) -> None:
+    spec = make()
+    run_dir = runlog.create(spec, tmp_path)
+    (run_dir / "state.json").write_text("{")
+    with pytest.raises(runlog.RunFolderError, match="is damaged"):
+        runlog.load(run_dir)
