@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import threading
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
+from importlib import resources
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from . import __version__, lint, spec
-from .errors import ImitatoesError, Problem, SpecError, UsageError
+from . import __version__, lint, report, runlog, session, spec, ui
+from .errors import ImitatoesError, InvalidSpec, Problem, SpecError, UsageError
 
 if TYPE_CHECKING:
     from .standins.server import BackgroundServer
@@ -33,6 +36,12 @@ def reported() -> Iterator[None]:
     """Turn our typed errors and Ctrl-C into one message and an exit code, never a traceback."""
     try:
         yield
+    except InvalidSpec as exc:
+        for problem in exc.problems:
+            typer.echo(str(problem), err=True)
+        typer.echo(f"imitatoes: the spec has {len(exc.problems)} problem(s); nothing was run",
+                   err=True)
+        raise typer.Exit(exc.exit_code) from None
     except ImitatoesError as exc:
         typer.echo(f"imitatoes: {exc}", err=True)
         raise typer.Exit(exc.exit_code) from None
@@ -101,6 +110,170 @@ def _problems(path: Path, overrides: list[str]) -> list[Problem]:
 def schema_cmd() -> None:
     """Print the goal-spec JSON Schema (point your editor at it; see the README)."""
     typer.echo(json.dumps(lint.schema(), indent=2))
+
+
+ComfyUrl = Annotated[str | None, typer.Option(help="ComfyUI URL (else the spec's, or "
+                                             "$IMITATOES_COMFY_URL).")]
+OllamaUrl = Annotated[str | None, typer.Option(help="Critic URL (else the spec's, or "
+                                               "$IMITATOES_OLLAMA_URL).")]
+Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for further instruction "
+                                   "after done.")]
+
+
+def _url_overrides(comfy_url: str | None, ollama_url: str | None) -> list[str]:
+    return ([f"comfyui.url={comfy_url}"] if comfy_url else []) + \
+        ([f"critic.url={ollama_url}"] if ollama_url else [])
+
+
+@app.command()
+def run(
+    spec_file: Annotated[Path, typer.Argument(metavar="SPEC", help="A goal spec (YAML).")],
+    set_: SetOption = None,
+    comfy_url: ComfyUrl = None,
+    ollama_url: OllamaUrl = None,
+    iterations_per_loop: Annotated[int | None, typer.Option(min=1)] = None,
+    max_loops: Annotated[int | None, typer.Option(min=1)] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help="Where run folders go.")] = None,
+    yes: Yes = False,
+) -> None:
+    """Run the loop: render, critique, patch, until done or the limits. """ + EXIT_CODES
+    overrides = [*(set_ or []), *_url_overrides(comfy_url, ollama_url)]
+    if iterations_per_loop:
+        overrides.append(f"limits.iterations_per_loop={iterations_per_loop}")
+    if max_loops:
+        overrides.append(f"limits.max_loops={max_loops}")
+    with reported():
+        loaded = spec.load(spec_file, overrides)
+        session.check(loaded)
+        code = drive(loaded, runs_root=runs_dir, yes=yes)
+    raise typer.Exit(code)
+
+
+@app.command()
+def resume(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    instruction: Annotated[str, typer.Option(help="Further instruction for the critic.")] = "",
+    comfy_url: ComfyUrl = None,
+    ollama_url: OllamaUrl = None,
+    yes: Yes = False,
+) -> None:
+    """Continue a run: an interrupted or crashed one where it stopped, a finished one with a
+    further instruction and a fresh loop budget."""
+    with reported():
+        loaded, state = runlog.load(run_dir, _url_overrides(comfy_url, ollama_url))
+        if state.status == "done" and not instruction:
+            typer.echo(f"{run_dir} is done; give --instruction to take it further")
+            raise typer.Exit(0)
+        session.check(loaded)
+        code = drive(loaded, run_dir=run_dir, state=state, instruction=instruction, yes=yes)
+    raise typer.Exit(code)
+
+
+def drive(loaded: spec.Spec, run_dir: Path | None = None, state: Any = None,
+          instruction: str = "", yes: bool = False, runs_root: Path | None = None) -> int:
+    """Run with the live table (or plain lines), write the report, ask for more when done."""
+    interactive = sys.stdout.isatty()
+    run_dir = run_dir or runlog.create(loaded, runs_root)
+    while True:
+        board = ui.board_for(loaded, run_dir)
+        started = time.monotonic()
+        try:
+            if interactive:
+                with ui.LiveTable(board) as table:
+                    _, state = session.run(loaded, [table], run_dir, state, instruction)
+            else:
+                _, state = session.run(loaded, [ui.PlainLines(board, sys.stdout)], run_dir,
+                                       state, instruction)
+        except KeyboardInterrupt:
+            _finish(run_dir, None, started)
+            typer.echo(f"interrupted; continue with: imitatoes resume {run_dir}", err=True)
+            return 130
+        except ImitatoesError:
+            _finish(run_dir, None, started)
+            typer.echo(f"the run folder is consistent; after fixing this, continue with: "
+                       f"imitatoes resume {run_dir}", err=True)
+            raise
+        _finish(run_dir, state, started)
+        if state.status == "done" and interactive and not yes:
+            instruction = typer.prompt("Further instruction (empty to finish)", default="",
+                                       show_default=False).strip()
+            if instruction:
+                continue
+        if state.status == "done":
+            typer.echo(f'take it further with: imitatoes resume {run_dir} --instruction "..."')
+        return 0 if state.status == "done" else 3
+
+
+def _finish(run_dir: Path, state: Any, started: float) -> None:
+    with contextlib.suppress(ImitatoesError, OSError, ValueError):
+        report.write(run_dir)
+    if state is not None:
+        typer.echo(ui.summary(state, run_dir, time.monotonic() - started))
+
+
+@app.command()
+def doctor(
+    spec_file: Annotated[Path | None, typer.Argument(metavar="[SPEC]")] = None,
+    comfy_url: ComfyUrl = None,
+    ollama_url: OllamaUrl = None,
+) -> None:
+    """Check ComfyUI, the workflow's nodes and limits, Ollama and the model; say what to fix."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from . import doctor as checks
+
+    with reported():
+        loaded = spec.load(spec_file, _url_overrides(comfy_url, ollama_url)) if spec_file \
+            else None
+    comfy = loaded.comfyui.url if loaded else (comfy_url or os.environ.get(
+        "IMITATOES_COMFY_URL", "http://127.0.0.1:8188"))
+    rows = checks.comfy_checks(comfy, loaded)
+    if loaded:
+        rows += checks.critic_checks(loaded.critic)
+    else:
+        rows += checks.ollama_only(ollama_url or os.environ.get("IMITATOES_OLLAMA_URL") or
+                                   spec.ollama_host_url(os.environ.get("OLLAMA_HOST", "")))
+    table = Table(title="imitatoes doctor", show_lines=False)
+    for column in ("check", "", "found", "what to do"):
+        table.add_column(column)
+    marks = {"ok": "[green]ok[/]", "fail": "[red]FAIL[/]", "warn": "[yellow]warn[/]",
+             "skip": "[dim]skip[/]"}
+    for r in rows:
+        table.add_row(r.name, marks[r.status], r.detail, r.fix)
+    Console(width=max(100, Console().width)).print(table)
+    raise typer.Exit(1 if any(r.status == "fail" for r in rows) else 0)
+
+
+@app.command()
+def demo(
+    runs_dir: Annotated[Path | None, typer.Option(help="Where the run folder goes "
+                                                  "(default ./runs or $IMITATOES_RUNS).")] = None,
+    pace: Annotated[float, typer.Option(min=0, help="Stand-in speed: 1 shows the table at "
+                                        "work, 0 runs as fast as it can.")] = 1.0,
+) -> None:
+    """The whole loop against loopback stand-ins of ComfyUI and Ollama: no GPU, seconds."""
+    from .standins.comfyui import ComfyStandin
+    from .standins.comfyui import Knobs as ComfyKnobs
+    from .standins.ollama import Knobs as OllamaKnobs
+    from .standins.ollama import OllamaStandin
+
+    root = runs_dir or Path(os.environ.get("IMITATOES_RUNS") or "runs")
+    with reported(), ComfyStandin(ComfyKnobs(step_seconds=0.03 * pace)) as comfy, \
+            OllamaStandin(OllamaKnobs(latency=0.3 * pace)) as ollama:
+        env = {**os.environ, "IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
+        loaded = spec.load(resources.files("imitatoes") / "data" / "demo.yaml", env=env)
+        typer.echo(f"stand-ins: ComfyUI {comfy.url}, Ollama {ollama.url} (no GPU needed)")
+        session.check(loaded)
+        code = drive(loaded, runs_root=root, yes=True)
+    raise typer.Exit(code)
+
+
+@app.command("report")
+def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
+    """Write report.html in a run folder (runs write it themselves when they end)."""
+    with reported():
+        typer.echo(str(report.write(run_dir)))
 
 
 standin_app = typer.Typer(no_args_is_help=True, help="Run a loopback stand-in server (no GPU).")

@@ -118,9 +118,27 @@ def load(path: str | Path, overrides: Iterable[str] = (),
     return build(doc)
 
 
+def from_data(data: dict[str, Any], base: Path, env: Mapping[str, str] | None = None) -> Spec:
+    """A spec built in code (scripts/run_loop.py): checked like a file, paths relative to base."""
+    doc = Document(base / "<built-in spec>", data)
+    _apply_env(doc, os.environ if env is None else env)
+    problems = lint.check(doc)
+    if problems:
+        raise InvalidSpec(problems)
+    return build(doc)
+
+
 def read(path: Path, overrides: Iterable[str], env: Mapping[str, str]) -> Document:
     """The document with the environment's URLs and then the --set overrides applied."""
     doc = yamldoc.read(path)
+    _apply_env(doc, env)
+    for text in overrides:
+        where, value = yamldoc.parse_override(text)
+        yamldoc.apply_override(doc, where, value, f"--set {text}")
+    return doc
+
+
+def _apply_env(doc: Document, env: Mapping[str, str]) -> None:
     critic = doc.data.get("critic")
     has_url = isinstance(critic, dict) and "url" in critic
     env_values = [("IMITATOES_COMFY_URL", ("comfyui", "url"), env.get("IMITATOES_COMFY_URL")),
@@ -130,10 +148,6 @@ def read(path: Path, overrides: Iterable[str], env: Mapping[str, str]) -> Docume
     for name, where, value in env_values:
         if value:
             yamldoc.apply_override(doc, where, value, f"${name}")
-    for text in overrides:
-        where, value = yamldoc.parse_override(text)
-        yamldoc.apply_override(doc, where, value, f"--set {text}")
-    return doc
 
 
 def ollama_host_url(value: str) -> str:

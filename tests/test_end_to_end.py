@@ -20,7 +20,7 @@ from imitatoes.standins.ollama import OllamaStandin
 
 from .conftest import ROOT
 
-DEMO = ROOT / "specs" / "demo.yaml"
+DEMO = ROOT / "imitatoes" / "data" / "demo.yaml"
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from imitatoes.engine import CriticFailing, Engine, Event, continued, first_stat
 from .conftest import ROOT
 from .doubles import FakeCritic, FakeRenderer, verdict
 
-DEMO = specs.load(ROOT / "specs" / "demo.yaml", env={})
+DEMO = specs.load(ROOT / "imitatoes" / "data" / "demo.yaml", env={})
 
 
 def make(ipl: int = 2, loops: int = 3, policy: str = "stable", **critic: object) -> specs.Spec:

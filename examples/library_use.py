@@ -1,0 +1,45 @@
+"""imitatoes as a library: load a spec, run the engine with a listener of your own.
+
+    python examples/library_use.py                  # against loopback stand-ins, no GPU
+    python examples/library_use.py specs/red-fox.yaml --real   # against your ComfyUI and Ollama
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+from pathlib import Path
+
+from imitatoes import report, session, spec
+from imitatoes.engine import Event
+from imitatoes.standins.comfyui import ComfyStandin
+from imitatoes.standins.ollama import OllamaStandin
+
+DEMO = Path(__file__).resolve().parent.parent / "imitatoes" / "data" / "demo.yaml"
+
+
+def my_listener(event: Event) -> None:
+    """Any callable that takes an Event: here, a one-line log of verdicts."""
+    if event.kind == "verdict":
+        v = event.data["judgement"].verdict
+        print(f"{event.data['key']}: {'done' if v and v.done else v.reason if v else 'no verdict'}")
+
+
+def main(argv: list[str]) -> int:
+    path = Path(argv[0]) if argv and not argv[0].startswith("--") else DEMO
+    with contextlib.ExitStack() as stack:
+        env = None
+        if "--real" not in argv:
+            comfy = stack.enter_context(ComfyStandin())
+            ollama = stack.enter_context(OllamaStandin())
+            env = {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
+        loaded = spec.load(path, env=env)
+        session.check(loaded)  # servers and model, before any render
+        run_dir, state = session.run(loaded, [my_listener], runs_root=Path("runs"))
+        report.write(run_dir)
+        print(f"{state.status} after {state.renders} renders: {run_dir}")
+        return 0 if state.status == "done" else 3
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,147 @@
+"""report.html: one self-contained page per run folder, to see oscillation, seed changes and
+prompt bloat at a glance. Everything that came from the critic or a server is escaped."""
+
+from __future__ import annotations
+
+import base64
+import io
+import json
+from html import escape
+from pathlib import Path
+from typing import Any
+
+import yaml
+from PIL import Image, UnidentifiedImageError
+
+from . import patch
+from .runlog import STATE, RunFolderError, write_atomic
+
+THUMB = 320
+
+CSS = """
+body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#222;background:#fafafa}
+h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
+.meta{color:#555} .sheet{display:flex;flex-wrap:wrap;gap:12px}
+.card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;width:330px}
+.card.best{border-color:#2a7;box-shadow:0 0 0 2px #2a7} .card.done{border-color:#27a}
+.card img{width:100%;border-radius:4px;display:block}
+.k{font-weight:600} .score{float:right;font-variant-numeric:tabular-nums}
+table{border-collapse:collapse;background:#fff;width:100%}
+td,th{border:1px solid #ddd;padding:4px 6px;vertical-align:top;text-align:left}
+mark{background:#ffe58a} .refused{color:#a33} .muted{color:#888}
+.final img{max-width:512px;border:1px solid #ccc}
+"""
+
+
+def load_records(run_dir: Path) -> list[dict[str, Any]]:
+    records = []
+    for path in sorted(run_dir.glob("loop_*_iter_*.json")):
+        try:
+            records.append(json.loads(path.read_text()))
+        except ValueError:
+            continue  # a half-written record from a crash: the report shows what is whole
+    return records
+
+
+def thumbnail(path: Path) -> str:
+    """A small JPEG data URI, so the page stands alone without carrying every full PNG."""
+    try:
+        img = Image.open(path).convert("RGB")
+    except (OSError, UnidentifiedImageError):
+        return ""
+    img.thumbnail((THUMB, THUMB))
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=80)
+    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
+
+
+def marked(text: str, before: str) -> str:
+    """The prompt with the terms that are new since the previous render highlighted."""
+    old = {t.lower() for t in patch.terms(before)}
+    return ", ".join(f"<mark>{escape(t)}</mark>" if before and t.lower() not in old
+                     else escape(t) for t in patch.terms(text))
+
+
+def chart(records: list[dict[str, Any]]) -> str:
+    """cfg, steps and score across iterations as a small inline SVG (no scripts, no fetches)."""
+    if len(records) < 2:
+        return ""
+    w, h, pad = 640, 160, 24
+    series = {"cfg": [r["params"]["cfg"] for r in records],
+              "steps": [r["params"]["steps"] for r in records],
+              "score": [r.get("score") or 0 for r in records]}
+    colours = {"cfg": "#d55", "steps": "#36c", "score": "#2a7"}
+    lines = []
+    for name, values in series.items():
+        lo, hi = min(values), max(values)
+        span = (hi - lo) or 1
+        pts = " ".join(f"{pad + i * (w - 2 * pad) / (len(values) - 1):.1f},"
+                       f"{h - pad - (v - lo) / span * (h - 2 * pad):.1f}"
+                       for i, v in enumerate(values))
+        lines.append(f'<polyline fill="none" stroke="{colours[name]}" stroke-width="2" '
+                     f'points="{pts}"/><text x="{pad}" y="{14 + 14 * len(lines)}" '
+                     f'fill="{colours[name]}">{name} {lo:g}–{hi:g}</text>')
+    return f'<svg width="{w}" height="{h}" role="img" aria-label="cfg, steps and score">' \
+        + "".join(lines) + "</svg>"
+
+
+def build(run_dir: Path) -> str:
+    if not (run_dir / STATE).is_file():
+        raise RunFolderError(f"{run_dir} is not a run folder (no {STATE})")
+    state = json.loads((run_dir / STATE).read_text())
+    spec = yaml.safe_load((run_dir / "spec.yaml").read_text()) or {}
+    records = load_records(run_dir)
+    best = (state.get("best") or {}).get("key")
+    done = state.get("done_key")
+    cards, rows, previous = [], [], {"prompt": "", "negative": ""}
+    for r in records:
+        k, params = r["key"], r.get("params") or {}
+        verdict = (r.get("critic") or {}).get("verdict")
+        reason = verdict["reason"] if verdict else (r.get("critic") or {}).get("error", "")
+        score = "—" if r.get("score") is None else f"{r['score']:.2f}"
+        cls = " ".join(c for c, on in (("best", k == best), ("done", k == done)) if on)
+        cards.append(f'<div class="card {cls}"><a href="{escape(k)}.png"><img alt="{escape(k)}" '
+                     f'src="{thumbnail(run_dir / f"{k}.png")}"></a><span class="k">{escape(k)}'
+                     f'</span><span class="score">{score}</span><div class="muted">seed '
+                     f'{escape(str(params.get("seed")))} · cfg {escape(str(params.get("cfg")))}'
+                     f' · steps {escape(str(params.get("steps")))}</div>'
+                     f'<div>{escape(reason)}</div></div>')
+        refused = "".join(f'<div class="refused">refused {escape(x["field"])}: '
+                          f'{escape(str(x["asked"])[:200])} ({escape(x["reason"])})</div>'
+                          for x in r.get("refused", []))
+        prompt = marked(params.get("prompt", ""), previous["prompt"])
+        rows.append(f"<tr><td>{escape(k)}</td><td>{prompt}"
+                    f"</td><td>{marked(params.get('negative', ''), previous['negative'])}</td>"
+                    f"<td>{escape(str(params.get('cfg')))}</td><td>"
+                    f"{escape(str(params.get('steps')))}</td><td>{escape(str(params.get('seed')))}"
+                    f"</td><td>{score}</td><td>{escape(reason)}</td><td>"
+                    f"{escape('; '.join(r.get('applied', [])) or 'nothing')}{refused}</td></tr>")
+        previous = {"prompt": params.get("prompt", ""), "negative": params.get("negative", "")}
+    requirements = "".join(f"<li>{escape(str(q))}</li>" for q in spec.get("requirements", []))
+    final = '<div class="final"><h2>Final image</h2><a href="final.png"><img alt="final" ' \
+        f'src="{thumbnail(run_dir / "final.png")}"></a></div>' \
+        if (run_dir / "final.png").exists() else ""
+    status = {"done": f"done at {done}", "limits": "limits reached without done"}.get(
+        state.get("status"), state.get("status", "?"))
+    name, goal = escape(str(spec.get("name", ""))), escape(str(spec.get("goal", "")))
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width"><title>imitatoes · {name}</title>
+<style>{CSS}</style></head><body>
+<h1>{name}</h1>
+<div class="meta">{goal}<br>{escape(status)} · {state.get("renders", 0)}
+render(s) · best {escape(str(best))}</div>
+<h2>Requirements</h2><ol>{requirements}</ol>
+{final}
+<h2>Iterations</h2><div class="sheet">{"".join(cards)}</div>
+<h2>cfg, steps and score</h2>{chart(records)}
+<h2>Prompts and changes</h2><table><tr><th>image</th><th>prompt (new terms marked)</th>
+<th>negative</th><th>cfg</th><th>steps</th><th>seed</th><th>score</th><th>critic</th>
+<th>applied</th></tr>{"".join(rows)}</table>
+</body></html>
+"""
+
+
+def write(run_dir: Path) -> Path:
+    path = run_dir / "report.html"
+    write_atomic(path, build(run_dir).encode("utf-8"))
+    return path

@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Run the imitatoes loop on a workflow without writing a spec first.
+
+    scripts/run_loop.py --workflow my_api_workflow.json --prompt "a red fox in snow" \\
+        --negative-prompt "blurry" --iterations-per-loop 3 --max-loops 2 --model qwen2.5vl:7b
+
+The workflow must be in ComfyUI's API format with tokens where the loop patches it
+(__PROMPT__, __NEG__, __CFG__, __STEPS__, __SEED__; at least __PROMPT__). The spec built here
+is saved in the run folder, so `imitatoes resume` and later runs can use it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import typer
+
+from imitatoes import cli, session, spec, workflow
+from imitatoes.errors import UsageError
+
+TOKENS = {"__PROMPT__": "prompt", "__NEG__": "negative", "__CFG__": "cfg",
+          "__STEPS__": "steps", "__SEED__": "seed"}
+
+
+def build(args: argparse.Namespace) -> dict:
+    flow = workflow.load(Path(args.workflow))
+    found = workflow.tokens(flow)
+    if "__PROMPT__" not in found:
+        raise UsageError(f"{args.workflow} has no __PROMPT__ token: put it in the positive "
+                         "prompt's text input (and __NEG__, __CFG__, __STEPS__, __SEED__ where "
+                         "the loop may change them)")
+    requirements = args.requirement or [f"The image shows: {args.prompt}"]
+    data = {"name": "run-loop", "goal": args.goal or args.prompt, "requirements": requirements,
+            "workflow": str(Path(args.workflow).resolve()),
+            "bindings": {t: p for t, p in TOKENS.items() if t in found},
+            "start": {"prompt": args.prompt, "negative": args.negative_prompt},
+            "critic": {"model": args.model},
+            "limits": {"iterations_per_loop": args.iterations_per_loop,
+                       "max_loops": args.max_loops}}
+    if args.comfy_url:
+        data["comfyui"] = {"url": args.comfy_url}
+    if args.ollama_url:
+        data["critic"]["url"] = args.ollama_url
+    return data
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--workflow", required=True, help="API-format workflow with tokens")
+    parser.add_argument("--prompt", required=True)
+    parser.add_argument("--negative-prompt", default="")
+    parser.add_argument("--goal", help="what you want (default: the prompt)")
+    parser.add_argument("--requirement", action="append",
+                        help="a yes/no requirement the critic checks (repeatable)")
+    parser.add_argument("--iterations-per-loop", type=int, default=3)
+    parser.add_argument("--max-loops", type=int, default=3)
+    parser.add_argument("--comfy-url")
+    parser.add_argument("--ollama-url")
+    parser.add_argument("--model", default="qwen2.5vl:7b", help="an Ollama vision model")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--yes", action="store_true", help="do not ask for more after done")
+    args = parser.parse_args(argv)
+    try:
+        with cli.reported():
+            loaded = spec.from_data(build(args), Path.cwd())
+            session.check(loaded)
+            return cli.drive(loaded, runs_root=args.runs_dir, yes=args.yes)
+    except typer.Exit as exit_:
+        return exit_.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

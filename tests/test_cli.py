@@ -1,0 +1,216 @@
+"""The commands people type, with their exit codes, against the stand-ins."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from imitatoes.cli import app
+from imitatoes.standins.comfyui import ComfyStandin
+from imitatoes.standins.ollama import OllamaStandin
+
+from .conftest import ROOT
+
+DEMO = str(ROOT / "imitatoes" / "data" / "demo.yaml")
+runner = CliRunner()
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[ComfyStandin, OllamaStandin]]:
+    with ComfyStandin() as comfy, OllamaStandin() as ollama:
+        yield comfy, ollama
+
+
+def urls(servers: tuple[ComfyStandin, OllamaStandin]) -> list[str]:
+    return ["--comfy-url", servers[0].url, "--ollama-url", servers[1].url]
+
+
+def only_run(tmp_path: Path) -> Path:
+    [run_dir] = list((tmp_path / "runs").iterdir())
+    return run_dir
+
+
+def test_run_to_done_prints_plain_lines_and_exits_0(servers, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", DEMO, *urls(servers)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith("goal: A clean, sharp red circle")
+    assert any(line.startswith("loop 1 iter 1: seed 42 cfg 7 steps 12 |") for line in lines)
+    assert "done after" in result.stdout and "imitatoes resume" in result.stdout
+    run_dir = only_run(tmp_path)
+    assert (run_dir / "report.html").is_file() and (run_dir / "final.png").is_file()
+
+
+def test_limits_reached_exits_3(servers, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", DEMO, *urls(servers), "--max-loops", "1",
+                                 "--iterations-per-loop", "1"])
+    assert result.exit_code == 3, result.output
+    assert "limits reached without done after 1 render(s)" in result.stdout
+
+
+def test_invalid_spec_exits_2_with_every_problem(tmp_path: Path) -> None:
+    bad = ROOT / "tests" / "specs" / "invalid" / "many_problems.yaml"
+    result = runner.invoke(app, ["run", str(bad)])
+    assert result.exit_code == 2
+    assert "critic.temprature: unknown key" in result.stderr
+    assert "the spec has 11 problem(s); nothing was run" in result.stderr
+
+
+def test_comfyui_down_is_found_before_any_render(servers, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", DEMO, "--comfy-url", "http://127.0.0.1:9",
+                                 "--ollama-url", servers[1].url])
+    assert result.exit_code == 1
+    assert "ComfyUI is not reachable at http://127.0.0.1:9" in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
+def test_missing_model_exits_2_and_says_ollama_pull(servers) -> None:
+    result = runner.invoke(app, ["run", DEMO, *urls(servers), "--set", "critic.model=nope"])
+    assert result.exit_code == 2
+    assert "run: ollama pull nope" in result.stderr
+
+
+def test_resume_a_done_run_needs_an_instruction(servers, tmp_path: Path) -> None:
+    assert runner.invoke(app, ["run", DEMO, *urls(servers)]).exit_code == 0
+    run_dir = only_run(tmp_path)
+    result = runner.invoke(app, ["resume", str(run_dir), *urls(servers)])
+    assert result.exit_code == 0 and "give --instruction" in result.stdout
+    result = runner.invoke(app, ["resume", str(run_dir), *urls(servers),
+                                 "--instruction", "make the circle bigger"])
+    assert result.exit_code == 0, result.output
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["instruction"] == "make the circle bigger" and state["loop"] > 1
+
+
+def test_resume_something_that_is_not_a_run(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["resume", str(tmp_path)])
+    assert result.exit_code == 1 and "is not a run folder" in result.stderr
+
+
+def test_doctor_explains_what_is_missing_when_nothing_runs(monkeypatch) -> None:
+    monkeypatch.setenv("IMITATOES_COMFY_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("IMITATOES_OLLAMA_URL", "http://127.0.0.1:9")
+    result = runner.invoke(app, ["doctor"])
+    assert result.exit_code == 1
+    assert "ComfyUI reachable" in result.stdout and "FAIL" in result.stdout
+    assert "python main.py" in result.stdout and "ollama serve" in result.stdout
+
+
+def test_doctor_with_a_spec_checks_nodes_limits_and_model(servers) -> None:
+    result = runner.invoke(app, ["doctor", DEMO, *urls(servers)])
+    assert result.exit_code == 0, result.stdout
+    for name in ("workflow nodes", "cfg within node limits", "model pulled", "model sees images"):
+        assert name in result.stdout
+
+
+def test_doctor_finds_bounds_beyond_the_node(servers, tmp_path: Path) -> None:
+    spec = tmp_path / "wide.yaml"
+    text = Path(DEMO).read_text().replace("demo_workflow.json",
+                                          str(ROOT / "imitatoes/data/demo_workflow.json"))
+    spec.write_text(text.replace("steps: {min: 10, max: 40, max_delta: 10}",
+                                 "steps: {min: 10, max: 10000, max_delta: 10}")
+                    .replace("cfg: {min: 3.0, max: 12.0, max_delta: 1.5}",
+                             "cfg: {min: 3.0, max: 100, max_delta: 1.5}"))
+    ok = runner.invoke(app, ["doctor", str(spec), *urls(servers)])
+    assert ok.exit_code == 0  # 100 and 10000 are KSampler's own maxima
+    spec.write_text(text.replace("model: qwen2.5vl:7b", "model: llama3.2:3b"))
+    blind = runner.invoke(app, ["doctor", str(spec), *urls(servers)])
+    assert blind.exit_code == 1 and "cannot see images" in blind.stdout
+
+
+def test_demo_end_to_end(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["demo", "--runs-dir", str(tmp_path / "demo"), "--pace", "0"])
+    assert result.exit_code == 0, result.output
+    assert "stand-ins: ComfyUI http://127.0.0.1:" in result.stdout
+    [run_dir] = list((tmp_path / "demo").iterdir())
+    assert (run_dir / "report.html").is_file()
+
+
+def test_report_escapes_critic_text(servers, tmp_path: Path) -> None:
+    assert runner.invoke(app, ["run", DEMO, *urls(servers)]).exit_code == 0
+    run_dir = only_run(tmp_path)
+    record_path = run_dir / "loop_01_iter_01.json"
+    record = json.loads(record_path.read_text())
+    record["critic"]["verdict"]["reason"] = '<script>alert("x")</script><img src=x onerror=1>'
+    record["refused"] = [{"field": "neg_append", "asked": "<b>bold</b>", "reason": "r"}]
+    record_path.write_text(json.dumps(record))
+    result = runner.invoke(app, ["report", str(run_dir)])
+    assert result.exit_code == 0
+    html = (run_dir / "report.html").read_text()
+    assert "<script>" not in html and "onerror=1>" not in html and "<b>bold" not in html
+    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+    assert html.count('class="card') == len(list(run_dir.glob("loop_*.png")))
+    assert "<mark>red circle</mark>" in html
+
+
+@pytest.mark.skipif(not shutil.which("chromium"), reason="chromium is not installed")
+def test_report_renders_in_a_headless_browser(servers, tmp_path: Path) -> None:
+    assert runner.invoke(app, ["run", DEMO, *urls(servers)]).exit_code == 0
+    run_dir = only_run(tmp_path)
+    dom = subprocess.run(
+        ["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run",
+         "--disable-background-networking", "--disable-component-update", "--disable-sync",
+         f"--user-data-dir={tmp_path / 'chrome'}", "--dump-dom",
+         (run_dir / "report.html").as_uri()], capture_output=True, text=True, timeout=60).stdout
+    assert "demo-red-circle" in dom and dom.count("<img") >= 2
+
+
+def test_run_loop_script_builds_a_spec_and_runs(servers, tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import run_loop
+    finally:
+        sys.path.pop(0)
+    code = run_loop.main(["--workflow", str(ROOT / "workflows" / "txt2img_sd15.json"),
+                          "--prompt", "a red circle", "--negative-prompt", "blurry",
+                          "--iterations-per-loop", "2", "--max-loops", "1",
+                          "--comfy-url", servers[0].url, "--ollama-url", servers[1].url,
+                          "--requirement", "A red circle", "--runs-dir", str(tmp_path / "r")])
+    assert code in (0, 3)
+    [run_dir] = list((tmp_path / "r").iterdir())
+    assert (run_dir / "spec.yaml").is_file() and (run_dir / "loop_01_iter_01.png").is_file()
+    assert run_loop.main(["--workflow", str(ROOT / "tests/specs/workflows/no_tokens.json"),
+                          "--prompt", "x"]) == 2
+
+
+def test_ctrl_c_exits_130_and_leaves_a_resumable_folder(servers, tmp_path: Path) -> None:
+    comfy, ollama = servers
+    comfy.knobs.step_seconds = 0.2
+    env = {**os.environ, "IMITATOES_RUNS": str(tmp_path / "runs")}
+    proc = subprocess.Popen([sys.executable, "-m", "imitatoes", "run", DEMO, *urls(servers)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not list((tmp_path / "runs").glob("*/loop_01_iter_01.json")) or not \
+            comfy.queue_remaining():
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130, err
+    run_dir = only_run(tmp_path)
+    assert f"continue with: imitatoes resume {run_dir}" in err
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["status"] == "interrupted"
+    time.sleep(0.1)
+    assert comfy.queue_remaining() == 0  # our prompt was interrupted, not left running
+    comfy.knobs.step_seconds = 0
+    result = runner.invoke(app, ["resume", str(run_dir), *urls(servers)])
+    assert result.exit_code == 0, result.output
+
+
+def test_library_example_runs(tmp_path: Path) -> None:
+    result = subprocess.run([sys.executable, str(ROOT / "examples" / "library_use.py")],
+                            cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert "done after" in result.stdout
