@@ -4,6 +4,7 @@ types, messages and shapes), and small executors for the nodes the stand-in can 
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import re
 import traceback
@@ -11,6 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from importlib import resources
+from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageFilter, ImageOps
@@ -24,12 +26,56 @@ def recorded_object_info() -> dict[str, Any]:
     return json.loads(text)
 
 
-def object_info(checkpoints: list[str]) -> dict[str, Any]:
-    """The node catalogue, with this server's pretend checkpoint list in the combo."""
+def object_info(checkpoints: list[str], custom: dict[str, type] | None = None,
+                display: dict[str, str] | None = None) -> dict[str, Any]:
+    """The node catalogue, with this server's pretend checkpoint list in the combo and the
+    custom nodes it loaded, described as ComfyUI's node_info describes them."""
     info = json.loads(json.dumps(recorded_object_info()))
     ckpt = info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"]
     ckpt[0] = list(checkpoints)
+    for name, cls in (custom or {}).items():
+        info[name] = node_info(name, cls, (display or {}).get(name, name))
     return info
+
+
+def node_info(name: str, cls: type, display: str) -> dict[str, Any]:
+    inputs = cls.INPUT_TYPES()
+    outputs = list(getattr(cls, "RETURN_TYPES", ()))
+    out = {"input": inputs,
+           "input_order": {k: list(v) for k, v in inputs.items()},
+           "output": outputs, "output_is_list": [False] * len(outputs),
+           "output_name": list(getattr(cls, "RETURN_NAMES", outputs)),
+           "name": name, "display_name": display,
+           "description": getattr(cls, "DESCRIPTION", ""),
+           "python_module": f"custom_nodes.{cls.__module__.rsplit('.', 1)[-1]}",
+           "category": getattr(cls, "CATEGORY", "sd"),
+           "output_node": bool(getattr(cls, "OUTPUT_NODE", False))}
+    if hasattr(cls, "OUTPUT_TOOLTIPS"):
+        out["output_tooltips"] = list(cls.OUTPUT_TOOLTIPS)
+    return out
+
+
+def load_custom_nodes(folders: list[str]) -> tuple[dict[str, type], dict[str, str]]:
+    """Import every node pack in the folders the way ComfyUI does: by folder, as a package."""
+    classes: dict[str, type] = {}
+    names: dict[str, str] = {}
+    for folder in map(Path, folders):
+        for pack in sorted(p for p in folder.glob("*/__init__.py")):
+            module_name = f"custom_nodes.{pack.parent.name}"
+            spec = importlib.util.spec_from_file_location(
+                module_name, pack, submodule_search_locations=[str(pack.parent)])
+            module = importlib.util.module_from_spec(spec)
+            spec.loader.exec_module(module)
+            classes.update(getattr(module, "NODE_CLASS_MAPPINGS", {}))
+            names.update(getattr(module, "NODE_DISPLAY_NAME_MAPPINGS", {}))
+    return classes, names
+
+
+def custom_executor(cls: type) -> Executor:
+    def run(inputs: dict[str, Any], node_id: str, step: StepHook) -> tuple:
+        result = getattr(cls(), cls.FUNCTION)(**inputs)
+        return tuple(result["result"]) if isinstance(result, dict) else tuple(result)
+    return run
 
 
 def _error(kind: str, message: str, details: str, **extra: Any) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
@@ -26,6 +27,8 @@ from .server import BackgroundServer
 DEFAULT_CHECKPOINTS = ["v1-5-pruned-emaonly.safetensors", "sd_xl_base_1.0.safetensors",
                        "tiny-random-sd15.safetensors"]
 OUTPUT_NODES = {"SaveImage": "output", "PreviewImage": "temp"}
+# The repository's own node pack, loaded like ComfyUI loads custom_nodes (when it is there).
+REPO_CUSTOM_NODES = Path(__file__).resolve().parents[2] / "custom_nodes"
 
 
 @dataclass
@@ -39,6 +42,8 @@ class Knobs:
     history_delay: float = 0.0  # seconds before each /history answer
     execution_errors: int = 0  # the next N prompts fail inside the sampler
     websocket: bool = True  # False: /ws is refused and clients must poll
+    custom_nodes: list[str] = field(default_factory=lambda: [str(REPO_CUSTOM_NODES)]
+                                    if REPO_CUSTOM_NODES.is_dir() else [])
 
 
 class Interrupted(Exception):
@@ -61,6 +66,7 @@ class ComfyStandin(BackgroundServer):
     def __init__(self, knobs: Knobs | None = None, host: str = "127.0.0.1", port: int = 0):
         super().__init__(self._app, host, port)
         self.knobs = knobs or Knobs()
+        self.custom, self.display = comfy_graph.load_custom_nodes(self.knobs.custom_nodes)
         self._lock = threading.Condition()
         self._number = 0
         self._pending: list[_Job] = []
@@ -139,7 +145,7 @@ class ComfyStandin(BackgroundServer):
             error = comfy_graph._error("no_prompt", "No prompt provided", "No prompt provided")
             return web.json_response({"error": error, "node_errors": {}}, status=400)
         prompt_id = str(body.get("prompt_id") or uuid.uuid4())
-        info = comfy_graph.object_info(self.knobs.checkpoints)
+        info = self.object_info()
         result = comfy_graph.validate_prompt(body["prompt"], info, self.inputs)
         if not result.ok:
             return web.json_response({"error": result.error, "node_errors": result.node_errors},
@@ -259,10 +265,10 @@ class ComfyStandin(BackgroundServer):
                                   "max_upload_size": 104857600})
 
     async def _object_info(self, request: web.Request) -> web.Response:
-        return web.json_response(comfy_graph.object_info(self.knobs.checkpoints))
+        return web.json_response(self.object_info())
 
     async def _object_info_one(self, request: web.Request) -> web.Response:
-        info = comfy_graph.object_info(self.knobs.checkpoints)
+        info = self.object_info()
         name = request.match_info["node_class"]
         return web.json_response({name: info[name]} if name in info else {})
 
@@ -318,6 +324,9 @@ class ComfyStandin(BackgroundServer):
         for _, outbox in targets:
             if outbox is not None:
                 self.call(outbox.put_nowait, message)
+
+    def object_info(self) -> dict[str, Any]:
+        return comfy_graph.object_info(self.knobs.checkpoints, self.custom, self.display)
 
     def queue_remaining(self) -> int:
         with self._lock:
@@ -402,7 +411,7 @@ class _Run:
     def execute(self) -> dict[str, Any]:
         prompt = self.job.prompt
         order = _order(prompt, self.job.outputs)
-        signatures = {n: _signature(prompt, n) for n in order}
+        signatures = {n: _signature(prompt, n, self.server.custom) for n in order}
         cache = self.server._cache
         self.event("execution_start", {}, history=True)
         self.event("execution_cached", {"nodes": [n for n in order if signatures[n] in cache]},
@@ -475,6 +484,9 @@ class _Run:
         if class_type == "KSampler" and self.server.knobs.execution_errors > 0:
             self.server.knobs.execution_errors -= 1
             raise RuntimeError("stand-in fault: CUDA out of memory while sampling")
+        if class_type in self.server.custom:
+            return comfy_graph.custom_executor(self.server.custom[class_type])(
+                inputs, node_id, self._step), None
         return comfy_graph.EXECUTORS[class_type](inputs, node_id, self._step), None
 
     def _step(self, node_id: str, value: int, maximum: int) -> None:
@@ -509,8 +521,13 @@ def _order(prompt: dict[str, Any], outputs: list[str]) -> list[str]:
     return order
 
 
-def _signature(prompt: dict[str, Any], node_id: str) -> str:
+def _signature(prompt: dict[str, Any], node_id: str, custom: dict[str, type]) -> str:
     node = prompt[node_id]
-    inputs = {k: [_signature(prompt, v[0]), v[1]] if isinstance(v, list) else v
+    inputs = {k: [_signature(prompt, v[0], custom), v[1]] if isinstance(v, list) else v
               for k, v in sorted(node.get("inputs", {}).items())}
+    cls = custom.get(node["class_type"])
+    if cls is not None and hasattr(cls, "IS_CHANGED"):  # NaN-style "always changed": no cache
+        inputs["__changed__"] = str(cls.IS_CHANGED(**node.get("inputs", {})))
+        if inputs["__changed__"] == "nan":
+            inputs["__changed__"] = uuid.uuid4().hex
     return json.dumps([node["class_type"], inputs], sort_keys=True)
