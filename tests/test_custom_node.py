@@ -126,3 +126,14 @@ def test_the_prompt_never_grows_without_bound() -> None:
 def test_wrong_types_in_json_are_ignored() -> None:
     out = improve('{"done": "yes", "changes": {"prompt_append": 5, "neg_append": ["x"]}}')
     assert out[:3] == ("a red fox, snow", "", True)
+
+
+def test_the_stand_in_describes_the_node_as_a_real_comfyui_does() -> None:
+    from imitatoes.standins import comfy_graph
+
+    recorded = json.loads((ROOT / "tests" / "fixtures" / "comfyui_live" /
+                           "object_info_ImitatoesSelfImprovingPrompt.json").read_text())
+    classes, names = comfy_graph.load_custom_nodes([str(ROOT / "custom_nodes")])
+    name = "ImitatoesSelfImprovingPrompt"
+    described = comfy_graph.node_info(name, classes[name], names[name])
+    assert json.loads(json.dumps(described)) == recorded[name]  # as it goes over the wire

@@ -38,3 +38,20 @@ def test_live_refusal_is_readable(client: ComfyClient) -> None:
     body = fixture("comfyui", "prompt_err_width_above_max.json")["request"]["body"]
     with pytest.raises(ComfyRejected, match="input width: 16385 is bigger than the maximum 16384"):
         client.submit(body["prompt"])
+
+
+def test_live_custom_node_in_a_model_free_graph(client: ComfyClient) -> None:
+    if not client.object_info("ImitatoesSelfImprovingPrompt"):
+        pytest.skip("custom_nodes/imitatoes is not installed in this ComfyUI")
+    critique = ('{"done": false, "changes": {"prompt_append": "golden hour, snow", '
+                '"neg_append": ""}, "reason": "needs light"}')
+    prompt = {"1": {"class_type": "PrimitiveString", "inputs": {"value": "a red fox, snow"}},
+              "2": {"class_type": "ImitatoesSelfImprovingPrompt",
+                    "inputs": {"prompt": ["1", 0], "critique": critique, "iteration": 0,
+                               "max_iterations": 3}},
+              "3": {"class_type": "PreviewAny", "inputs": {"source": ["2", 0]}}}
+    for _ in range(2):  # the second pass must run the node again, not serve it from cache
+        result = client.wait(client.submit(prompt).prompt_id, timeout=120)
+        assert result.texts == ("a red fox, snow, golden hour",)
+        cached = result.entry["status"]["messages"][1][1]["nodes"]
+        assert "2" not in cached
