@@ -116,11 +116,13 @@ def continued(state: RunState, spec: Spec, instruction: str) -> RunState:
 class Engine:
     def __init__(self, spec: Spec, renderer: Renderer, critic: Critic,
                  listeners: Iterable[Listener] = (), rng: random.Random | None = None,
-                 reuse: Callable[[str], bytes | None] | None = None) -> None:
+                 reuse: Callable[[str], tuple[bytes, Params] | None] | None = None) -> None:
         self.spec, self.renderer, self.critic = spec, renderer, critic
         self.listeners = list(listeners)
         self.rng = rng or random.Random()
-        self.reuse = reuse or (lambda _key: None)  # a saved render to judge instead of redoing
+        # A render saved before a crash (image and the params it was made with), judged
+        # instead of being rendered again.
+        self.reuse = reuse or (lambda _key: None)
 
     def emit(self, kind: str, at: RunState, **data: Any) -> None:
         event = Event(kind, at.loop, at.iteration, data)
@@ -148,11 +150,14 @@ class Engine:
             self._start_loop(state)
         state.iteration += 1
         k = key(state.loop, state.iteration)
-        if self.spec.seed.policy == "random" and not state.pending:
+        saved = self.reuse(k)
+        if saved:
+            state.params = saved[1]
+        elif self.spec.seed.policy == "random":
             state.params = replace(state.params, seed=patch.new_seed(self.rng))
         params = state.params
         self.emit("iteration_started", state, key=k, params=params)
-        rendered = self._render(state, k, params)
+        rendered = self._render(state, k, params, saved[0] if saved else None)
         self.emit("critiquing", state, key=k)
         prompt = briefing.critic_prompt(self.spec, params, state.loop, state.iteration,
                                         state.history, state.instruction)
@@ -163,16 +168,17 @@ class Engine:
         self._next(state, k)
 
     def _start_loop(self, state: RunState) -> None:
-        if state.loop > 1 and self.spec.seed.policy == "per_loop" and not state.pending:
+        if state.loop > 1 and self.spec.seed.policy == "per_loop":
             state.params = replace(state.params, seed=patch.new_seed(self.rng))
         self.emit("loop_started", state, params=state.params)
 
-    def _render(self, state: RunState, k: str, params: Params) -> Rendered:
-        saved = self.reuse(k) if state.pending and state.pending.get("key") == k else None
+    def _render(self, state: RunState, k: str, params: Params, saved: bytes | None) -> Rendered:
         if saved is not None:  # rendered before a crash: judge it, do not render it again
-            self.emit("rendered", state, key=k, rendered=Rendered(saved, "", 0.0), reused=True,
+            prompt_id = (state.pending or {}).get("prompt_id", "")
+            rendered = Rendered(saved, prompt_id, 0.0)
+            self.emit("rendered", state, key=k, rendered=rendered, reused=True, params=params,
                       state=state)
-            return Rendered(saved, state.pending.get("prompt_id", ""), 0.0)
+            return rendered
         if self.spec.critic.unload_before_render and state.renders:
             self.critic.unload()
         rendered = self.renderer.render(

@@ -3,6 +3,7 @@ without the tool and `resume` can continue it. Every file is written atomically.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -18,7 +19,7 @@ from . import spec as specs
 from . import template
 from .engine import Event, RunState
 from .errors import ImitatoesError
-from .spec import Spec
+from .spec import Params, Spec
 
 STATE = "state.json"
 
@@ -93,9 +94,16 @@ def load(run_dir: Path, overrides: list[str] | None = None) -> tuple[Spec, RunSt
     return spec, state
 
 
-def saved_image(run_dir: Path, key: str) -> bytes | None:
-    path = run_dir / f"{key}.png"
-    return path.read_bytes() if path.is_file() else None
+def saved_render(run_dir: Path, key: str) -> tuple[bytes, Params] | None:
+    """A render saved before a crash, with the params it was made with (its record is written
+    before the PNG, so a PNG without a readable record was never finished)."""
+    png, record = run_dir / f"{key}.png", run_dir / f"{key}.json"
+    if not (png.is_file() and record.is_file()):
+        return None
+    try:
+        return png.read_bytes(), Params(**json.loads(record.read_text())["params"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 class RunLog:
@@ -134,22 +142,21 @@ class RunLog:
     def _on_rendered(self, event: Event) -> None:
         k = event.data["key"]
         rendered = event.data["rendered"]
-        if not event.data["reused"]:
-            write_atomic(self.dir / f"{k}.png", rendered.image)
+        prompt_id = rendered.prompt_id
+        if event.data["reused"] and not prompt_id:  # keep what the first attempt recorded
+            with contextlib.suppress(OSError, ValueError, AttributeError):
+                prompt_id = json.loads((self.dir / f"{k}.json").read_text()).get("prompt_id", "")
         self.record = {"key": k, "loop": event.loop, "iteration": event.iteration,
-                       "params": asdict(event.data["params"]) if "params" in event.data
-                       else None, "prompt_id": rendered.prompt_id,
+                       "params": asdict(event.data["params"]), "prompt_id": prompt_id,
                        "seconds": {"render": round(rendered.seconds, 3)}}
-        write_atomic(self.dir / f"{k}.json", _json(self.record))
+        write_atomic(self.dir / f"{k}.json", _json(self.record))  # the record first, then
+        if not event.data["reused"]:                                 # the image it describes
+            write_atomic(self.dir / f"{k}.png", rendered.image)
         self.save_state(event.data["state"])  # with the pending render: resume judges it
-
-    def _on_iteration_started(self, event: Event) -> None:
-        self.params = asdict(event.data["params"])
 
     def _on_verdict(self, event: Event) -> None:
         j = event.data["judgement"]
         self.record.update(
-            params=self.record.get("params") or self.params,
             critic={"prompt": event.data["prompt"],
                     "answers": [asdict(a) for a in j.attempts],
                     "verdict": asdict(j.verdict) if j.verdict else None, "error": j.error,

@@ -43,7 +43,7 @@ def run(spec: Spec, listeners: Iterable[Listener] = (), run_dir: Path | None = N
     critic = make_critic(spec.critic)
     engine = Engine(spec, ComfyRenderer(client, spec.comfyui.render_timeout), critic,
                     [runlog.RunLog(run_dir), *listeners], rng=random.Random(),
-                    reuse=lambda key: runlog.saved_image(run_dir, key))
+                    reuse=lambda key: runlog.saved_render(run_dir, key))
     try:
         return run_dir, engine.run(state)
     finally:

@@ -35,7 +35,7 @@ def resume(run_dir: Path, critic: FakeCritic, renderer: FakeRenderer | None = No
         state = continued(state, spec, instruction)
     renderer = renderer or FakeRenderer()
     engine = Engine(spec, renderer, critic, [runlog.RunLog(run_dir)], rng=random.Random(1),
-                    reuse=lambda key: runlog.saved_image(run_dir, key))
+                    reuse=lambda key: runlog.saved_render(run_dir, key))
     return engine.run(state), renderer
 
 
@@ -137,3 +137,21 @@ def test_a_damaged_state_is_named(tmp_path: Path) -> None:
     (run_dir / "state.json").write_text("{")
     with pytest.raises(runlog.RunFolderError, match="is damaged"):
         runlog.load(run_dir)
+
+
+def test_a_render_saved_just_before_the_state_is_still_reused(tmp_path: Path) -> None:
+    spec = make(ipl=3, loops=1)
+    run_dir, _, engine = start(spec, tmp_path, FakeCritic(verdict(0.25, prompt_append="red"),
+                                                          Kill()))
+    with pytest.raises(Kill):
+        engine.run(first_state(spec))
+    # Roll state.json back to before the second render, as if the kill came between the
+    # PNG and the state write.
+    state = json.loads((run_dir / "state.json").read_text())
+    state.update(pending=None, iteration=state["iteration"] - 1, renders=state["renders"] - 1)
+    (run_dir / "state.json").write_text(json.dumps(state))
+    again = FakeRenderer()
+    resumed, _ = resume(run_dir, FakeCritic(verdict(1.0, done=True)), again)
+    assert again.workflows == [] and resumed.done_key == "loop_01_iter_02"
+    record = json.loads((run_dir / "loop_01_iter_02.json").read_text())
+    assert record["prompt_id"] == "prompt-2" and record["params"]["prompt"].endswith(", red")
