@@ -153,6 +153,7 @@ def run(
 def resume(
     run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
     instruction: Annotated[str, typer.Option(help="Further instruction for the critic.")] = "",
+    set_: SetOption = None,
     comfy_url: ComfyUrl = None,
     ollama_url: OllamaUrl = None,
     yes: Yes = False,
@@ -160,7 +161,8 @@ def resume(
     """Continue a run: an interrupted or crashed one where it stopped, a finished one with a
     further instruction and a fresh loop budget."""
     with reported():
-        loaded, state = runlog.load(run_dir, _url_overrides(comfy_url, ollama_url))
+        loaded, state = runlog.load(run_dir, [*(set_ or []),
+                                              *_url_overrides(comfy_url, ollama_url)])
         if state.status == "done" and not instruction:
             typer.echo(f"{run_dir} is done; give --instruction to take it further")
             raise typer.Exit(0)

@@ -19,6 +19,7 @@ from requests.adapters import HTTPAdapter
 from urllib3.util.retry import Retry
 
 from .errors import ImitatoesError
+from .net import session_for
 
 HOW_TO_START = ("Start ComfyUI (python main.py --listen 127.0.0.1 --port 8188), or point imitatoes "
                 "at it with --comfy-url or IMITATOES_COMFY_URL.")
@@ -58,6 +59,10 @@ class ComfyExecutionError(ComfyError):
 
 class RenderTimeout(ComfyError):
     pass
+
+
+class PromptLost(ComfyError):
+    """The prompt is neither queued, running nor in the history: ComfyUI restarted."""
 
 
 @dataclass(frozen=True)
@@ -102,7 +107,7 @@ class ComfyClient:
         self.url = url.rstrip("/")
         self.timeout = (connect_timeout, read_timeout)
         self.client_id = client_id or str(uuid.uuid4())
-        self.session = requests.Session()
+        self.session = session_for(self.url)
         # Retry only what is safe to repeat: GETs, and connections that never reached the server.
         retry = Retry(total=2, connect=2, read=2, status=2, backoff_factor=0.1,
                       allowed_methods=frozenset({"GET"}), status_forcelist=(502, 503, 504),
@@ -212,22 +217,41 @@ class ComfyClient:
         """Block until the prompt finishes; the websocket says when, /history says what."""
         deadline = time.monotonic() + timeout
         if self._events and self._events.ensure():
-            self._events.follow(prompt_id, deadline, on_progress, self.history)
+            self._events.follow(prompt_id, deadline, on_progress, self._finished)
         entry = self._poll(prompt_id, deadline)
         return outcome(prompt_id, entry)
 
     def _poll(self, prompt_id: str, deadline: float) -> dict[str, Any]:
         interval = 0.02
+        next_check = time.monotonic() + 1.0
         while True:
             entry = self.history(prompt_id)
             if entry is not None:
                 return entry
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + 1.0
+                self._check_not_lost(prompt_id)
             left = deadline - time.monotonic()
             if left <= 0:
                 raise RenderTimeout(f"prompt {prompt_id} did not finish in time; it may still "
                                     f"be queued or running in ComfyUI at {self.url}")
             time.sleep(min(interval, left))
             interval = min(interval * 1.5, 1.0)
+
+    def _finished(self, prompt_id: str) -> bool:
+        """True once the history has the prompt; PromptLost when it never will."""
+        if self.history(prompt_id) is not None:
+            return True
+        self._check_not_lost(prompt_id)
+        return False
+
+    def _check_not_lost(self, prompt_id: str) -> None:
+        # ComfyUI writes the history before it takes a prompt off the queue, so a prompt that is
+        # in neither (asked in this order) will never finish.
+        if self.queue_position(prompt_id) is None and self.history(prompt_id) is None:
+            raise PromptLost(f"ComfyUI at {self.url} no longer knows prompt {prompt_id}: it was "
+                             "restarted or the prompt was deleted; resume the run to render it "
+                             "again")
 
     def fetch(self, ref: ImageRef) -> bytes:
         resp = self._request("GET", "/view", params={"filename": ref.filename,
@@ -280,7 +304,7 @@ class _Events:
 
     def follow(self, prompt_id: str, deadline: float,
                on_progress: Callable[[Progress], None] | None,
-               history: Callable[[str], Any]) -> None:
+               finished: Callable[[str], bool]) -> None:
         """Return when the prompt's terminal event arrives, the socket closes or time is up."""
         last_check = time.monotonic()
         while (left := deadline - time.monotonic()) > 0:
@@ -289,7 +313,7 @@ class _Events:
             except queue.Empty:
                 if time.monotonic() - last_check >= 2.0:  # a safety net for lost events
                     last_check = time.monotonic()
-                    if history(prompt_id) is not None:
+                    if finished(prompt_id):
                         return
                 continue
             data = msg.get("data") or {}

@@ -14,6 +14,7 @@ import requests
 from . import verdict as verdicts
 from .errors import ImitatoesError
 from .guardrail import Prepared, prepare
+from .net import session_for
 from .spec import Critic as CriticSpec
 from .verdict import Attempt, Judgement
 
@@ -44,7 +45,7 @@ class _Base:
         self.spec = spec
         self.url = spec.url.rstrip("/")
         self.timeout = (5.0, read_timeout or spec.timeout)
-        self.session = requests.Session()
+        self.session = session_for(self.url)
 
     def _post(self, path: str, body: dict[str, Any], timeout: Any = None) -> requests.Response:
         try:

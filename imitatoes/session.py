@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import runlog
 from .comfy import ComfyClient, ComfyRenderer
-from .critic import make_critic
+from .critic import CriticUnreachable, make_critic  # noqa: F401 (re-exported)
 from .engine import Engine, Listener, RunState, continued, first_state
 from .spec import Spec
 

@@ -27,6 +27,7 @@ from .server import BackgroundServer
 DEFAULT_CHECKPOINTS = ["v1-5-pruned-emaonly.safetensors", "sd_xl_base_1.0.safetensors",
                        "tiny-random-sd15.safetensors"]
 OUTPUT_NODES = {"SaveImage": "output", "PreviewImage": "temp"}
+MAX_HISTORY = 10000
 # The repository's own node pack, loaded like ComfyUI loads custom_nodes (when it is there).
 REPO_CUSTOM_NODES = Path(__file__).resolve().parents[2] / "custom_nodes"
 
@@ -78,7 +79,9 @@ class ComfyStandin(BackgroundServer):
         self._cache: dict[str, tuple] = {}
         self._interrupt = threading.Event()
         self._generation = 0  # bumped by restart(): a prompt running then leaves no history
+        self.finished_at: dict[str, float] = {}  # perf_counter when history got the entry
         self._sockets: dict[str, asyncio.Queue] = {}
+        self._connections: set[web.WebSocketResponse] = set()
         self._worker = threading.Thread(target=self._work, daemon=True, name="standin-comfy-worker")
         self._stopping = False
 
@@ -103,6 +106,8 @@ class ComfyStandin(BackgroundServer):
             self._cache.clear()
             self._generation += 1
             self._interrupt.set()
+        for ws in list(self._connections):  # a restarted server drops every websocket
+            self.call(lambda w=ws: asyncio.ensure_future(w.close()))
 
     # -- HTTP -----------------------------------------------------------------------------------
     def _app(self) -> web.Application:
@@ -295,6 +300,7 @@ class ComfyStandin(BackgroundServer):
         sid = request.query.get("clientId") or uuid.uuid4().hex
         outbox: asyncio.Queue = asyncio.Queue()
         self._sockets[sid] = outbox
+        self._connections.add(ws)
         sender = asyncio.ensure_future(self._pump(ws, outbox))
         outbox.put_nowait({"type": "status", "data": {"status": {"exec_info": {
             "queue_remaining": self.queue_remaining()}}, "sid": sid}})
@@ -308,6 +314,7 @@ class ComfyStandin(BackgroundServer):
         finally:
             if self._sockets.get(sid) is outbox:
                 del self._sockets[sid]
+            self._connections.discard(ws)
             sender.cancel()
         return ws
 
@@ -357,6 +364,10 @@ class ComfyStandin(BackgroundServer):
                 if generation != self._generation:
                     continue  # "restarted" meanwhile: the prompt is forgotten
                 self.history[job.prompt_id] = entry
+                self.finished_at[job.prompt_id] = time.perf_counter()
+                while len(self.history) > MAX_HISTORY:  # ComfyUI's MAXIMUM_HISTORY_SIZE
+                    gone, _ = self.history.popitem(last=False)
+                    self.finished_at.pop(gone, None)
             self._broadcast_status()
             self._send("executing", {"node": None, "prompt_id": job.prompt_id},
                        job.extra.get("client_id"))

@@ -12,6 +12,7 @@ import io
 import json
 import re
 import time
+from collections import deque
 from dataclasses import asdict, dataclass, field, fields
 from datetime import datetime, timezone
 from typing import Any
@@ -38,6 +39,7 @@ class Knobs:
     truncate: int = 0  # the next N answers stop mid-JSON with done_reason "length"
     fence: int = 0  # the next N answers wrap the JSON in ```json fences and prose
     wild: int = 0  # the next N verdicts ask for absurd values (cfg 1e9, steps -5, huge text)
+    never_done: bool = False  # never approve (benchmarks and soak tests need long runs)
     version: str = "0.33.0"
     structured_outputs: bool = True  # False: an Ollama older than 0.5 (format must be "json")
     models: dict[str, list[str]] = field(default_factory=lambda: dict(DEFAULT_MODELS))
@@ -74,7 +76,8 @@ class OllamaStandin(BackgroundServer):
         super().__init__(self._app, host, port)
         self.knobs = knobs or Knobs()
         self.loaded: dict[str, float] = {}  # model -> expiry (monotonic)
-        self.requests: list[dict[str, Any]] = []  # every chat body, for tests to inspect
+        # the latest chat bodies, for tests to inspect (bounded: a soak must not grow)
+        self.requests: deque[dict[str, Any]] = deque(maxlen=50)
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=64 << 20)
@@ -242,6 +245,11 @@ class OllamaStandin(BackgroundServer):
         except (UnidentifiedImageError, OSError):
             raise BadRequest(_runner_error("Failed to load image or audio file", 400,
                                            "invalid_request_error")) from None
+        if self.knobs.never_done and verdict["done"]:
+            verdict.update(done=False, reason="Not yet: the stand-in was told never to approve.")
+            verdict["checklist"] = [*verdict["checklist"], {
+                "requirement": "never done", "met": False, "observation": "knob never_done"}]
+            verdict["changes"]["seed"] = "new"
         if self.knobs.wild > 0:
             self.knobs.wild -= 1
             verdict.update(done=False, checklist=[])

@@ -1,0 +1,69 @@
+"""Soak: many iterations against the stand-ins; does anything grow after warm-up? Resident
+memory, open file descriptors and threads, sampled as the run goes.
+
+    .venv/bin/python benchmarks/soak.py [iterations]
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import requests
+from _setup import demo_spec, open_fds, rss_mib
+
+from imitatoes import session
+from imitatoes.engine import Event
+
+
+@contextlib.contextmanager
+def standin(kind: str, *args: str) -> Iterator[str]:
+    proc = subprocess.Popen([sys.executable, "-m", "imitatoes", "standin", kind, "--port", "0",
+                             *args], stdout=subprocess.PIPE, text=True)
+    try:
+        yield proc.stdout.readline().split(" on ")[1].split()[0]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def main(n: int) -> None:
+    samples: list[tuple[int, float, int, int]] = []
+    count = 0
+    every = max(1, n // 10)
+
+    def sample(event: Event) -> None:
+        nonlocal count
+        if event.kind == "applied":
+            count += 1
+            if count == 1 or count % every == 0:
+                samples.append((count, rss_mib(), open_fds(), threading.active_count()))
+
+    # The stand-ins run in processes of their own: they keep every image and the history in
+    # memory as ComfyUI does, which is not ours to measure.
+    with standin("comfyui", "--step-seconds", "0") as comfy, \
+            standin("ollama", "--latency", "0") as ollama, tempfile.TemporaryDirectory() as runs:
+        requests.post(ollama + "/imitatoes/knobs", json={"never_done": True}, timeout=5)
+        spec = demo_spec(comfy, ollama, size=512, iterations_per_loop=n, max_loops=1)
+        start = time.perf_counter()
+        session.run(spec, [sample], runs_root=Path(runs))
+        seconds = time.perf_counter() - start
+    print(f"{n} iterations in {seconds:.1f} s ({seconds / n * 1000:.1f} ms each; 512x512, "
+          "stand-ins in their own processes)")
+    print(f"{'iteration':>9} {'RSS MiB':>8} {'fds':>5} {'threads':>7}")
+    for i, rss, fds, threads in samples:
+        print(f"{i:>9} {rss:>8.1f} {fds:>5} {threads:>7}")
+    warm = next(s for s in samples if s[0] >= every)
+    last = samples[-1]
+    print(f"after warm-up (iteration {warm[0]} -> {last[0]}): RSS {last[1] - warm[1]:+.1f} MiB, "
+          f"fds {last[2] - warm[2]:+d}, threads {last[3] - warm[3]:+d}")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 500)

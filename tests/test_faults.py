@@ -1,0 +1,216 @@
+"""The fault suite: what the user sees, the exit code, and that the run folder stays
+consistent and `resume` finishes the run without redoing saved iterations."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from imitatoes import runlog, session
+from imitatoes import spec as specs
+from imitatoes.cli import app
+from imitatoes.comfy import PromptLost
+from imitatoes.engine import Event
+from imitatoes.standins.comfyui import ComfyStandin
+from imitatoes.standins.ollama import OllamaStandin
+
+from .conftest import ROOT
+
+DEMO = str(ROOT / "imitatoes" / "data" / "demo.yaml")
+runner = CliRunner()
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[ComfyStandin, OllamaStandin]]:
+    with ComfyStandin() as comfy, OllamaStandin() as ollama:
+        yield comfy, ollama
+
+
+def urls(servers: tuple[ComfyStandin, OllamaStandin]) -> list[str]:
+    return ["--comfy-url", servers[0].url, "--ollama-url", servers[1].url]
+
+
+def the_run(tmp_path: Path) -> Path:
+    [run_dir] = list((tmp_path / "runs").iterdir())
+    return run_dir
+
+
+def saved(run_dir: Path) -> dict[str, int]:
+    return {p.name: p.stat().st_mtime_ns for p in run_dir.glob("loop_*.png")}
+
+
+def consistent(run_dir: Path) -> None:
+    """Every saved render has a record; the state names only what exists; no temp files."""
+    state = json.loads((run_dir / "state.json").read_text())
+    for png in run_dir.glob("loop_*.png"):
+        assert json.loads(png.with_suffix(".json").read_text())["params"], png.name
+    if state.get("best"):
+        assert (run_dir / f"{state['best']['key']}.png").is_file()
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def resume_finishes(run_dir: Path, servers, *extra: str) -> None:
+    before = saved(run_dir)
+    result = runner.invoke(app, ["resume", str(run_dir), *urls(servers), *extra])
+    assert result.exit_code == 0, result.output
+    for name, mtime in before.items():  # nothing saved was rendered again
+        assert (run_dir / name).stat().st_mtime_ns == mtime, name
+    consistent(run_dir)
+    assert json.loads((run_dir / "state.json").read_text())["status"] == "done"
+
+
+def stop_after(kind: str, count: int, action) -> object:
+    seen = {"n": 0}
+
+    def listener(event: Event) -> None:
+        if event.kind == kind:
+            seen["n"] += 1
+            if seen["n"] == count:
+                action()
+    return listener
+
+
+def test_500_on_prompt(servers, tmp_path: Path) -> None:
+    servers[0].knobs.fail_prompt = 1
+    result = runner.invoke(app, ["run", DEMO, *urls(servers)])
+    assert result.exit_code == 1
+    assert "ComfyUI answered 500 to POST /prompt" in result.stderr
+    assert "imitatoes resume" in result.stderr
+    run_dir = the_run(tmp_path)
+    consistent(run_dir)
+    resume_finishes(run_dir, servers)
+
+
+def test_execution_error(servers, tmp_path: Path) -> None:
+    servers[0].knobs.execution_errors = 1
+    result = runner.invoke(app, ["run", DEMO, *urls(servers)])
+    assert result.exit_code == 1
+    assert "ComfyUI failed in node 3 (KSampler): RuntimeError" in result.stderr
+    resume_finishes(the_run(tmp_path), servers)
+
+
+def test_comfyui_restarts_mid_render_and_forgets_the_prompt(servers, tmp_path: Path) -> None:
+    comfy, _ = servers
+    comfy.knobs.step_seconds = 0.05
+    spec = specs.load(DEMO, env={"IMITATOES_COMFY_URL": comfy.url,
+                                 "IMITATOES_OLLAMA_URL": servers[1].url})
+    run_dir = runlog.create(spec, tmp_path / "runs")
+
+    def restart_soon() -> None:
+        threading.Timer(0.1, comfy.restart).start()
+
+    with pytest.raises(PromptLost, match="no longer knows prompt .* resume the run"):
+        session.run(spec, [stop_after("iteration_started", 2, restart_soon)], run_dir)
+    consistent(run_dir)
+    assert len(saved(run_dir)) == 1
+    comfy.knobs.step_seconds = 0
+    resume_finishes(run_dir, servers)
+
+
+def test_slow_history_is_only_slow(servers, tmp_path: Path) -> None:
+    servers[0].knobs.history_delay = 0.2
+    result = runner.invoke(app, ["run", DEMO, *urls(servers)])
+    assert result.exit_code == 0, result.output
+
+
+def test_ollama_down_at_start(servers, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", DEMO, "--comfy-url", servers[0].url,
+                                 "--ollama-url", "http://127.0.0.1:9"])
+    assert result.exit_code == 1
+    assert "the critic is not reachable at http://127.0.0.1:9" in result.stderr
+    assert "ollama serve" in result.stderr and not (tmp_path / "runs").exists()
+
+
+def test_ollama_dies_mid_run(servers, tmp_path: Path) -> None:
+    comfy, ollama = servers
+    spec = specs.load(DEMO, env={"IMITATOES_COMFY_URL": comfy.url,
+                                 "IMITATOES_OLLAMA_URL": ollama.url})
+    run_dir = runlog.create(spec, tmp_path / "runs")
+    with pytest.raises(session.CriticUnreachable, match="not reachable"):
+        session.run(spec, [stop_after("rendered", 2, ollama.stop)], run_dir)
+    consistent(run_dir)
+    with OllamaStandin(port=0) as again:
+        before = saved(run_dir)
+        result = runner.invoke(app, ["resume", str(run_dir), "--comfy-url", comfy.url,
+                                     "--ollama-url", again.url])
+        assert result.exit_code == 0, result.output
+    assert all((run_dir / n).stat().st_mtime_ns == m for n, m in before.items())
+
+
+def test_slow_first_load_beyond_the_timeout(servers, tmp_path: Path) -> None:
+    servers[1].knobs.load_seconds = 1.0
+    result = runner.invoke(app, ["run", DEMO, *urls(servers), "--set", "critic.timeout=0.3"])
+    assert result.exit_code == 1
+    assert "did not answer /api/chat within 0.3 s" in result.stderr
+    run_dir = the_run(tmp_path)
+    consistent(run_dir)
+    assert len(saved(run_dir)) == 1
+    resume_finishes(run_dir, servers, "--set", "critic.timeout=30")  # the fix, then resume
+
+
+@pytest.mark.parametrize("knob", ["truncate", "garbage", "fence"])
+def test_bad_answers_are_retried_and_recorded(servers, tmp_path: Path, knob: str) -> None:
+    setattr(servers[1].knobs, knob, 1)
+    result = runner.invoke(app, ["run", DEMO, *urls(servers)])
+    assert result.exit_code == 0, result.output
+    first = json.loads((the_run(tmp_path) / "loop_01_iter_01.json").read_text())
+    answers = first["critic"]["answers"]
+    assert first["critic"]["verdict"] is not None
+    assert len(answers) == (1 if knob == "fence" else 2)
+
+
+def test_a_verdict_far_out_of_bounds_is_clamped(servers, tmp_path: Path) -> None:
+    servers[1].knobs.wild = 1
+    result = runner.invoke(app, ["run", DEMO, *urls(servers)])
+    assert result.exit_code == 0, result.output
+    run_dir = the_run(tmp_path)
+    first = json.loads((run_dir / "loop_01_iter_01.json").read_text())
+    nxt = first["next_params"]
+    assert 3 <= nxt["cfg"] <= 12 and 10 <= nxt["steps"] <= 40 and nxt["seed"] == 42
+    assert len(nxt["prompt"]) <= 300 and len(nxt["negative"].split(",")) <= 10
+    assert {r["field"] for r in first["refused"]} >= {"cfg", "steps", "neg_append", "seed"}
+
+
+def test_the_disk_refusing_a_write(servers, tmp_path: Path) -> None:
+    comfy, ollama = servers
+    spec = specs.load(DEMO, env={"IMITATOES_COMFY_URL": comfy.url,
+                                 "IMITATOES_OLLAMA_URL": ollama.url})
+    run_dir = runlog.create(spec, tmp_path / "runs")
+    trap = run_dir / ".loop_01_iter_02.png.tmp"
+    trap.symlink_to("/dev/full")  # every write to it fails with ENOSPC
+    with pytest.raises(runlog.RunFolderError, match="No space left on device.*imitatoes resume"):
+        session.run(spec, run_dir=run_dir)
+    trap.unlink()
+    consistent(run_dir)
+    resume_finishes(run_dir, servers)
+
+
+def test_ctrl_c_while_the_critic_thinks(servers, tmp_path: Path) -> None:
+    comfy, ollama = servers
+    ollama.knobs.latency = 1.0
+    env = {**os.environ, "IMITATOES_RUNS": str(tmp_path / "runs")}
+    proc = subprocess.Popen([sys.executable, "-m", "imitatoes", "run", DEMO, *urls(servers)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 20
+    while not list((tmp_path / "runs").glob("*/loop_01_iter_01.png")):
+        assert time.monotonic() < deadline and proc.poll() is None
+        time.sleep(0.02)
+    time.sleep(0.2)  # now it waits for the critic
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=20)
+    assert proc.returncode == 130 and "imitatoes resume" in err
+    run_dir = the_run(tmp_path)
+    assert json.loads((run_dir / "state.json").read_text())["status"] == "interrupted"
+    consistent(run_dir)
+    ollama.knobs.latency = 0
+    resume_finishes(run_dir, servers)

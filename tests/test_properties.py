@@ -1,0 +1,138 @@
+"""Property tests: whatever the critic, the server or the user's YAML throws at us."""
+
+from __future__ import annotations
+
+import math
+import random
+from pathlib import Path
+
+import yaml
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from imitatoes import lint, patch, runlog, yamldoc
+from imitatoes import spec as specs
+from imitatoes.comfy import ComfyClient, ComfyError, ImageRef
+from imitatoes.engine import Engine, first_state
+from imitatoes.errors import SpecError
+from imitatoes.verdict import Changes, VerdictInvalid, parse
+
+from .conftest import ROOT
+from .doubles import FakeRenderer, png
+
+DEMO = specs.load(ROOT / "imitatoes" / "data" / "demo.yaml", env={})
+FAST = settings(max_examples=150, deadline=None,
+                suppress_health_check=[HealthCheck.function_scoped_fixture])
+
+numbers = st.one_of(st.none(), st.floats(allow_nan=True, allow_infinity=True),
+                    st.integers(min_value=-2**80, max_value=2**80))
+texts = st.text(max_size=400) | st.lists(st.text(max_size=30), max_size=60).map(", ".join)
+seeds = st.one_of(st.just("keep"), st.just("new"), st.integers(-2**70, 2**70), st.text(max_size=10))
+changes = st.builds(Changes, prompt_append=texts, neg_append=texts, cfg=numbers,
+                    steps=numbers, seed=seeds)
+policies = st.sampled_from(["stable", "critic", "per_loop", "random"]).map(
+    lambda p: specs.SeedPolicy(p, p == "stable"))
+
+
+@FAST
+@given(changes, policies)
+def test_no_critic_change_escapes_the_bounds(c: Changes, policy: specs.SeedPolicy) -> None:
+    b = DEMO.bounds
+    p = patch.apply(DEMO.start, c, b, policy, random.Random(0)).params
+    assert b.cfg.min <= p.cfg <= b.cfg.max and math.isfinite(p.cfg)
+    assert b.steps.min <= p.steps <= b.steps.max and isinstance(p.steps, int)
+    assert abs(p.cfg - DEMO.start.cfg) <= b.cfg.max_delta + 1e-9
+    assert len(p.prompt) <= b.prompt_max_chars
+    assert len(patch.terms(p.negative)) <= b.negative_max_terms
+    assert isinstance(p.seed, int) and 0 <= p.seed <= patch.SEED_MAX
+
+
+@FAST
+@given(st.text(max_size=600) | st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers() | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+        st.sampled_from(["done", "changes", "reason", "cfg", "seed", "prompt_append", "x"]),
+        inner, max_size=5), max_leaves=20).map(lambda v: yaml.safe_dump(v)))
+def test_any_answer_parses_or_fails_as_a_typed_outcome(text: str) -> None:
+    try:
+        v = parse(text)
+    except VerdictInvalid as exc:  # the one way to fail, with a message for the retry
+        assert str(exc)
+        return
+    assert isinstance(v.done, bool) and 0 <= v.score <= 1 and isinstance(v.reason, str)
+
+
+class _Critic:
+    def __init__(self, answer: Changes) -> None:
+        self.answer = answer
+
+    def judge(self, image: bytes, prompt: str):
+        from .doubles import FakeCritic, verdict
+        return FakeCritic(verdict(0.5, **self.answer.__dict__)).judge(image, prompt)
+
+    def unload(self) -> None:
+        pass
+
+
+@FAST
+@given(changes)
+def test_no_critic_answer_crashes_the_engine(c: Changes) -> None:
+    import dataclasses
+    spec = dataclasses.replace(DEMO, limits=specs.Limits(2, 1))
+    renderer = FakeRenderer()
+    state = Engine(spec, renderer, _Critic(c), rng=random.Random(0)).run(first_state(spec))
+    assert state.status == "limits" and len(renderer.workflows) == 2
+
+
+names = st.text(min_size=1, max_size=40) | st.sampled_from(
+    ["../../evil.png", "/etc/passwd", "..", "a/../../b.png", "C:\\x.png", "nul", ".", "~/x"])
+
+
+@settings(max_examples=60, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names, names, st.sampled_from(["output", "temp", "input", "../x"]))
+def test_server_given_names_never_become_paths(tmp_path_factory, filename: str,
+                                               subfolder: str, kind: str) -> None:
+    from imitatoes.standins.comfyui import ComfyStandin
+
+    root = tmp_path_factory.mktemp("names")
+    run_dir = runlog.create(DEMO, root)
+    before = sorted(p.relative_to(root) for p in root.rglob("*"))
+    with ComfyStandin() as comfy:
+        comfy.files[(kind, subfolder, filename)] = png(1)  # whatever the server says it made
+        client = ComfyClient(comfy.url)
+        try:
+            data = client.fetch(ImageRef(filename, subfolder, kind))
+        except ComfyError:
+            data = None
+        client.close()
+    if data is not None:
+        runlog.write_atomic(run_dir / "loop_01_iter_01.png", data)  # named by us, always
+    after = sorted(p.relative_to(root) for p in root.rglob("*"))
+    assert set(after) - set(before) <= {run_dir.relative_to(root) / "loop_01_iter_01.png"}
+
+
+spec_values = st.recursive(
+    st.none() | st.booleans() | st.floats() | st.integers(-10**30, 10**30) | st.text(max_size=15),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["min", "max", "max_delta", "prompt", "model", "url", "policy", "x"]),
+        inner, max_size=3), max_leaves=8)
+
+
+@settings(max_examples=120, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.dictionaries(st.sampled_from(
+    ["name", "goal", "requirements", "workflow", "bindings", "start", "bounds", "seed",
+     "critic", "limits", "comfyui", "output", "typo"]), spec_values, max_size=10))
+def test_any_spec_validates_or_gets_located_messages(tmp_path_factory, data: dict) -> None:
+    path = Path(tmp_path_factory.mktemp("spec")) / "s.yaml"
+    base = yaml.safe_load((ROOT / "tests/specs/valid/minimal.yaml").read_text())
+    base["workflow"] = str(ROOT / "workflows" / "txt2img_sd15.json")
+    path.write_text(yaml.safe_dump({**base, **data}, allow_unicode=True))
+    try:
+        problems = lint.check(yamldoc.read(path))
+    except SpecError as exc:
+        assert exc.problem.message
+        return
+    for p in problems:
+        assert p.message and (p.line > 0 or p.origin), p
