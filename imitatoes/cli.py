@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import socket
 import sys
 import threading
 import time
@@ -276,6 +277,81 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -
     """Write report.html in a run folder (runs write it themselves when they end)."""
     with reported():
         typer.echo(str(report.write(run_dir)))
+
+
+@app.command()
+def batch(
+    specs: Annotated[list[Path], typer.Argument(metavar="SPEC...", help="Goal specs.")],
+    comfy: Annotated[list[str] | None, typer.Option(help="A ComfyUI backend (repeatable).")] = None,
+    ollama: Annotated[list[str] | None, typer.Option(
+        help="A critic URL: one for all backends, or one per --comfy in order.")] = None,
+    broker: Annotated[str | None, typer.Option(
+        help="A Celery broker (redis://...): submit to `imitatoes worker`s instead.")] = None,
+    runs_dir: Annotated[Path | None, typer.Option(help="Where run folders go.")] = None,
+) -> None:
+    """Run many specs: over several backends here, or over Celery workers with --broker.
+    Exit 0 when every spec reached done, 3 when some stopped at their limits, 1 on failures."""
+    from . import batch as batching
+    from . import batch_ui
+
+    with reported():
+        loaded = [spec.load(p) for p in specs]
+        jobs = [batching.Job(s) for s in loaded]
+        pool = None if broker else batching.Batch(
+            loaded, batching.pair(comfy or [], ollama or []), runs_dir)
+        if pool:
+            jobs = pool.jobs
+        interactive = sys.stdout.isatty()
+        live = None
+        if interactive:
+            from rich.live import Live
+            live = Live(batch_ui.render(jobs), refresh_per_second=4,
+                        get_renderable=lambda: batch_ui.render(jobs))
+            live.start()
+        on_change = (lambda: None) if interactive else batch_ui.Lines(jobs, sys.stdout)
+        try:
+            if pool:
+                pool.on_change = on_change
+                pool.run()
+            else:
+                from . import cluster
+                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+                cluster.follow(cluster.make_app(broker), jobs, stamp, on_change)
+        finally:
+            if live:
+                live.stop()
+        code = batching.exit_code(jobs)
+        done = sum(j.status == "done" for j in jobs)
+        typer.echo(f"{done} of {len(jobs)} spec(s) done" + (
+            f"; backends lost: {', '.join(b.name for b in pool.dead)}" if pool and pool.dead
+            else ""))
+    raise typer.Exit(code)
+
+
+@app.command()
+def worker(
+    broker: Annotated[str, typer.Option(help="The Celery broker, e.g. redis://host:6379/0.")],
+    comfy_url: Annotated[str, typer.Option(help="This host's ComfyUI.")] = "http://127.0.0.1:8188",
+    ollama_url: Annotated[str, typer.Option(help="This host's critic.")] = "http://127.0.0.1:11434",
+    runs_dir: Annotated[Path, typer.Option(help="The shared runs folder (the same path on "
+                                           "every host).")] = Path("runs"),
+    name: Annotated[str | None, typer.Option(help="This worker's name in the tables.")] = None,
+    visibility_timeout: Annotated[float, typer.Option(
+        help="Seconds before a run whose worker vanished is delivered again.")] = 3600.0,
+) -> None:
+    """Serve runs from the broker on this GPU host: one at a time, resumed if a worker dies."""
+    from . import cluster
+
+    with reported():
+        app_ = cluster.make_app(broker, visibility_timeout)
+        os.environ.update(IMITATOES_WORKER_COMFY_URL=comfy_url,
+                          IMITATOES_WORKER_OLLAMA_URL=ollama_url,
+                          IMITATOES_WORKER_RUNS=str(runs_dir.resolve()),
+                          IMITATOES_WORKER_NAME=name or socket.gethostname())
+        runs_dir.mkdir(parents=True, exist_ok=True)
+        app_.worker_main(["worker", "--concurrency=1", "--pool=prefork", "--loglevel=INFO",
+                          f"--queues={cluster.QUEUE}", "--without-gossip", "--without-mingle",
+                          f"--hostname={name or socket.gethostname()}@%h"])
 
 
 standin_app = typer.Typer(no_args_is_help=True, help="Run a loopback stand-in server (no GPU).")

@@ -73,10 +73,19 @@ def create(spec: Spec, root: Path | None = None) -> Path:
         except OSError as exc:
             raise RunFolderError(f"cannot create a run folder in {root}: {exc.strerror}; "
                                  "choose another with --runs-dir or IMITATOES_RUNS") from None
-    write_atomic(run_dir / "spec.yaml", yaml.safe_dump(snapshot(spec), sort_keys=False,
-                                                       allow_unicode=True).encode())
-    write_atomic(run_dir / "workflow.json", _json(dict(spec.workflow)))
+    write_folder(run_dir, snapshot(spec), dict(spec.workflow))
     return run_dir
+
+
+def write_folder(run_dir: Path, spec_data: dict[str, Any], workflow: dict[str, Any]) -> None:
+    """The two files a run folder starts with: the spec as run and its workflow."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(f"cannot create {run_dir}: {exc.strerror}") from None
+    write_atomic(run_dir / "spec.yaml", yaml.safe_dump(spec_data, sort_keys=False,
+                                                       allow_unicode=True).encode())
+    write_atomic(run_dir / "workflow.json", _json(workflow))
 
 
 def load(run_dir: Path, overrides: list[str] | None = None) -> tuple[Spec, RunState]:

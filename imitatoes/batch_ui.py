@@ -1,0 +1,50 @@
+"""The batch table: one row per spec, live at a terminal, a line per change otherwise."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import TextIO
+
+from rich.table import Table
+from rich.text import Text
+
+from .batch import Job
+
+STYLES = {"queued": "dim", "running": "cyan", "done": "bold green", "limits": "yellow",
+          "failed": "red"}
+
+
+def render(jobs: Sequence[Job], title: str = "") -> Table:
+    table = Table(title=title or None, expand=True, box=None, header_style="bold")
+    for name in ("spec", "backend", "loop", "state", "best", "elapsed", "note"):
+        table.add_column(name, no_wrap=name != "note", ratio=3 if name == "note" else None)
+    for j in jobs:
+        table.add_row(j.spec.name, j.backend or "-", f"{j.loop}.{j.iteration}" if j.loop else "-",
+                      Text(j.status, style=STYLES.get(j.status, "")),
+                      "-" if j.best is None else f"{j.best:.2f}", f"{j.elapsed():.0f}s",
+                      Text(j.error or (str(j.run_dir) if j.run_dir else "")))
+    return table
+
+
+class Lines:
+    """Plain output: a line when a job's state or backend changes."""
+
+    def __init__(self, jobs: Sequence[Job], out: TextIO) -> None:
+        self.jobs, self.out = jobs, out
+        self.seen: dict[int, tuple[str, str]] = {}
+        self._lock = threading.Lock()  # backends report from their own threads
+
+    def __call__(self) -> None:
+        with self._lock:
+            self._report()
+
+    def _report(self) -> None:
+        for i, j in enumerate(self.jobs):
+            now = (j.status, j.backend)
+            if self.seen.get(i) != now:
+                self.seen[i] = now
+                extra = f" ({j.error})" if j.error else (f" -> {j.run_dir}" if j.status in (
+                    "done", "limits") else "")
+                self.out.write(f"{j.spec.name}: {j.status} on {j.backend or '-'}{extra}\n")
+                self.out.flush()

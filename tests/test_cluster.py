@@ -1,0 +1,111 @@
+"""Celery end to end against the local Redis: two worker processes, stand-ins, and a worker
+killed mid-run whose run is delivered again and resumed from its saved state."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from imitatoes import batch
+from imitatoes import spec as specs
+from imitatoes.standins.comfyui import ComfyStandin, Knobs
+from imitatoes.standins.ollama import OllamaStandin
+
+from .test_batch import spec_files
+
+BROKER = os.environ.get("IMITATOES_TEST_REDIS", "redis://127.0.0.1:6379/15")
+
+
+def redis_up() -> bool:
+    try:
+        import redis
+        redis.Redis.from_url(BROKER, socket_connect_timeout=1).ping()
+        return True
+    except Exception:
+        return False
+
+
+pytestmark = pytest.mark.skipif(not redis_up(), reason=f"no Redis at {BROKER}")
+
+
+@pytest.fixture
+def clean_broker() -> Iterator[None]:
+    import redis
+    redis.Redis.from_url(BROKER).flushdb()  # our own test database only
+    yield
+    redis.Redis.from_url(BROKER).flushdb()
+
+
+@contextlib.contextmanager
+def worker(name: str, comfy: str, ollama: str, runs: Path, visibility: float = 60
+           ) -> Iterator[subprocess.Popen]:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "imitatoes", "worker", "--broker", BROKER, "--comfy-url", comfy,
+         "--ollama-url", ollama, "--runs-dir", str(runs), "--name", name,
+         "--visibility-timeout", str(visibility)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def follow(jobs: list[batch.Job], on_change=lambda: None) -> None:
+    from imitatoes import cluster
+    cluster.follow(cluster.make_app(BROKER), jobs, "t", on_change, poll=0.1)
+
+
+def test_celery_runs_specs_on_two_workers(tmp_path: Path, clean_broker: None) -> None:
+    runs = tmp_path / "runs"
+    with ComfyStandin(Knobs(step_seconds=0.01)) as c1, ComfyStandin(Knobs(step_seconds=0.01)) \
+            as c2, OllamaStandin() as ollama, worker("w1", c1.url, ollama.url, runs), \
+            worker("w2", c2.url, ollama.url, runs):
+        jobs = [batch.Job(specs.load(p)) for p in spec_files(tmp_path, 4)]
+        follow(jobs)
+        assert c1.history and c2.history  # both hosts rendered
+    assert [j.status for j in jobs] == ["done"] * 4, [j.error for j in jobs]
+    assert {j.backend for j in jobs} == {"w1", "w2"}
+    for j in jobs:  # each run folder is complete, report included, wherever it ran
+        assert (j.run_dir / "final.png").is_file() and (j.run_dir / "report.html").is_file()
+    assert batch.exit_code(jobs) == 0
+
+
+def test_a_killed_worker_s_run_is_resumed_elsewhere(tmp_path: Path, clean_broker: None) -> None:
+    runs = tmp_path / "runs"
+    with ComfyStandin(Knobs(step_seconds=0.05)) as c1, \
+            ComfyStandin(Knobs(step_seconds=0.05)) as c2, OllamaStandin() as ollama, \
+            worker("w1", c1.url, ollama.url, runs, visibility=4) as w1, \
+            worker("w2", c2.url, ollama.url, runs, visibility=4):
+        jobs = [batch.Job(specs.load(p)) for p in spec_files(tmp_path, 2)]
+        killed: dict[str, object] = {}
+
+        def kill_w1_mid_run() -> None:
+            if killed:
+                return
+            for j in jobs:
+                saved = sorted(runs.glob(f"*_{j.spec.name}/loop_*.png"))
+                if j.backend == "w1" and j.status == "running" and saved:
+                    killed["run"] = saved[0].parent
+                    killed["mtimes"] = {p.name: p.stat().st_mtime_ns for p in saved}
+                    os.killpg(w1.pid, signal.SIGKILL)
+
+        follow(jobs, kill_w1_mid_run)
+    assert killed, "worker w1 never ran anything"
+    assert [j.status for j in jobs] == ["done"] * 2, [j.error for j in jobs]
+    run_dir = killed["run"]
+    resumed = next(j for j in jobs if j.run_dir == run_dir)
+    assert resumed.backend == "w2"
+    for name, mtime in killed["mtimes"].items():  # resumed from its saved state, not restarted
+        assert (run_dir / name).stat().st_mtime_ns == mtime
