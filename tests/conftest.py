@@ -1,9 +1,13 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from imitatoes.standins.comfyui import ComfyStandin
+from imitatoes.standins.ollama import OllamaStandin
 
 ROOT = Path(__file__).resolve().parent.parent
 # Read before the autouse fixture below hides them from the code under test.
@@ -24,3 +28,10 @@ def _quiet_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 def at_root(monkeypatch: pytest.MonkeyPatch) -> Path:
     monkeypatch.chdir(ROOT)
     return ROOT
+
+
+@pytest.fixture
+def servers() -> Iterator[tuple[ComfyStandin, OllamaStandin]]:
+    """Both stand-ins on free loopback ports."""
+    with ComfyStandin() as comfy, OllamaStandin() as ollama:
+        yield comfy, ollama

@@ -7,7 +7,13 @@ import re
 from pathlib import Path
 from typing import Any
 
+import requests
+
+from imitatoes.standins.comfyui import ComfyStandin
+from imitatoes.standins.ollama import OllamaStandin
+
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
+DEMO = str(Path(__file__).resolve().parent.parent / "imitatoes" / "data" / "demo.yaml")
 UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
 
 
@@ -41,3 +47,24 @@ def same_shape(got: Any, want: Any, where: str = "") -> list[str]:
         return [d for i, (g, w) in enumerate(zip(got, want, strict=False))
                 for d in same_shape(g, w, f"{where}[{i}]")]
     return [] if got == want else [f"{where}: type {got} != {want}"]
+
+
+def replay(url: str, request: dict[str, Any]) -> requests.Response:
+    """Send a recorded request as it was sent (a deliberately broken body included)."""
+    kwargs: dict[str, Any] = {"timeout": 10}
+    raw = request.get("raw_body", request.get("body_raw"))  # the two recorders' names
+    if "body" in request:
+        kwargs["json"] = request["body"]
+    elif raw is not None:
+        kwargs["data"] = raw
+        kwargs["headers"] = {"Content-Type": "application/json"}
+    return requests.request(request["method"], url + request["path"], **kwargs)
+
+
+def urls(servers: tuple[ComfyStandin, OllamaStandin]) -> list[str]:
+    return ["--comfy-url", servers[0].url, "--ollama-url", servers[1].url]
+
+
+def only_run(tmp_path: Path) -> Path:
+    [run_dir] = list((tmp_path / "runs").iterdir())
+    return run_dir

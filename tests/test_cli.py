@@ -9,35 +9,17 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from imitatoes.cli import app
-from imitatoes.standins.comfyui import ComfyStandin
-from imitatoes.standins.ollama import OllamaStandin
 
 from .conftest import ROOT
+from .standins import DEMO, only_run, urls
 
-DEMO = str(ROOT / "imitatoes" / "data" / "demo.yaml")
 runner = CliRunner()
-
-
-@pytest.fixture
-def servers() -> Iterator[tuple[ComfyStandin, OllamaStandin]]:
-    with ComfyStandin() as comfy, OllamaStandin() as ollama:
-        yield comfy, ollama
-
-
-def urls(servers: tuple[ComfyStandin, OllamaStandin]) -> list[str]:
-    return ["--comfy-url", servers[0].url, "--ollama-url", servers[1].url]
-
-
-def only_run(tmp_path: Path) -> Path:
-    [run_dir] = list((tmp_path / "runs").iterdir())
-    return run_dir
 
 
 def test_run_to_done_prints_plain_lines_and_exits_0(servers, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ import websocket
 
 from imitatoes.standins.comfyui import ComfyStandin, Knobs
 
-from .standins import FIXTURES, fixture, same_shape, shape
+from .standins import FIXTURES, fixture, replay, same_shape, shape
 
 UNSUPPORTED = {  # what the stand-in does not implement, and why that is fine for imitatoes
     "upload_image_ok.json", "upload_image_exists_no_overwrite.json",
@@ -40,16 +40,6 @@ HTTP = sorted(p.name for p in (FIXTURES / "comfyui").glob("*.json")
 def comfy() -> Iterator[ComfyStandin]:
     with ComfyStandin(Knobs(checkpoints=["tiny-random-sd15.safetensors"])) as server:
         yield server
-
-
-def send(server: ComfyStandin, request: dict[str, Any]) -> requests.Response:
-    kwargs: dict[str, Any] = {"timeout": 10}
-    if "body" in request:
-        kwargs["json"] = request["body"]
-    elif "raw_body" in request:
-        kwargs["data"] = request["raw_body"]
-        kwargs["headers"] = {"Content-Type": "application/json"}
-    return requests.request(request["method"], server.url + request["path"], **kwargs)
 
 
 def assert_like(resp: requests.Response, recorded: dict[str, Any]) -> None:
@@ -81,7 +71,7 @@ def test_replays_like_comfyui(comfy: ComfyStandin, name: str) -> None:
     recorded = fixture("comfyui", name)
     if "with_model" not in name and "CheckpointLoaderSimple" in name:
         comfy.knobs.checkpoints = []
-    assert_like(send(comfy, recorded["request"]), recorded)
+    assert_like(replay(comfy.url, recorded["request"]), recorded)
 
 
 def test_validation_errors_match_exactly(comfy: ComfyStandin) -> None:
@@ -89,7 +79,7 @@ def test_validation_errors_match_exactly(comfy: ComfyStandin) -> None:
     for name in ("prompt_err_ksampler_out_of_bounds.json", "prompt_err_width_wrong_type.json",
                  "prompt_err_bad_link_type.json", "prompt_err_combo_value_not_in_list.json"):
         recorded = fixture("comfyui", name)
-        got = send(comfy, recorded["request"]).json()
+        got = replay(comfy.url, recorded["request"]).json()
         assert normal(got) == normal(recorded["response"]["body"]), name
 
 

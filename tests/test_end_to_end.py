@@ -8,10 +8,7 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
-
-import pytest
 
 from imitatoes import session
 from imitatoes import spec as specs
@@ -21,12 +18,6 @@ from imitatoes.standins.ollama import OllamaStandin
 from .conftest import ROOT
 
 DEMO = ROOT / "imitatoes" / "data" / "demo.yaml"
-
-
-@pytest.fixture
-def servers() -> Iterator[tuple[ComfyStandin, OllamaStandin]]:
-    with ComfyStandin() as comfy, OllamaStandin() as ollama:
-        yield comfy, ollama
 
 
 def urls(comfy: ComfyStandin, ollama: OllamaStandin) -> dict[str, str]:

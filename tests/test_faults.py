@@ -10,7 +10,6 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -21,28 +20,11 @@ from imitatoes import spec as specs
 from imitatoes.cli import app
 from imitatoes.comfy import PromptLost
 from imitatoes.engine import Event
-from imitatoes.standins.comfyui import ComfyStandin
 from imitatoes.standins.ollama import OllamaStandin
 
-from .conftest import ROOT
+from .standins import DEMO, only_run, urls
 
-DEMO = str(ROOT / "imitatoes" / "data" / "demo.yaml")
 runner = CliRunner()
-
-
-@pytest.fixture
-def servers() -> Iterator[tuple[ComfyStandin, OllamaStandin]]:
-    with ComfyStandin() as comfy, OllamaStandin() as ollama:
-        yield comfy, ollama
-
-
-def urls(servers: tuple[ComfyStandin, OllamaStandin]) -> list[str]:
-    return ["--comfy-url", servers[0].url, "--ollama-url", servers[1].url]
-
-
-def the_run(tmp_path: Path) -> Path:
-    [run_dir] = list((tmp_path / "runs").iterdir())
-    return run_dir
 
 
 def saved(run_dir: Path) -> dict[str, int]:
@@ -86,7 +68,7 @@ def test_500_on_prompt(servers, tmp_path: Path) -> None:
     assert result.exit_code == 1
     assert "ComfyUI answered 500 to POST /prompt" in result.stderr
     assert "imitatoes resume" in result.stderr
-    run_dir = the_run(tmp_path)
+    run_dir = only_run(tmp_path)
     consistent(run_dir)
     resume_finishes(run_dir, servers)
 
@@ -96,7 +78,7 @@ def test_execution_error(servers, tmp_path: Path) -> None:
     result = runner.invoke(app, ["run", DEMO, *urls(servers)])
     assert result.exit_code == 1
     assert "ComfyUI failed in node 3 (KSampler): RuntimeError" in result.stderr
-    resume_finishes(the_run(tmp_path), servers)
+    resume_finishes(only_run(tmp_path), servers)
 
 
 def test_comfyui_restarts_mid_render_and_forgets_the_prompt(servers, tmp_path: Path) -> None:
@@ -152,7 +134,7 @@ def test_slow_first_load_beyond_the_timeout(servers, tmp_path: Path) -> None:
     result = runner.invoke(app, ["run", DEMO, *urls(servers), "--set", "critic.timeout=0.3"])
     assert result.exit_code == 1
     assert "did not answer /api/chat within 0.3 s" in result.stderr
-    run_dir = the_run(tmp_path)
+    run_dir = only_run(tmp_path)
     consistent(run_dir)
     assert len(saved(run_dir)) == 1
     resume_finishes(run_dir, servers, "--set", "critic.timeout=30")  # the fix, then resume
@@ -163,7 +145,7 @@ def test_bad_answers_are_retried_and_recorded(servers, tmp_path: Path, knob: str
     setattr(servers[1].knobs, knob, 1)
     result = runner.invoke(app, ["run", DEMO, *urls(servers)])
     assert result.exit_code == 0, result.output
-    first = json.loads((the_run(tmp_path) / "loop_01_iter_01.json").read_text())
+    first = json.loads((only_run(tmp_path) / "loop_01_iter_01.json").read_text())
     answers = first["critic"]["answers"]
     assert first["critic"]["verdict"] is not None
     assert len(answers) == (1 if knob == "fence" else 2)
@@ -173,7 +155,7 @@ def test_a_verdict_far_out_of_bounds_is_clamped(servers, tmp_path: Path) -> None
     servers[1].knobs.wild = 1
     result = runner.invoke(app, ["run", DEMO, *urls(servers)])
     assert result.exit_code == 0, result.output
-    run_dir = the_run(tmp_path)
+    run_dir = only_run(tmp_path)
     first = json.loads((run_dir / "loop_01_iter_01.json").read_text())
     nxt = first["next_params"]
     assert 3 <= nxt["cfg"] <= 12 and 10 <= nxt["steps"] <= 40 and nxt["seed"] == 42
@@ -209,7 +191,7 @@ def test_ctrl_c_while_the_critic_thinks(servers, tmp_path: Path) -> None:
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130 and "imitatoes resume" in err
-    run_dir = the_run(tmp_path)
+    run_dir = only_run(tmp_path)
     assert json.loads((run_dir / "state.json").read_text())["status"] == "interrupted"
     consistent(run_dir)
     ollama.knobs.latency = 0

@@ -7,11 +7,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import requests
 
 from imitatoes.standins.ollama import Knobs, OllamaStandin
 
-from .standins import FIXTURES, fixture, same_shape, shape
+from .standins import FIXTURES, fixture, replay, same_shape, shape
 
 UNSUPPORTED = {
     "10a_pull_stream.json", "10b_pull_not_found_stream.json",  # imitatoes never pulls
@@ -31,16 +30,6 @@ def ollama() -> Iterator[OllamaStandin]:
         yield server
 
 
-def send(server: OllamaStandin, request: dict[str, Any]) -> requests.Response:
-    kwargs: dict[str, Any] = {"timeout": 10}
-    if "body" in request:
-        kwargs["json"] = request["body"]
-    elif "body_raw" in request:
-        kwargs["data"] = request["body_raw"]
-        kwargs["headers"] = {"Content-Type": "application/json"}
-    return requests.request(request["method"], server.url + request["path"], **kwargs)
-
-
 def comparable(body: Any) -> Any:
     """Model answers are free text; show's license/model_info and timings vary by model."""
     if isinstance(body, dict):
@@ -55,7 +44,7 @@ def comparable(body: Any) -> Any:
 def test_replays_like_ollama(ollama: OllamaStandin, name: str) -> None:
     recorded = fixture("ollama", name)
     want = recorded["response"]
-    resp = send(ollama, recorded["request"])
+    resp = replay(ollama.url, recorded["request"])
     assert resp.status_code == want["status"]
     got_type = resp.headers["Content-Type"].split(";")[0]
     assert got_type == want["headers"]["Content-Type"].split(";")[0]
