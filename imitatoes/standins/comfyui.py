@@ -18,15 +18,15 @@ from pathlib import Path
 from typing import Any
 
 from aiohttp import WSMsgType, web
-from PIL import Image, PngImagePlugin
+from PIL import Image
 
 from .. import __version__
 from . import comfy_graph
+from .comfy_run import Job, Run, png
 from .server import BackgroundServer
 
 DEFAULT_CHECKPOINTS = ["v1-5-pruned-emaonly.safetensors", "sd_xl_base_1.0.safetensors",
                        "tiny-random-sd15.safetensors"]
-OUTPUT_NODES = {"SaveImage": "output", "PreviewImage": "temp"}
 MAX_HISTORY = 10000
 # The repository's own node pack, loaded like ComfyUI loads custom_nodes (when it is there).
 REPO_CUSTOM_NODES = Path(__file__).resolve().parents[2] / "custom_nodes"
@@ -47,22 +47,6 @@ class Knobs:
                                     if REPO_CUSTOM_NODES.is_dir() else [])
 
 
-class Interrupted(Exception):
-    pass
-
-
-@dataclass
-class _Job:
-    number: int
-    prompt_id: str
-    prompt: dict[str, Any]
-    extra: dict[str, Any]
-    outputs: list[str]
-
-    def as_list(self) -> list:
-        return [self.number, self.prompt_id, self.prompt, self.extra, self.outputs]
-
-
 class ComfyStandin(BackgroundServer):
     def __init__(self, knobs: Knobs | None = None, host: str = "127.0.0.1", port: int = 0):
         super().__init__(self._app, host, port)
@@ -70,11 +54,11 @@ class ComfyStandin(BackgroundServer):
         self.custom, self.display = comfy_graph.load_custom_nodes(self.knobs.custom_nodes)
         self._lock = threading.Condition()
         self._number = 0
-        self._pending: list[_Job] = []
-        self._running: _Job | None = None
+        self._pending: list[Job] = []
+        self._running: Job | None = None
         self.history: OrderedDict[str, dict] = OrderedDict()
         self.files: dict[tuple[str, str, str], bytes] = {}
-        self.inputs: dict[str, bytes] = {"example.png": _png(Image.new("RGB", (8, 8)), {})}
+        self.inputs: dict[str, bytes] = {"example.png": png(Image.new("RGB", (8, 8)), {})}
         self._counters: dict[tuple[str, str], int] = {}
         self._cache: dict[str, tuple] = {}
         self._interrupt = threading.Event()
@@ -159,7 +143,7 @@ class ComfyStandin(BackgroundServer):
         if "client_id" in body:
             extra["client_id"] = body["client_id"]
         with self._lock:
-            self._pending.append(_Job(number, prompt_id, body["prompt"], extra, result.outputs))
+            self._pending.append(Job(number, prompt_id, body["prompt"], extra, result.outputs))
             self._lock.notify_all()
         self._broadcast_status()
         return web.json_response({"prompt_id": prompt_id, "number": number,
@@ -356,7 +340,7 @@ class ComfyStandin(BackgroundServer):
                 generation = self._generation
             job = self._running
             try:
-                entry = _Run(self, job).execute()
+                entry = Run(self, job).execute()
             finally:
                 with self._lock:
                     self._running = None
@@ -372,7 +356,7 @@ class ComfyStandin(BackgroundServer):
             self._send("executing", {"node": None, "prompt_id": job.prompt_id},
                        job.extra.get("client_id"))
 
-    def save_image(self, kind: str, prefix: str, img: Image.Image, job: _Job) -> dict[str, str]:
+    def save_image(self, kind: str, prefix: str, img: Image.Image, job: Job) -> dict[str, str]:
         subfolder, _, base = prefix.rpartition("/")
         if kind == "temp":
             subfolder, base = "", "ComfyUI_temp_" + "".join(random.choices(string.ascii_lowercase,
@@ -381,164 +365,5 @@ class ComfyStandin(BackgroundServer):
             n = self._counters.get((subfolder, base), 0) + 1
             self._counters[(subfolder, base)] = n
         name = f"{base}_{n:05}_.png"
-        self.files[(kind, subfolder, name)] = _png(img, {"prompt": json.dumps(job.prompt)})
+        self.files[(kind, subfolder, name)] = png(img, {"prompt": json.dumps(job.prompt)})
         return {"filename": name, "subfolder": subfolder, "type": kind}
-
-
-def _png(img: Image.Image, text: dict[str, str]) -> bytes:
-    info = PngImagePlugin.PngInfo()
-    for key, value in text.items():
-        info.add_text(key, value)
-    out = io.BytesIO()
-    img.save(out, "PNG", pnginfo=info, compress_level=1)
-    return out.getvalue()
-
-
-def _plain(value: Any) -> Any:
-    return value if isinstance(value, str | int | float | bool) or value is None else str(value)
-
-
-def _now() -> int:
-    return int(time.time() * 1000)
-
-
-class _Run:
-    """One prompt's execution: the events, in ComfyUI's order, and the history entry."""
-
-    def __init__(self, server: ComfyStandin, job: _Job) -> None:
-        self.server, self.job = server, job
-        self.sid = job.extra.get("client_id")
-        self.messages: list[list] = []
-        self.progress: dict[str, dict] = {}
-        self.executed: list[str] = []
-
-    def event(self, kind: str, data: dict[str, Any], history: bool = False) -> None:
-        data = {**data, "prompt_id": self.job.prompt_id}
-        if history:
-            data["timestamp"] = _now()
-            self.messages.append([kind, data])
-        self.server._send(kind, data, self.sid)
-
-    def execute(self) -> dict[str, Any]:
-        prompt = self.job.prompt
-        order = _order(prompt, self.job.outputs)
-        signatures = {n: _signature(prompt, n, self.server.custom) for n in order}
-        cache = self.server._cache
-        self.event("execution_start", {}, history=True)
-        self.event("execution_cached", {"nodes": [n for n in order if signatures[n] in cache]},
-                   history=True)
-        results: dict[str, tuple] = {}
-        ui: dict[str, dict] = {}
-        status = "success"
-        for node_id in order:
-            try:
-                results[node_id], node_ui = self._node(node_id, signatures[node_id], results)
-            except Interrupted:
-                status = self._fail("execution_interrupted", node_id, None, results)
-                break
-            except Exception as exc:  # the node failed: ComfyUI's execution_error
-                status = self._fail("execution_error", node_id, exc, results)
-                break
-            if node_ui is not None:
-                ui[node_id] = node_ui
-                self.event("executed", {"node": node_id, "display_node": node_id,
-                                        "output": node_ui})
-        if status == "success":
-            self.server._cache = {signatures[n]: (results[n], ui.get(n)) for n in order}
-            self.event("execution_success", {}, history=True)
-        return {"prompt": self.job.as_list(), "outputs": ui if status == "success" else {},
-                "status": {"status_str": status, "completed": status == "success",
-                           "messages": self.messages},
-                "meta": {n: {"node_id": n, "display_node": n, "parent_node": None,
-                             "real_node_id": n} for n in ui}}
-
-    def _fail(self, kind: str, node_id: str, exc: Exception | None, results: dict) -> str:
-        node = self.job.prompt[node_id]
-        data: dict[str, Any] = {"node_id": node_id, "node_type": node["class_type"],
-                                "executed": list(self.executed)}
-        if exc is not None:
-            inputs = {k: [results[v[0]][v[1]] if isinstance(v, list) else v]
-                      for k, v in node["inputs"].items()}
-            data.update(exception_message=str(exc), exception_type=type(exc).__name__,
-                        traceback=[f"  stand-in node {node_id} ({node['class_type']})\n"],
-                        current_inputs={k: [_plain(x) for x in v] for k, v in inputs.items()},
-                        current_outputs=list(self.job.prompt))
-        self.event(kind, data, history=True)
-        return "error"
-
-    def _node(self, node_id: str, signature: str, results: dict) -> tuple[tuple, dict | None]:
-        if signature in self.server._cache:
-            return self.server._cache[signature]
-        if self.server._interrupt.is_set():
-            raise Interrupted
-        node = self.job.prompt[node_id]
-        self._progress(node_id, 0.0, 1.0, "running")
-        self.event("executing", {"node": node_id, "display_node": node_id})
-        inputs = {k: results[v[0]][v[1]] if isinstance(v, list) else v
-                  for k, v in node["inputs"].items()}
-        result, node_ui = self._run(node["class_type"], inputs, node_id)
-        self.executed.append(node_id)
-        self._progress(node_id, 1.0, 1.0, "finished")
-        return result, node_ui
-
-    def _run(self, class_type: str, inputs: dict, node_id: str) -> tuple[tuple, dict | None]:
-        if class_type in OUTPUT_NODES:
-            prefix = inputs.get("filename_prefix", "ComfyUI")
-            images = [self.server.save_image(OUTPUT_NODES[class_type], prefix, img, self.job)
-                      for img in inputs["images"]]
-            return (), {"images": images}
-        if class_type == "PreviewAny":
-            return (), {"text": [str(inputs["source"])]}
-        if class_type == "LoadImage":
-            img = Image.open(io.BytesIO(self.server.inputs[inputs["image"]])).convert("RGB")
-            return ([img], None), None
-        if class_type == "KSampler" and self.server.knobs.execution_errors > 0:
-            self.server.knobs.execution_errors -= 1
-            raise RuntimeError("stand-in fault: CUDA out of memory while sampling")
-        if class_type in self.server.custom:
-            return comfy_graph.custom_executor(self.server.custom[class_type])(
-                inputs, node_id, self._step), None
-        return comfy_graph.EXECUTORS[class_type](inputs, node_id, self._step), None
-
-    def _step(self, node_id: str, value: int, maximum: int) -> None:
-        if self.server._interrupt.wait(self.server.knobs.step_seconds):
-            raise Interrupted
-        self._progress(node_id, float(value), float(maximum), "running")
-        self.event("progress", {"value": value, "max": maximum, "node": node_id})
-
-    def _progress(self, node_id: str, value: float, maximum: float, state: str) -> None:
-        self.progress[node_id] = {"value": value, "max": maximum, "state": state,
-                                  "node_id": node_id, "prompt_id": self.job.prompt_id,
-                                  "display_node_id": node_id, "parent_node_id": None,
-                                  "real_node_id": node_id}
-        self.server._send("progress_state", {"prompt_id": self.job.prompt_id,
-                                             "nodes": dict(self.progress)}, None)
-
-
-def _order(prompt: dict[str, Any], outputs: list[str]) -> list[str]:
-    """Every node the outputs need, each after its inputs."""
-    order: list[str] = []
-
-    def visit(node_id: str) -> None:
-        if node_id in order:
-            return
-        for value in prompt[node_id].get("inputs", {}).values():
-            if isinstance(value, list):
-                visit(value[0])
-        order.append(node_id)
-
-    for out in outputs:
-        visit(out)
-    return order
-
-
-def _signature(prompt: dict[str, Any], node_id: str, custom: dict[str, type]) -> str:
-    node = prompt[node_id]
-    inputs = {k: [_signature(prompt, v[0], custom), v[1]] if isinstance(v, list) else v
-              for k, v in sorted(node.get("inputs", {}).items())}
-    cls = custom.get(node["class_type"])
-    if cls is not None and hasattr(cls, "IS_CHANGED"):  # NaN-style "always changed": no cache
-        inputs["__changed__"] = str(cls.IS_CHANGED(**node.get("inputs", {})))
-        if inputs["__changed__"] == "nan":
-            inputs["__changed__"] = uuid.uuid4().hex
-    return json.dumps([node["class_type"], inputs], sort_keys=True)

@@ -1,0 +1,88 @@
+"""ComfyUI's websocket, read by a thread into a queue: step progress and the moment a prompt
+ends. Nothing depends on it: without it the client polls /history."""
+
+from __future__ import annotations
+
+import json
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import websocket
+
+
+@dataclass(frozen=True)
+class Progress:
+    prompt_id: str
+    node: str
+    value: int
+    max: int
+
+
+
+class EventStream:
+    """One websocket per client, read by a thread into a queue; None of it is required."""
+
+    def __init__(self, url: str, client_id: str, connect_timeout: float) -> None:
+        self.url = url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
+        self.connect_timeout = connect_timeout
+        self.inbox: queue.Queue = queue.Queue()
+        self._ws: websocket.WebSocket | None = None
+        self._failed_at = float("-inf")
+
+    def ensure(self) -> bool:
+        if self._ws is not None and self._ws.connected:
+            return True
+        if time.monotonic() - self._failed_at < 30:  # do not knock every iteration
+            return False
+        try:
+            self._ws = websocket.create_connection(self.url, timeout=self.connect_timeout)
+        except (OSError, websocket.WebSocketException):
+            self._ws, self._failed_at = None, time.monotonic()
+            return False
+        self._ws.settimeout(None)
+        threading.Thread(target=self._read, args=(self._ws,), daemon=True,
+                         name="comfy-websocket").start()
+        return True
+
+    def _read(self, ws: websocket.WebSocket) -> None:
+        try:
+            while True:
+                frame = ws.recv()
+                if isinstance(frame, str):
+                    self.inbox.put(json.loads(frame))
+        except (OSError, ValueError, websocket.WebSocketException):
+            self.inbox.put({"type": "_closed"})
+
+    def follow(self, prompt_id: str, deadline: float,
+               on_progress: Callable[[Progress], None] | None,
+               finished: Callable[[str], bool]) -> None:
+        """Return when the prompt's terminal event arrives, the socket closes or time is up."""
+        last_check = time.monotonic()
+        while (left := deadline - time.monotonic()) > 0:
+            try:
+                msg = self.inbox.get(timeout=min(left, 1.0))
+            except queue.Empty:
+                if time.monotonic() - last_check >= 2.0:  # a safety net for lost events
+                    last_check = time.monotonic()
+                    if finished(prompt_id):
+                        return
+                continue
+            data = msg.get("data") or {}
+            if msg.get("type") == "_closed":
+                return
+            if data.get("prompt_id") != prompt_id:
+                continue
+            if msg["type"] == "progress" and on_progress:
+                on_progress(Progress(prompt_id, str(data.get("node")), int(data["value"]),
+                                     int(data["max"])))
+            if msg["type"] in ("execution_error", "execution_interrupted") or (
+                    msg["type"] == "executing" and data.get("node") is None):
+                return
+
+    def close(self) -> None:
+        if self._ws is not None:
+            self._ws.close(timeout=0.2)
+            self._ws = None
