@@ -78,6 +78,7 @@ class RunState:
     instruction: str = ""
     failures: int = 0  # critic failures in a row
     pending: dict[str, Any] | None = None  # a render saved but not yet judged
+    in_progress: bool = False  # saved mid-iteration (a crash, an error, Ctrl-C)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -85,9 +86,9 @@ class RunState:
     @staticmethod
     def from_dict(d: dict[str, Any]) -> RunState:
         best = d.get("best")
-        # A pending render belongs to an iteration that has not finished: it runs again
-        # (judging the saved image) under the same number.
-        iteration = d["iteration"] - (1 if d.get("pending") else 0)
+        # An iteration that did not finish runs again under the same number (judging its
+        # saved render, if it has one), so no number is skipped and no budget lost.
+        iteration = d["iteration"] - (1 if d.get("in_progress") else 0)
         return RunState(
             params=Params(**d["params"]), loop=d["loop"], iteration=iteration,
             last_loop=d["last_loop"], renders=d["renders"], status=d["status"],
@@ -150,6 +151,7 @@ class Engine:
         if state.iteration == 0:
             self._start_loop(state)
         state.iteration += 1
+        state.in_progress = True
         k = key(state.loop, state.iteration)
         saved = self.reuse(k)
         if saved:
@@ -165,7 +167,7 @@ class Engine:
         judgement = self.critic.judge(rendered.image, prompt)
         self.emit("verdict", state, key=k, judgement=judgement, prompt=prompt)
         self._apply(state, k, params, judgement)
-        state.pending = None
+        state.pending, state.in_progress = None, False
         self._next(state, k)
 
     def _start_loop(self, state: RunState) -> None:

@@ -32,8 +32,15 @@ def saved(run_dir: Path) -> dict[str, int]:
 
 
 def consistent(run_dir: Path) -> None:
-    """Every saved render has a record; the state names only what exists; no temp files."""
+    """Every saved render has a record; iterations are numbered 1, 2, ... in each loop with
+    none skipped; the state names only what exists; no temp files."""
     state = json.loads((run_dir / "state.json").read_text())
+    numbers: dict[int, list[int]] = {}
+    for png in run_dir.glob("loop_*_iter_*.png"):
+        loop, iteration = int(png.stem[5:7]), int(png.stem[-2:])
+        numbers.setdefault(loop, []).append(iteration)
+    for loop, found in numbers.items():
+        assert sorted(found) == list(range(1, len(found) + 1)), (loop, sorted(found))
     for png in run_dir.glob("loop_*.png"):
         assert json.loads(png.with_suffix(".json").read_text())["params"], png.name
     if state.get("best"):

@@ -148,7 +148,8 @@ def test_a_render_saved_just_before_the_state_is_still_reused(tmp_path: Path) ->
     # Roll state.json back to before the second render, as if the kill came between the
     # PNG and the state write.
     state = json.loads((run_dir / "state.json").read_text())
-    state.update(pending=None, iteration=state["iteration"] - 1, renders=state["renders"] - 1)
+    state.update(pending=None, in_progress=False, iteration=state["iteration"] - 1,
+                 renders=state["renders"] - 1)
     (run_dir / "state.json").write_text(json.dumps(state))
     again = FakeRenderer()
     resumed, _ = resume(run_dir, FakeCritic(verdict(1.0, done=True)), again)
