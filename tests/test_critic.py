@@ -193,3 +193,9 @@ def test_a_comfyui_stand_in_render_is_judged_end_to_end(ollama: OllamaStandin) -
     assert j.verdict is not None
     # the stand-in workflow's negative prompt names the watermark, so everything holds
     assert [c.met for c in j.verdict.checklist] == [True, True, True]
+
+
+def test_stand_in_asks_for_a_new_seed_when_the_prompt_already_asks(ollama: OllamaStandin) -> None:
+    text = PROMPT.replace("How it was made:", "- prompt: a circle, red circle\nHow it was made:")
+    j = OllamaCritic(critic_spec(ollama.url)).judge(render("a green circle"), text)
+    assert (j.verdict.changes.prompt_append, j.verdict.changes.seed) == ("", "new")

@@ -47,6 +47,11 @@ def number_after(label: str, text: str, default: float) -> float:
         return default
 
 
+def _line_after(label: str, text: str) -> str:
+    m = re.search(rf"(?m)^\W*{label}:\s*(.*)$", text)
+    return m.group(1).lower() if m else ""
+
+
 def check(requirement: str, seen: picture.Seen) -> tuple[bool, str, Fix | None]:
     w = picture.words(requirement)
     negated = bool(NEGATIONS & set(w))
@@ -91,6 +96,9 @@ def judge(image: bytes, prompt_text: str) -> dict[str, Any]:
         _, _, fix, requirement, observation = min(fixes, key=lambda f: (f[0], f[1])) if fixes \
             else (0, 0, Fix(9), "", "")
         changes.update(prompt_append=fix.prompt, neg_append=fix.negative)
+        if fix.prompt and fix.prompt in _line_after("prompt", prompt_text):
+            # asked for already and still missing: this seed will not give it, try another
+            changes.update(prompt_append="", seed="new")
         if fix.steps:
             changes["steps"] = int(number_after("steps", prompt_text, 20)) + fix.steps
         if fix.cfg:
