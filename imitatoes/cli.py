@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import signal
 import socket
 import sys
 import threading
@@ -401,7 +402,14 @@ def standin_ollama(
     _serve_forever(OllamaStandin(Knobs(latency=latency), host, port), "Ollama")
 
 
+def _terminate(signum: int, frame: object) -> None:
+    # `kill PID` (what process managers send) stops a run as Ctrl-C does: ComfyUI is told to
+    # drop our prompt and the run folder is left resumable.
+    raise KeyboardInterrupt
+
+
 def main() -> None:
+    signal.signal(signal.SIGTERM, _terminate)
     try:
         app()
     except KeyboardInterrupt:  # Ctrl-C outside a command body (e.g. while typer starts)

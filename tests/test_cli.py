@@ -165,7 +165,9 @@ def test_run_loop_script_builds_a_spec_and_runs(servers, tmp_path: Path) -> None
                           "--prompt", "x"]) == 2
 
 
-def test_ctrl_c_exits_130_and_leaves_a_resumable_folder(servers, tmp_path: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])
+def test_ctrl_c_exits_130_and_leaves_a_resumable_folder(servers, tmp_path: Path,
+                                                        sig: signal.Signals) -> None:
     comfy, ollama = servers
     comfy.knobs.step_seconds = 0.2
     env = {**os.environ, "IMITATOES_RUNS": str(tmp_path / "runs")}
@@ -177,7 +179,7 @@ def test_ctrl_c_exits_130_and_leaves_a_resumable_folder(servers, tmp_path: Path)
         assert time.monotonic() < deadline and proc.poll() is None
         time.sleep(0.02)
     time.sleep(0.1)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=20)
     assert proc.returncode == 130, err
     run_dir = only_run(tmp_path)
