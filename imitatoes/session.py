@@ -1,5 +1,5 @@
 """Wiring for real use: the spec's clients, a run folder and the engine, put together once
-for `run`, `resume`, `demo` and scripts."""
+for `run`, `resume`, `demo`, `batch`, workers and scripts."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ from pathlib import Path
 
 from . import runlog
 from .comfy import ComfyClient, ComfyRenderer
-from .critic import CriticUnreachable, make_critic  # noqa: F401 (re-exported)
+from .critic import make_critic
 from .engine import Engine, Listener, RunState, continued, first_state
 from .spec import Spec
 
@@ -49,9 +49,3 @@ def run(spec: Spec, listeners: Iterable[Listener] = (), run_dir: Path | None = N
     finally:
         client.close()
         critic.close()
-
-
-def resume(run_dir: Path, listeners: Iterable[Listener] = (), instruction: str = "",
-           overrides: list[str] | None = None) -> tuple[Path, RunState]:
-    spec, state = runlog.load(run_dir, overrides)
-    return run(spec, listeners, run_dir, state, instruction)

@@ -19,6 +19,7 @@ from imitatoes import runlog, session
 from imitatoes import spec as specs
 from imitatoes.cli import app
 from imitatoes.comfy import PromptLost
+from imitatoes.critic import CriticUnreachable
 from imitatoes.engine import Event
 from imitatoes.standins.ollama import OllamaStandin
 
@@ -125,7 +126,7 @@ def test_ollama_dies_mid_run(servers, tmp_path: Path) -> None:
     spec = specs.load(DEMO, env={"IMITATOES_COMFY_URL": comfy.url,
                                  "IMITATOES_OLLAMA_URL": ollama.url})
     run_dir = runlog.create(spec, tmp_path / "runs")
-    with pytest.raises(session.CriticUnreachable, match="not reachable"):
+    with pytest.raises(CriticUnreachable, match="not reachable"):
         session.run(spec, [stop_after("rendered", 2, ollama.stop)], run_dir)
     consistent(run_dir)
     with OllamaStandin(port=0) as again:
