@@ -114,10 +114,10 @@ def schema_cmd() -> None:
     typer.echo(json.dumps(lint.schema(), indent=2))
 
 
-ComfyUrl = Annotated[str | None, typer.Option(help="ComfyUI URL (else the spec's, or "
-                                             "$IMITATOES_COMFY_URL).")]
-OllamaUrl = Annotated[str | None, typer.Option(help="Critic URL (else the spec's, or "
-                                               "$IMITATOES_OLLAMA_URL).")]
+ComfyUrl = Annotated[str | None, typer.Option(help="ComfyUI URL (default: "
+                                             "$IMITATOES_COMFY_URL, then the spec's).")]
+OllamaUrl = Annotated[str | None, typer.Option(help="Critic URL (default: "
+                                               "$IMITATOES_OLLAMA_URL, then the spec's).")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for further instruction "
                                    "after done.")]
 
