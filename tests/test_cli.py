@@ -198,3 +198,35 @@ def test_library_example_runs(tmp_path: Path) -> None:
                             cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert "done after" in result.stdout
+
+
+def test_at_a_terminal_done_asks_for_further_instruction(servers, tmp_path: Path) -> None:
+    """The live table and the question, in a real pseudo-terminal."""
+    import pty
+
+    env = {**os.environ, "IMITATOES_RUNS": str(tmp_path / "runs"), "COLUMNS": "120",
+           "TERM": "xterm"}
+    pid, fd = pty.fork()
+    if pid == 0:  # the child: imitatoes at a terminal
+        os.execve(sys.executable, [sys.executable, "-m", "imitatoes", "run", DEMO,
+                                   *urls(servers)], env)
+    output, answered = b"", False
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        try:
+            chunk = os.read(fd, 4096)
+        except OSError:  # the child closed the terminal: it has exited
+            break
+        output += chunk
+        if not answered and b"Further instruction" in output:
+            answered = True
+            time.sleep(0.2)
+            os.write(fd, b"add a green square\r")
+        if answered and output.count(b"Further instruction") == 2:
+            os.write(fd, b"\r")  # empty: finish
+    _, status = os.waitpid(pid, 0)
+    text = output.decode(errors="replace")
+    assert os.waitstatus_to_exitcode(status) == 0, text[-2000:]
+    assert answered and "seed·cfg·steps" in text  # the live table, not plain lines
+    state = json.loads((only_run(tmp_path) / "state.json").read_text())
+    assert state["instruction"] == "add a green square" and state["loop"] >= 2
