@@ -186,19 +186,23 @@ class OllamaCritic(_Base):
                              "qwen2.5vl:7b, gemma3 or llava")
         return {"version": version, "model": self.spec.model, "capabilities": capabilities}
 
-    def unload(self) -> None:
-        """Free the GPU for ComfyUI: keep_alive 0 unloads the model at once."""
+    def unload(self, wait: float = 30.0) -> None:
+        """Free the GPU for ComfyUI: keep_alive 0 unloads the model; then wait (at most `wait`
+        seconds) until /api/ps no longer lists it, so the render finds the memory free."""
         self._post("/api/chat", {"model": self.spec.model, "messages": [], "keep_alive": 0},
                    timeout=(5.0, 60.0))
+        if wait:
+            self.wait_unloaded(wait)
 
     def wait_unloaded(self, timeout: float = 30.0) -> bool:
         deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
+        while True:
             loaded = _json(self._get("/api/ps"), self.url).get("models") or []
             if _tagged(self.spec.model) not in {_tagged(str(m.get("name"))) for m in loaded}:
                 return True
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.2)
-        return False
 
 
 class OpenAICritic(_Base):
@@ -238,7 +242,7 @@ class OpenAICritic(_Base):
                                f"(it serves: {', '.join(sorted(ids))})")
         return {"model": self.spec.model}
 
-    def unload(self) -> None:  # OpenAI-compatible servers have no unload call
+    def unload(self, wait: float = 0.0) -> None:  # OpenAI-compatible servers cannot unload
         pass
 
     def wait_unloaded(self, timeout: float = 30.0) -> bool:

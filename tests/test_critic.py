@@ -149,8 +149,9 @@ def test_unload_frees_the_model(ollama: OllamaStandin) -> None:
     critic = OllamaCritic(critic_spec(ollama.url))
     critic.judge(render("x"), PROMPT)
     assert not critic.wait_unloaded(timeout=0.1)
-    critic.unload()
-    assert critic.wait_unloaded(timeout=2)
+    critic.unload()  # returns once /api/ps no longer lists the model
+    assert ollama.requests[-1] == {"model": "qwen2.5vl:7b", "messages": [], "keep_alive": 0}
+    assert critic.wait_unloaded(timeout=0)
 
 
 def test_load_time_is_reported(ollama: OllamaStandin) -> None:
