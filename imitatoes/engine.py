@@ -79,6 +79,7 @@ class RunState:
     failures: int = 0  # critic failures in a row
     pending: dict[str, Any] | None = None  # a render saved but not yet judged
     in_progress: bool = False  # saved mid-iteration (a crash, an error, Ctrl-C)
+    stalled: bool = False  # the last verdict changed nothing: the next image would repeat
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,7 +97,7 @@ class RunState:
             done_key=d.get("done_key"),
             history=[Tried(**{**t, "params": Params(**t["params"])}) for t in d["history"]],
             instruction=d.get("instruction", ""), failures=d.get("failures", 0),
-            pending=d.get("pending"))
+            pending=d.get("pending"), stalled=d.get("stalled", False))
 
 
 def key(loop: int, iteration: int) -> str:
@@ -111,7 +112,7 @@ def continued(state: RunState, spec: Spec, instruction: str) -> RunState:
     """A finished run with a further instruction: a fresh loop budget after the last loop."""
     next_loop = state.loop + 1 if state.iteration else state.loop
     return replace(state, loop=next_loop, iteration=0, status="running", done_key=None,
-                   last_loop=next_loop + spec.limits.max_loops - 1, failures=0,
+                   last_loop=next_loop + spec.limits.max_loops - 1, failures=0, stalled=False,
                    instruction=" ".join(filter(None, [state.instruction, instruction])))
 
 
@@ -198,6 +199,7 @@ class Engine:
         verdict = judgement.verdict
         if verdict is None:
             state.failures += 1
+            state.stalled = False  # asking again may help: the critic did not answer
             _remember(state, Tried(state.loop, state.iteration, params, None,
                                        f"(no usable verdict: {judgement.error})", "nothing"))
             self.emit("applied", state, key=k, patch=None, reverted=None, score=None)
@@ -224,6 +226,9 @@ class Engine:
             return
         p = patch.apply(base, verdict.changes, self.spec.bounds, self.spec.seed, self.rng)
         state.params = p.params
+        # Nothing the critic asked for could be applied (refused, or already there): the next
+        # render would repeat this one, unless the seed policy draws a new seed each time.
+        state.stalled = p.params == params and self.spec.seed.policy != "random"
         applied = p.summary() if reverted is None else f"back to {reverted}; {p.summary()}"
         _remember(state, Tried(state.loop, state.iteration, params, verdict.score,
                                    verdict.reason, applied))
@@ -234,10 +239,16 @@ class Engine:
             state.status = "done"
             self.emit("done", state, key=k, state=state)
             return
-        if state.iteration < self.spec.limits.iterations_per_loop:
+        if state.stalled and not (self.spec.seed.policy == "per_loop"
+                                  and state.loop < state.last_loop):
+            state.status = "limits"  # repeating the same image is no way to get anywhere
+            self.emit("stalled", state, key=k)
+            self.emit("limits_reached", state, state=state)
+            return
+        if state.iteration < self.spec.limits.iterations_per_loop and not state.stalled:
             self.emit("iteration_ended", state, key=k, state=state)
             return
-        self.emit("loop_ended", state, key=k, state=state)
+        self.emit("loop_ended", state, key=k, state=state)  # stalled: a new seed is the way on
         if state.loop >= state.last_loop:
             state.status = "limits"
             self.emit("limits_reached", state, state=state)

@@ -163,8 +163,13 @@ def summary(state: RunState, run_dir: Path, seconds: float) -> str:
             "interrupted": "interrupted", "failed": "failed"}.get(state.status, state.status)
     best = f"{state.best.key} (score {state.best.score:.2f})" if state.best else "none"
     final = run_dir / "final.png"
-    lines = [f"{head} after {state.renders} render(s) in {seconds:.1f}s",
-             f"best: {best}", f"run folder: {run_dir}"]
+    lines = [f"{head} after {state.renders} render(s) in {seconds:.1f}s"]
+    if state.stalled and state.status == "limits":
+        lines.append("stopped early: nothing the critic asked for could be applied (refused by "
+                     "the bounds or seed policy, or already in the prompt), so the next image "
+                     "would have repeated the last; widen the bounds or resume with "
+                     "--instruction")
+    lines += [f"best: {best}", f"run folder: {run_dir}"]
     if final.exists():
         lines.append(f"final image: {final}")
     if (run_dir / "report.html").exists():

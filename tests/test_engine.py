@@ -43,7 +43,8 @@ def test_at_most_iterations_per_loop_times_max_loops_renders() -> None:
 
 
 def test_done_stops_at_once() -> None:
-    state, renderer, events = run(make(), FakeCritic(verdict(0.5), verdict(1.0, done=True)))
+    state, renderer, events = run(make(), FakeCritic(verdict(0.5, prompt_append="red"),
+                                                     verdict(1.0, done=True)))
     assert len(renderer.workflows) == 2
     assert (state.status, state.done_key) == ("done", "loop_01_iter_02")
     assert kinds(events, "done")[0].data["key"] == "loop_01_iter_02"
@@ -77,7 +78,8 @@ def test_best_is_kept_across_loops_and_history_reaches_the_critic() -> None:
 
 
 def test_stable_seed_never_changes() -> None:
-    _, renderer, _ = run(make(ipl=2, loops=2), FakeCritic(verdict(seed="new")))
+    _, renderer, _ = run(make(ipl=2, loops=2), FakeCritic(verdict(seed="new",
+                                                                  prompt_append="x")))
     assert {renderer.params(n)["seed"] for n in range(1, 5)} == {42}
 
 
@@ -141,3 +143,18 @@ def test_further_instruction_after_done_gets_a_fresh_budget() -> None:
     assert (again.loop, again.last_loop, again.status) == (2, 2, "limits")
     assert len(renderer.workflows) == 3
     assert "Further instruction: make the circle bigger" in critic.prompts[-1]
+
+
+def test_a_verdict_that_changes_nothing_stops_instead_of_repeating_the_image() -> None:
+    critic = FakeCritic(verdict(0.5, prompt_append="a circle", seed="new"))  # already there;
+    state, renderer, events = run(make(ipl=3, loops=3), critic)             # seed refused
+    assert len(renderer.workflows) == 1 and state.status == "limits" and state.stalled
+    assert kinds(events, "stalled")
+
+
+def test_with_per_loop_seeds_a_stall_moves_on_to_the_next_loop() -> None:
+    critic = FakeCritic(verdict(0.5), verdict(0.5), verdict(0.5))
+    state, renderer, _ = run(make(ipl=3, loops=2, policy="per_loop"), critic)
+    seeds = [renderer.params(n)["seed"] for n in range(1, len(renderer.workflows) + 1)]
+    assert len(seeds) == 2 and seeds[0] != seeds[1]  # loop 1 ended early; loop 2: new seed
+    assert state.status == "limits" and state.loop == 2

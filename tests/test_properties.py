@@ -81,7 +81,9 @@ def test_no_critic_answer_crashes_the_engine(c: Changes) -> None:
     spec = dataclasses.replace(DEMO, limits=specs.Limits(2, 1))
     renderer = FakeRenderer()
     state = Engine(spec, renderer, _Critic(c), rng=random.Random(0)).run(first_state(spec))
-    assert state.status == "limits" and len(renderer.workflows) == 2
+    # two renders, or one when nothing the critic asked for could change the next image
+    assert state.status == "limits"
+    assert len(renderer.workflows) in ((1, 2) if state.stalled else (2,))
 
 
 names = st.text(min_size=1, max_size=40) | st.sampled_from(

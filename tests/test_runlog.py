@@ -80,8 +80,9 @@ def test_the_snapshot_is_a_spec_of_its_own(tmp_path: Path) -> None:
 
 def test_limits_reached_keeps_the_best_as_final(tmp_path: Path) -> None:
     spec = make(ipl=1, loops=3)
-    run_dir, _, engine = start(spec, tmp_path, FakeCritic(verdict(0.2), verdict(0.9),
-                                                          verdict(0.4)))
+    run_dir, _, engine = start(spec, tmp_path, FakeCritic(
+        verdict(0.2, prompt_append="red"), verdict(0.9, prompt_append="blue"),
+        verdict(0.4, prompt_append="green")))
     state = engine.run(first_state(spec))
     assert state.status == "limits" and state.best.key == "loop_02_iter_01"
     assert (run_dir / "final.png").read_bytes() == (run_dir / "loop_02_iter_01.png").read_bytes()
@@ -118,7 +119,7 @@ def test_resume_a_finished_run_with_an_instruction(tmp_path: Path) -> None:
     spec = make(ipl=2, loops=1)
     run_dir, _, engine = start(spec, tmp_path, FakeCritic(verdict(1.0, done=True)))
     engine.run(first_state(spec))
-    critic = FakeCritic(verdict(0.5), verdict(1.0, done=True))
+    critic = FakeCritic(verdict(0.5, prompt_append="yellow square"), verdict(1.0, done=True))
     state, renderer = resume(run_dir, critic, instruction="add a yellow square")
     assert state.status == "done" and state.done_key == "loop_02_iter_02"
     assert len(renderer.workflows) == 2
