@@ -40,8 +40,6 @@ class Board:
     servers: str
     run_dir: str
     rows: dict[str, Row] = field(default_factory=dict)
-    status: str = "running"
-    started: float = field(default_factory=time.monotonic)
 
 
 def render(board: Board) -> Group:
@@ -85,8 +83,6 @@ def update(board: Board, event: Event) -> Row | None:
         board.rows[k] = Row(k, event.loop, event.iteration, event.data["params"])
     row = board.rows.get(k) if k else None
     if row is None:
-        if event.kind in ("done", "limits_reached", "interrupted", "error"):
-            board.status = event.kind
         return None
     if event.kind == "progress":
         row.step, row.steps = event.data["value"], event.data["max"]
@@ -103,8 +99,6 @@ def update(board: Board, event: Event) -> Row | None:
         p = event.data["patch"]
         row.applied = (f"back to {event.data['reverted']}; " if event.data["reverted"] else "") + \
             (p.summary() if p else "")
-    elif event.kind == "done":
-        board.status = "done"
     return row
 
 
