@@ -6,7 +6,6 @@ import copy
 import difflib
 import json
 import math
-import os
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -14,7 +13,7 @@ from typing import Any
 
 import jsonschema
 
-from . import template, workflow
+from . import template, workflow, yamldoc
 from .errors import Problem, WorkflowError
 from .yamldoc import Document
 
@@ -97,11 +96,6 @@ def non_finite(doc: Document, value: Any, where: tuple) -> list[Problem]:
     return []
 
 
-def spec_path(spec_dir: Path, value: str) -> Path:
-    """A path written in a spec, resolved against the spec's folder (tidied for messages)."""
-    return Path(os.path.normpath(spec_dir / value))
-
-
 def semantic_problems(doc: Document, spec: dict[str, Any], broken: set[str]) -> list[Problem]:
     spec_dir = doc.path.parent
     out = []
@@ -112,7 +106,7 @@ def semantic_problems(doc: Document, spec: dict[str, Any], broken: set[str]) -> 
     if broken & {"workflow", "bindings"}:
         return out
     try:
-        flow = workflow.load(spec_path(spec_dir, spec["workflow"]))
+        flow = workflow.load(yamldoc.relative_path(spec_dir, spec["workflow"]))
     except WorkflowError as exc:
         return out + [doc.problem(("workflow",), str(exc))]
     return out + _binding_problems(doc, spec, flow)

@@ -165,7 +165,7 @@ def ollama_host_url(value: str) -> str:
 def build(doc: Document) -> Spec:
     d = lint.with_defaults(doc.data)
     spec_dir = doc.path.parent
-    workflow_path = lint.spec_path(spec_dir, d["workflow"])
+    workflow_path = yamldoc.relative_path(spec_dir, d["workflow"])
     runs = os.environ.get("IMITATOES_RUNS")
     return Spec(
         path=doc.path, name=d["name"], goal=d["goal"], requirements=tuple(d["requirements"]),
@@ -176,7 +176,7 @@ def build(doc: Document) -> Spec:
         limits=Limits(**d["limits"]), comfyui=Comfy(url=d["comfyui"]["url"].rstrip("/"),
                                                     connect_timeout=d["comfyui"]["connect_timeout"],
                                                     render_timeout=d["comfyui"]["render_timeout"]),
-        output_dir=Path(runs) if runs else lint.spec_path(spec_dir, d["output"]["dir"]),
+        output_dir=Path(runs) if runs else yamldoc.relative_path(spec_dir, d["output"]["dir"]),
         data=doc.data)
 
 

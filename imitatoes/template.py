@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-import os
 import re
 from importlib import resources
 from pathlib import Path
+
+from .yamldoc import relative_path
 
 VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 
@@ -51,4 +52,4 @@ def is_inline(value: str) -> bool:
 
 
 def template_path(value: str, spec_dir: Path) -> Path | None:
-    return None if is_inline(value) else Path(os.path.normpath(spec_dir / value))
+    return None if is_inline(value) else relative_path(spec_dir, value)
