@@ -3,7 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
 import re
+import subprocess
+import sys
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,3 +73,19 @@ def urls(servers: tuple[ComfyStandin, OllamaStandin]) -> list[str]:
 def only_run(tmp_path: Path) -> Path:
     [run_dir] = list((tmp_path / "runs").iterdir())
     return run_dir
+
+
+def spawn_run(servers: tuple[Any, Any], tmp_path: Path) -> subprocess.Popen:
+    """`imitatoes run` on the demo spec in a process of its own (signals reach it there)."""
+    env = {**os.environ, "IMITATOES_RUNS": str(tmp_path / "runs")}
+    return subprocess.Popen([sys.executable, "-m", "imitatoes", "run", DEMO, *urls(servers)],
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_for(ready: Callable[[], object], proc: subprocess.Popen, timeout: float = 20) -> None:
+    """Until ready() is true; fails if the process ends first or the time is up."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert time.monotonic() < deadline, "timed out"
+        assert proc.poll() is None, f"the process ended early ({proc.returncode})"
+        time.sleep(0.02)

@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 from imitatoes.cli import app
 
 from .conftest import ROOT
-from .standins import DEMO, only_run, urls
+from .standins import DEMO, only_run, spawn_run, urls, wait_for
 
 runner = CliRunner()
 
@@ -170,14 +170,9 @@ def test_ctrl_c_exits_130_and_leaves_a_resumable_folder(servers, tmp_path: Path,
                                                         sig: signal.Signals) -> None:
     comfy, ollama = servers
     comfy.knobs.step_seconds = 0.2
-    env = {**os.environ, "IMITATOES_RUNS": str(tmp_path / "runs")}
-    proc = subprocess.Popen([sys.executable, "-m", "imitatoes", "run", DEMO, *urls(servers)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while not list((tmp_path / "runs").glob("*/loop_01_iter_01.json")) or not \
-            comfy.queue_remaining():
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.02)
+    proc = spawn_run(servers, tmp_path)
+    wait_for(lambda: list((tmp_path / "runs").glob("*/loop_01_iter_01.json"))
+             and comfy.queue_remaining(), proc)
     time.sleep(0.1)
     proc.send_signal(sig)
     _, err = proc.communicate(timeout=20)

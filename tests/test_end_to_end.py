@@ -7,7 +7,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 from imitatoes import session
@@ -16,6 +15,7 @@ from imitatoes.standins.comfyui import ComfyStandin
 from imitatoes.standins.ollama import OllamaStandin
 
 from .conftest import ROOT
+from .standins import wait_for
 
 DEMO = ROOT / "imitatoes" / "data" / "demo.yaml"
 
@@ -50,10 +50,7 @@ def test_killed_mid_run_then_resumed_finishes_consistently(servers, tmp_path: Pa
               "session.run(spec.load(sys.argv[1]))")
     proc = subprocess.Popen([sys.executable, "-c", script, str(DEMO)], env=env)
     try:
-        deadline = time.monotonic() + 20
-        while not list(tmp_path.glob("*/loop_01_iter_02.png")):
-            assert time.monotonic() < deadline and proc.poll() is None
-            time.sleep(0.01)
+        wait_for(lambda: list(tmp_path.glob("*/loop_01_iter_02.png")), proc)
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=10)
     finally:

@@ -4,10 +4,7 @@ consistent and `resume` finishes the run without redoing saved iterations."""
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -23,7 +20,7 @@ from imitatoes.critic import CriticUnreachable
 from imitatoes.engine import Event
 from imitatoes.standins.ollama import OllamaStandin
 
-from .standins import DEMO, only_run, urls
+from .standins import DEMO, only_run, spawn_run, urls, wait_for
 
 runner = CliRunner()
 
@@ -188,13 +185,8 @@ def test_the_disk_refusing_a_write(servers, tmp_path: Path) -> None:
 def test_ctrl_c_while_the_critic_thinks(servers, tmp_path: Path) -> None:
     comfy, ollama = servers
     ollama.knobs.latency = 1.0
-    env = {**os.environ, "IMITATOES_RUNS": str(tmp_path / "runs")}
-    proc = subprocess.Popen([sys.executable, "-m", "imitatoes", "run", DEMO, *urls(servers)],
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline = time.monotonic() + 20
-    while not list((tmp_path / "runs").glob("*/loop_01_iter_01.png")):
-        assert time.monotonic() < deadline and proc.poll() is None
-        time.sleep(0.02)
+    proc = spawn_run(servers, tmp_path)
+    wait_for(lambda: list((tmp_path / "runs").glob("*/loop_01_iter_01.png")), proc)
     time.sleep(0.2)  # now it waits for the critic
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=20)
