@@ -19,8 +19,9 @@ import websocket
 from _setup import demo_spec, median_ms
 from PIL import Image
 
-from imitatoes import briefing, session
-from imitatoes.engine import Event
+from imitatoes import critic_prompt
+from imitatoes.events import Applied, Event, IterationStarted
+from imitatoes.lifecycle import Run
 from imitatoes.standins.comfyui import ComfyStandin, Knobs
 from imitatoes.standins.ollama import Knobs as OllamaKnobs
 from imitatoes.standins.ollama import OllamaStandin
@@ -31,13 +32,13 @@ def engine_iterations(spec, n: int) -> list[float]:
     times: list[float] = []
 
     def clock(event: Event) -> None:
-        if event.kind == "iteration_started":
-            starts[event.data["key"]] = time.perf_counter()
-        elif event.kind == "applied":
-            times.append(time.perf_counter() - starts[event.data["key"]])
+        if isinstance(event, IterationStarted):
+            starts[event.key] = time.perf_counter()
+        elif isinstance(event, Applied):
+            times.append(time.perf_counter() - starts[event.key])
 
     with tempfile.TemporaryDirectory() as runs:
-        session.run(spec, [clock], runs_root=Path(runs))
+        Run.begin(spec, Path(runs)).execute([clock])
     return times[1:n + 1]  # the first iteration pays for connecting
 
 
@@ -46,7 +47,7 @@ def bare_iterations(spec, n: int, comfy_url: str, ollama_url: str) -> list[float
     client_id = str(uuid.uuid4())
     ws = websocket.create_connection(f"{comfy_url.replace('http', 'ws')}/ws?clientId={client_id}")
     http = requests.Session()
-    prompt = briefing.critic_prompt(spec, spec.start, 1, 1)
+    prompt = critic_prompt.critic_prompt(spec, spec.start, 1, 1)
     times = []
     for i in range(n + 1):
         t = time.perf_counter()

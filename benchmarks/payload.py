@@ -1,4 +1,4 @@
-"""Critic payload: bytes sent per image, the PNG as rendered versus the guardrail's JPEG, and
+"""Critic payload: bytes sent per image, the PNG as rendered versus the JPEG the critic gets, and
 the time to shrink and encode, for 512, 1024 and 2048 px renders.
 
     .venv/bin/python benchmarks/payload.py
@@ -12,7 +12,7 @@ import time
 
 from PIL import Image, ImageDraw, ImageFilter
 
-from imitatoes.guardrail import prepare
+from imitatoes.critic_image import prepare
 
 
 def photo_like(size: int, seed: int = 0) -> bytes:

@@ -18,8 +18,8 @@ from pathlib import Path
 import requests
 from _setup import demo_spec, open_fds, rss_mib
 
-from imitatoes import session
-from imitatoes.engine import Event
+from imitatoes.events import Applied, Event
+from imitatoes.lifecycle import Run
 
 
 @contextlib.contextmanager
@@ -40,7 +40,7 @@ def main(n: int) -> None:
 
     def sample(event: Event) -> None:
         nonlocal count
-        if event.kind == "applied":
+        if isinstance(event, Applied):
             count += 1
             if count == 1 or count % every == 0:
                 samples.append((count, rss_mib(), open_fds(), threading.active_count()))
@@ -52,7 +52,7 @@ def main(n: int) -> None:
         requests.post(ollama + "/imitatoes/knobs", json={"never_done": True}, timeout=5)
         spec = demo_spec(comfy, ollama, size=512, iterations_per_loop=n, max_loops=1)
         start = time.perf_counter()
-        session.run(spec, [sample], runs_root=Path(runs))
+        Run.begin(spec, Path(runs)).execute([sample])
         seconds = time.perf_counter() - start
     print(f"{n} iterations in {seconds:.1f} s ({seconds / n * 1000:.1f} ms each; 512x512, "
           "stand-ins in their own processes)")

@@ -10,8 +10,9 @@ import contextlib
 import sys
 from pathlib import Path
 
-from imitatoes import report, session, spec
-from imitatoes.engine import Event
+from imitatoes import spec
+from imitatoes.events import Event, Judged
+from imitatoes.lifecycle import Run
 from imitatoes.standins.comfyui import ComfyStandin
 from imitatoes.standins.ollama import OllamaStandin
 
@@ -19,10 +20,11 @@ DEMO = Path(__file__).resolve().parent.parent / "imitatoes" / "data" / "demo.yam
 
 
 def my_listener(event: Event) -> None:
-    """Any callable that takes an Event: here, a one-line log of verdicts."""
-    if event.kind == "verdict":
-        v = event.data["judgement"].verdict
-        print(f"{event.data['key']}: {'done' if v and v.done else v.reason if v else 'no verdict'}")
+    """Any callable that takes an Event (one dataclass per kind, see imitatoes/events.py):
+    here, a one-line log of verdicts."""
+    if isinstance(event, Judged):
+        v = event.judgement.verdict
+        print(f"{event.key}: {'done' if v and v.done else v.reason if v else 'no verdict'}")
 
 
 def main(argv: list[str]) -> int:
@@ -34,11 +36,10 @@ def main(argv: list[str]) -> int:
             ollama = stack.enter_context(OllamaStandin())
             env = {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
         loaded = spec.load(path, env=env)
-        session.check(loaded)  # servers and model, before any render
-        run_dir, state = session.run(loaded, [my_listener], runs_root=Path("runs"))
-        report.write(run_dir)
-        print(f"{state.status} after {state.renders} renders: {run_dir}")
-        return 0 if state.status == "done" else 3
+        run = Run.begin(loaded, Path("runs"))  # checks servers and model, makes the folder
+        outcome = run.execute([my_listener])  # the report is written however it ends
+        print(f"{outcome.state.status} after {outcome.state.renders} renders: {outcome.run_dir}")
+        return outcome.exit_code
 
 
 if __name__ == "__main__":

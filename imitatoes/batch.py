@@ -8,16 +8,17 @@ import dataclasses
 import threading
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import runlog, session
 from .comfy import ComfyClient, ComfyError
 from .critic import CriticUnreachable
-from .engine import Event, RunState
 from .errors import ImitatoesError, UsageError
+from .events import Applied, Event, IterationStarted
+from .lifecycle import Run
 from .spec import Spec
+from .state import RunState
 
 BACKEND_FAILURES = (ComfyError, CriticUnreachable)
 MAX_ATTEMPTS = 3  # a run that has lost this many backends is reported as failed
@@ -91,10 +92,10 @@ class Job:
 
     def follow(self, event: Event) -> None:
         """An engine listener: keep the row current."""
-        if event.kind in ("iteration_started", "applied"):
+        if isinstance(event, IterationStarted | Applied):
             self.loop, self.iteration = event.loop, event.iteration
-        if event.kind == "applied" and event.data.get("score") is not None:
-            self.best = max(self.best or 0.0, event.data["score"])
+        if isinstance(event, Applied) and event.state.best:
+            self.best = event.state.best.score
 
 
 class Batch:
@@ -110,7 +111,9 @@ class Batch:
         self._todo: deque[Job] = deque()
         self._lock = threading.Condition()
 
-    def run(self) -> list[Job]:
+    def run(self, on_change: Callable[[], None] | None = None) -> list[Job]:
+        if on_change is not None:
+            self.on_change = on_change
         self._todo.extend(self.jobs)
         workers = [threading.Thread(target=self._serve, args=(b,), daemon=True,
                                     name=f"batch-{b.name}") for b in self.backends]
@@ -167,14 +170,12 @@ class Batch:
 
     def _drive(self, job: Job, backend: Backend) -> RunState:
         if job.run_dir is None:
-            job.run_dir = runlog.create(job.spec, self.runs_root)
-            spec, state = on_backend(job.spec, backend), None
-        else:
-            saved, state = runlog.load(job.run_dir)
-            spec = on_backend(saved, backend)
-        session.check(spec)
-        _, state = session.run(spec, [job.follow], job.run_dir, state)
-        return state
+            run = Run.begin(on_backend(job.spec, backend), self.runs_root)
+            job.run_dir = run.dir
+        else:  # moved from a lost backend: resume from its folder
+            run = Run.reopen(job.run_dir, env={})
+            run.spec = on_backend(run.spec, backend)
+        return run.execute([job.follow]).state
 
 
 def exit_code(jobs: Sequence[Job]) -> int:
@@ -182,3 +183,9 @@ def exit_code(jobs: Sequence[Job]) -> int:
     if any(j.status == "failed" for j in jobs):
         return 1
     return 0 if all(j.status == "done" for j in jobs) else 3
+
+
+def summary(jobs: Sequence[Job], dead: Iterable[Backend] = ()) -> str:
+    done = sum(j.status == "done" for j in jobs)
+    lost = ", ".join(b.name for b in dead)
+    return f"{done} of {len(jobs)} spec(s) done" + (f"; backends lost: {lost}" if lost else "")

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import sys
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TextIO
 
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
@@ -48,3 +50,12 @@ class Lines:
                     "done", "limits") else "")
                 self.out.write(f"{j.spec.name}: {j.status} on {j.backend or '-'}{extra}\n")
                 self.out.flush()
+
+
+def watch(jobs: Sequence[Job], work: Callable[[Callable[[], None]], None]) -> None:
+    """Run `work(on_change)` with the batch table live at a terminal, or a line per change."""
+    if not sys.stdout.isatty():
+        work(Lines(jobs, sys.stdout))
+        return
+    with Live(render(jobs), refresh_per_second=4, get_renderable=lambda: render(jobs)):
+        work(lambda: None)

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import signal
 import socket
 import sys
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from enum import Enum
@@ -19,8 +17,9 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from . import __version__, lint, report, runlog, session, spec, ui
+from . import __version__, lint, report, spec, terminal
 from .errors import ImitatoesError, InvalidSpec, Problem, SpecError, UsageError
+from .lifecycle import Run
 
 if TYPE_CHECKING:
     from .standins.server import BackgroundServer
@@ -46,6 +45,8 @@ def reported() -> Iterator[None]:
         raise typer.Exit(exc.exit_code) from None
     except ImitatoesError as exc:
         typer.echo(f"imitatoes: {exc}", err=True)
+        if exc.hint:
+            typer.echo(exc.hint, err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("imitatoes: interrupted", err=True)
@@ -146,8 +147,7 @@ def run(
         overrides.append(f"limits.max_loops={max_loops}")
     with reported():
         loaded = spec.load(spec_file, overrides)
-        session.check(loaded)
-        code = drive(loaded, runs_root=runs_dir, yes=yes)
+        code = terminal.drive(Run.begin(loaded, runs_dir), yes=yes)
     raise typer.Exit(code)
 
 
@@ -163,56 +163,12 @@ def resume(
     """Continue a run: an interrupted or crashed one where it stopped, a finished one with a
     further instruction and a fresh loop budget."""
     with reported():
-        loaded, state = runlog.load(run_dir, [*(set_ or []),
-                                              *_url_overrides(comfy_url, ollama_url)])
-        if state.status == "done" and not instruction:
+        run = Run.reopen(run_dir, [*(set_ or []), *_url_overrides(comfy_url, ollama_url)])
+        if run.state and run.state.status == "done" and not instruction:
             typer.echo(f"{run_dir} is done; give --instruction to take it further")
             raise typer.Exit(0)
-        session.check(loaded)
-        code = drive(loaded, run_dir=run_dir, state=state, instruction=instruction, yes=yes)
+        code = terminal.drive(run, yes=yes, instruction=instruction)
     raise typer.Exit(code)
-
-
-def drive(loaded: spec.Spec, run_dir: Path | None = None, state: Any = None,
-          instruction: str = "", yes: bool = False, runs_root: Path | None = None) -> int:
-    """Run with the live table (or plain lines), write the report, ask for more when done."""
-    interactive = sys.stdout.isatty()
-    run_dir = run_dir or runlog.create(loaded, runs_root)
-    while True:
-        board = ui.board_for(loaded, run_dir)
-        started = time.monotonic()
-        try:
-            if interactive:
-                with ui.LiveTable(board) as table:
-                    _, state = session.run(loaded, [table], run_dir, state, instruction)
-            else:
-                _, state = session.run(loaded, [ui.PlainLines(board, sys.stdout)], run_dir,
-                                       state, instruction)
-        except KeyboardInterrupt:
-            _finish(run_dir, None, started)
-            typer.echo(f"interrupted; continue with: imitatoes resume {run_dir}", err=True)
-            return 130
-        except ImitatoesError:
-            _finish(run_dir, None, started)
-            typer.echo(f"the run folder is consistent; after fixing this, continue with: "
-                       f"imitatoes resume {run_dir}", err=True)
-            raise
-        _finish(run_dir, state, started)
-        if state.status == "done" and interactive and not yes:
-            instruction = typer.prompt("Further instruction (empty to finish)", default="",
-                                       show_default=False).strip()
-            if instruction:
-                continue
-        if state.status == "done":
-            typer.echo(f'take it further with: imitatoes resume {run_dir} --instruction "..."')
-        return 0 if state.status == "done" else 3
-
-
-def _finish(run_dir: Path, state: Any, started: float) -> None:
-    with contextlib.suppress(ImitatoesError, OSError, ValueError):
-        report.write(run_dir)
-    if state is not None:
-        typer.echo(ui.summary(state, run_dir, time.monotonic() - started))
 
 
 @app.command()
@@ -223,29 +179,17 @@ def doctor(
 ) -> None:
     """Check ComfyUI, the workflow's nodes and limits, Ollama and the model; say what to fix."""
     from rich.console import Console
-    from rich.table import Table
 
     from . import doctor as checks
 
     with reported():
         loaded = spec.load(spec_file, _url_overrides(comfy_url, ollama_url)) if spec_file \
             else None
-    comfy = loaded.comfyui.url if loaded else (comfy_url or os.environ.get(
-        "IMITATOES_COMFY_URL", "http://127.0.0.1:8188"))
-    rows = checks.comfy_checks(comfy, loaded)
-    if loaded:
-        rows += checks.critic_checks(loaded.critic)
-    else:
-        rows += checks.ollama_only(ollama_url or os.environ.get("IMITATOES_OLLAMA_URL") or
-                                   spec.ollama_host_url(os.environ.get("OLLAMA_HOST", "")))
-    table = Table(title="imitatoes doctor", show_lines=False)
-    for column in ("check", "", "found", "what to do"):
-        table.add_column(column)
-    marks = {"ok": "[green]ok[/]", "fail": "[red]FAIL[/]", "warn": "[yellow]warn[/]",
-             "skip": "[dim]skip[/]"}
-    for r in rows:
-        table.add_row(r.name, marks[r.status], r.detail, r.fix)
-    Console(width=max(100, Console().width)).print(table)
+    rows = checks.examine(
+        loaded, comfy_url or os.environ.get("IMITATOES_COMFY_URL", "http://127.0.0.1:8188"),
+        ollama_url or os.environ.get("IMITATOES_OLLAMA_URL") or
+        spec.ollama_host_url(os.environ.get("OLLAMA_HOST", "")))
+    Console(width=max(100, Console().width)).print(checks.table(rows))
     raise typer.Exit(1 if any(r.status == "fail" for r in rows) else 0)
 
 
@@ -268,8 +212,7 @@ def demo(
         env = {**os.environ, "IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
         loaded = spec.load(resources.files("imitatoes") / "data" / "demo.yaml", env=env)
         typer.echo(f"stand-ins: ComfyUI {comfy.url}, Ollama {ollama.url} (no GPU needed)")
-        session.check(loaded)
-        code = drive(loaded, runs_root=root, yes=True)
+        code = terminal.drive(Run.begin(loaded, root), yes=True)
     raise typer.Exit(code)
 
 
@@ -278,6 +221,10 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -
     """Write report.html in a run folder (runs write it themselves when they end)."""
     with reported():
         typer.echo(str(report.write(run_dir)))
+
+
+QueueOption = Annotated[str, typer.Option(help="The Celery queue (workers and batch must "
+                                        "name the same one).")]
 
 
 @app.command()
@@ -289,6 +236,7 @@ def batch(
     broker: Annotated[str | None, typer.Option(
         help="A Celery broker (redis://...): submit to `imitatoes worker`s instead.")] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Where run folders go.")] = None,
+    queue: QueueOption = "imitatoes",
 ) -> None:
     """Run many specs: over several backends here, or over Celery workers with --broker.
     Exit 0 when every spec reached done, 3 when some stopped at their limits, 1 on failures."""
@@ -297,36 +245,14 @@ def batch(
 
     with reported():
         loaded = [spec.load(p) for p in specs]
-        jobs = [batching.Job(s) for s in loaded]
-        pool = None if broker else batching.Batch(
-            loaded, batching.pair(comfy or [], ollama or []), runs_dir)
-        if pool:
-            jobs = pool.jobs
-        interactive = sys.stdout.isatty()
-        live = None
-        if interactive:
-            from rich.live import Live
-            live = Live(batch_ui.render(jobs), refresh_per_second=4,
-                        get_renderable=lambda: batch_ui.render(jobs))
-            live.start()
-        on_change = (lambda: None) if interactive else batch_ui.Lines(jobs, sys.stdout)
-        try:
-            if pool:
-                pool.on_change = on_change
-                pool.run()
-            else:
-                from . import cluster
-                stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-                cluster.follow(cluster.make_app(broker), jobs, stamp, on_change)
-        finally:
-            if live:
-                live.stop()
-        code = batching.exit_code(jobs)
-        done = sum(j.status == "done" for j in jobs)
-        typer.echo(f"{done} of {len(jobs)} spec(s) done" + (
-            f"; backends lost: {', '.join(b.name for b in pool.dead)}" if pool and pool.dead
-            else ""))
-    raise typer.Exit(code)
+        if broker:
+            from .cluster import Remote
+            pool: Any = Remote(broker, loaded, queue)
+        else:
+            pool = batching.Batch(loaded, batching.pair(comfy or [], ollama or []), runs_dir)
+        batch_ui.watch(pool.jobs, pool.run)
+        typer.echo(batching.summary(pool.jobs, pool.dead))
+    raise typer.Exit(batching.exit_code(pool.jobs))
 
 
 @app.command()
@@ -339,19 +265,20 @@ def worker(
     name: Annotated[str | None, typer.Option(help="This worker's name in the tables.")] = None,
     visibility_timeout: Annotated[float, typer.Option(
         help="Seconds before a run whose worker vanished is delivered again.")] = 3600.0,
+    queue: QueueOption = "imitatoes",
 ) -> None:
     """Serve runs from the broker on this GPU host: one at a time, resumed if a worker dies."""
     from . import cluster
 
     with reported():
-        app_ = cluster.make_app(broker, visibility_timeout)
+        app_ = cluster.make_app(broker, visibility_timeout, queue)
         os.environ.update(IMITATOES_WORKER_COMFY_URL=comfy_url,
                           IMITATOES_WORKER_OLLAMA_URL=ollama_url,
                           IMITATOES_WORKER_RUNS=str(runs_dir.resolve()),
                           IMITATOES_WORKER_NAME=name or socket.gethostname())
         runs_dir.mkdir(parents=True, exist_ok=True)
         app_.worker_main(["worker", "--concurrency=1", "--pool=prefork", "--loglevel=INFO",
-                          f"--queues={cluster.QUEUE}", "--without-gossip", "--without-mingle",
+                          f"--queues={queue}", "--without-gossip", "--without-mingle",
                           f"--hostname={name or socket.gethostname()}@%h"])
 
 
@@ -366,10 +293,10 @@ def _serve_forever(server: BackgroundServer, what: str) -> None:
         except OSError as exc:
             raise UsageError(f"cannot listen on {server.host}:{server.port}: {exc.strerror}") \
                 from None
-        typer.echo(f"{what} stand-in listening on {server.url} (Ctrl-C stops it)")
-        try:
+        try:  # from the first line on, Ctrl-C is the normal way to stop: exit 0
+            typer.echo(f"{what} stand-in listening on {server.url} (Ctrl-C stops it)")
             threading.Event().wait()
-        except KeyboardInterrupt:  # the normal way to stop a server: no error
+        except KeyboardInterrupt:
             pass
         finally:
             server.stop()

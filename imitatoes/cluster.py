@@ -15,11 +15,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from . import report, runlog, session
+from . import runfolder
 from . import spec as specs
 from .batch import BACKEND_FAILURES, Backend, Job, on_backend
-from .engine import Event
 from .errors import ImitatoesError, UsageError
+from .events import Applied, Event, IterationStarted, Listener
+from .lifecycle import Run
+from .state import RunState
 
 QUEUE = "imitatoes"
 LEASE_SECONDS = 10.0
@@ -31,14 +33,14 @@ except ImportError:  # pragma: no cover - the error below says what to install
     Celery = None  # type: ignore[assignment,misc]
 
 
-def make_app(broker: str, visibility_timeout: float = 3600.0) -> Any:
+def make_app(broker: str, visibility_timeout: float = 3600.0, queue: str = QUEUE) -> Any:
     if Celery is None:
         raise UsageError("the distributed mode needs Celery and redis: "
                          "pip install 'imitatoes[cluster]'")
     app = Celery("imitatoes", broker=broker, backend=broker)
     app.conf.update(
         task_acks_late=True, task_reject_on_worker_lost=True, worker_prefetch_multiplier=1,
-        task_track_started=True, task_default_queue=QUEUE, worker_concurrency=1,
+        task_track_started=True, task_default_queue=queue, worker_concurrency=1,
         broker_connection_retry_on_startup=True, result_extended=True,
         # A message not acknowledged in this time is delivered again (the run resumes). kombu
         # looks for such messages only every interval x throttle seconds (100 s by default).
@@ -93,20 +95,12 @@ def run_spec(task: Any, run_id: str, spec_data: dict[str, Any],
     if not lease.acquire():  # still alive elsewhere: look again later
         raise task.retry(countdown=LEASE_SECONDS / 2)
     try:
-        run_dir = Path(cfg["runs"]) / run_id
-        if not (run_dir / runlog.STATE).is_file():
-            runlog.write_folder(run_dir, spec_data, workflow)
-            spec, state = specs.load(run_dir / "spec.yaml", env={}), None
-        else:
-            spec, state = runlog.load(run_dir)
-            if state.status in ("done", "limits"):  # finished before a redelivery
-                return _result(run_id, run_dir, state, cfg["name"])
-        spec = on_backend(spec, Backend(cfg["comfy"], cfg["ollama"]))
-        session.check(spec)
-        _, state = session.run(spec, [_progress(task, run_id, cfg["name"])], run_dir, state)
-        with contextlib.suppress(ImitatoesError, OSError, ValueError):
-            report.write(run_dir)
-        return _result(run_id, run_dir, state, cfg["name"])
+        run = Run.adopt(Path(cfg["runs"]) / run_id, spec_data, workflow)
+        if run.state and run.state.status in ("done", "limits"):  # finished before a redelivery
+            return _result(run_id, run.dir, run.state, cfg["name"])
+        run.spec = on_backend(run.spec, Backend(cfg["comfy"], cfg["ollama"]))
+        state = run.execute([_progress(task, run_id, cfg["name"])]).state
+        return _result(run_id, run.dir, state, cfg["name"])
     except BACKEND_FAILURES as exc:  # this host's ComfyUI or critic: let another host try
         if task.request.retries < 3:
             raise task.retry(exc=exc, countdown=2) from None
@@ -117,20 +111,21 @@ def run_spec(task: Any, run_id: str, spec_data: dict[str, Any],
         lease.release()
 
 
-def _progress(task: Any, run_id: str, worker: str) -> Any:
-    best = {"score": None}
+def _progress(task: Any, run_id: str, worker: str) -> Listener:
+    """Each iteration's start and verdict, as Celery task state for `imitatoes batch`."""
+    best: list[float | None] = [None]
 
     def listener(event: Event) -> None:
-        if event.kind == "applied" and event.data.get("score") is not None:
-            best["score"] = max(best["score"] or 0.0, event.data["score"])
-        if event.kind in ("iteration_started", "applied"):
+        if isinstance(event, Applied) and event.state.best:
+            best[0] = event.state.best.score
+        if isinstance(event, IterationStarted | Applied):
             task.update_state(state="PROGRESS", meta={
                 "run_id": run_id, "worker": worker, "loop": event.loop,
-                "iteration": event.iteration, "best": best["score"], "time": time.time()})
+                "iteration": event.iteration, "best": best[0], "time": time.time()})
     return listener
 
 
-def _result(run_id: str, run_dir: Path, state: Any, worker: str) -> dict[str, Any]:
+def _result(run_id: str, run_dir: Path, state: RunState, worker: str) -> dict[str, Any]:
     return {"run_id": run_id, "status": state.status, "renders": state.renders,
             "best": state.best.score if state.best else None, "run_dir": str(run_dir),
             "worker": worker}
@@ -138,7 +133,8 @@ def _result(run_id: str, run_dir: Path, state: Any, worker: str) -> dict[str, An
 
 def submit(app: Any, spec: specs.Spec, run_id: str) -> Any:
     return app.signature("imitatoes.run_spec", args=(
-        run_id, runlog.snapshot(spec), dict(spec.workflow))).apply_async(queue=QUEUE)
+        run_id, runfolder.snapshot(spec), dict(spec.workflow))).apply_async(
+        queue=app.conf.task_default_queue)
 
 
 def follow(app: Any, jobs: list[Job], stamp: str, on_change: Any, poll: float = 0.5) -> None:
@@ -176,3 +172,15 @@ def _update(job: Any, result: Any) -> None:
         job.status, job.error = "failed", str(result.info)
     elif result.state in ("STARTED", "RETRY"):
         job.status = "running" if result.state == "STARTED" else "queued"
+
+
+class Remote:
+    """`imitatoes batch --broker`: the specs submitted to the workers, their rows followed."""
+
+    def __init__(self, broker: str, loaded: list[specs.Spec], queue: str = QUEUE) -> None:
+        self.app = make_app(broker, queue=queue)
+        self.jobs = [Job(s) for s in loaded]
+        self.dead: set[Backend] = set()  # workers are Celery's to watch, not ours
+
+    def run(self, on_change: Any) -> None:
+        follow(self.app, self.jobs, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), on_change)

@@ -17,6 +17,7 @@ from urllib3.util.retry import Retry
 from .comfy_ws import EventStream, Progress
 from .errors import ImitatoesError
 from .net import session_for
+from .ports import Rendered
 
 HOW_TO_START = ("Start ComfyUI (python main.py --listen 127.0.0.1 --port 8188), or point imitatoes "
                 "at it with --comfy-url or IMITATOES_COMFY_URL.")
@@ -345,9 +346,7 @@ class ComfyRenderer:
         self.client, self.timeout = client, timeout
         self._prompt_id: str | None = None
 
-    def render(self, workflow: dict[str, Any], on_progress: Callable[[int, int], None]) -> Any:
-        from .engine import Rendered
-
+    def render(self, workflow: dict[str, Any], on_progress: Callable[[int, int], None]) -> Rendered:
         start = time.monotonic()
         submitted = self.client.submit(workflow)
         self._prompt_id = submitted.prompt_id

@@ -12,8 +12,8 @@ from typing import Any
 import requests
 
 from . import verdict as verdicts
+from .critic_image import Prepared, prepare
 from .errors import ImitatoesError
-from .guardrail import Prepared, prepare
 from .net import session_for
 from .spec import Critic as CriticSpec
 from .verdict import Attempt, Judgement

@@ -140,3 +140,23 @@ def critic_checks(critic: Critic) -> list[Check]:
                   Check("model sees images", "ok" if caps else "warn",
                         f"capabilities: {', '.join(caps)}" if caps else
                         "this Ollama does not report capabilities (older than 0.6.4)")]
+
+
+def examine(spec: Spec | None, comfy_url: str, ollama_url: str) -> list[Check]:
+    """Every check, for a spec's servers or, without a spec, for the URLs given."""
+    rows = comfy_checks(spec.comfyui.url if spec else comfy_url, spec)
+    return rows + (critic_checks(spec.critic) if spec else ollama_only(ollama_url))
+
+
+def table(rows: list[Check]) -> Any:
+    """The checks as a rich table: what was checked, the mark, what was found, what to do."""
+    from rich.table import Table
+
+    out = Table(title="imitatoes doctor", show_lines=False)
+    for column in ("check", "", "found", "what to do"):
+        out.add_column(column)
+    marks = {"ok": "[green]ok[/]", "fail": "[red]FAIL[/]", "warn": "[yellow]warn[/]",
+             "skip": "[dim]skip[/]"}
+    for r in rows:
+        out.add_row(r.name, marks[r.status], r.detail, r.fix)
+    return out

@@ -6,114 +6,22 @@ from __future__ import annotations
 
 import random
 from collections.abc import Callable, Iterable
-from dataclasses import asdict, dataclass, field, replace
-from typing import Any, Protocol
+from dataclasses import replace
 
-from . import briefing, patch
-from .briefing import Tried
+from . import critic_prompt, patch
+from . import events as ev
 from .errors import ImitatoesError
+from .events import Listener
+from .ports import Critic, Rendered, Renderer
 from .spec import Params, Spec
+from .state import Best, RunState, Tried, key
 from .verdict import Judgement
 
 MAX_CRITIC_FAILURES = 3  # in a row: the critic is not working, stop instead of burning renders
-HISTORY_KEPT = 50  # the most a critic may be shown (critic.history); older rounds stay on disk
-
-
-@dataclass(frozen=True)
-class Rendered:
-    image: bytes
-    prompt_id: str
-    seconds: float
-
-
-class Renderer(Protocol):
-    def render(self, workflow: dict[str, Any],
-               on_progress: Callable[[int, int], None]) -> Rendered: ...
-
-    def interrupt(self) -> None: ...
-
-
-class Critic(Protocol):
-    def judge(self, image: bytes, prompt: str) -> Judgement: ...
-
-    def unload(self) -> None: ...
 
 
 class CriticFailing(ImitatoesError):
     pass
-
-
-@dataclass(frozen=True)
-class Event:
-    kind: str  # run_started iteration_started progress rendered critiquing verdict applied
-    #            loop_ended done limits_reached interrupted error
-    loop: int = 0
-    iteration: int = 0
-    data: dict[str, Any] = field(default_factory=dict)
-
-
-Listener = Callable[[Event], None]
-
-
-@dataclass
-class Best:
-    key: str
-    score: float
-    params: Params
-
-
-@dataclass
-class RunState:
-    """Everything needed to continue a run; the run folder's state.json is this, as JSON."""
-
-    params: Params  # what the next render uses
-    loop: int = 1
-    iteration: int = 0  # iterations finished in the current loop
-    last_loop: int = 1  # the loop budget ends with this loop
-    renders: int = 0
-    status: str = "running"  # running done limits interrupted failed
-    best: Best | None = None
-    done_key: str | None = None
-    history: list[Tried] = field(default_factory=list)
-    instruction: str = ""
-    failures: int = 0  # critic failures in a row
-    pending: dict[str, Any] | None = None  # a render saved but not yet judged
-    in_progress: bool = False  # saved mid-iteration (a crash, an error, Ctrl-C)
-    stalled: bool = False  # the last verdict changed nothing: the next image would repeat
-
-    def as_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @staticmethod
-    def from_dict(d: dict[str, Any]) -> RunState:
-        best = d.get("best")
-        # An iteration that did not finish runs again under the same number (judging its
-        # saved render, if it has one), so no number is skipped and no budget lost.
-        iteration = d["iteration"] - (1 if d.get("in_progress") else 0)
-        return RunState(
-            params=Params(**d["params"]), loop=d["loop"], iteration=iteration,
-            last_loop=d["last_loop"], renders=d["renders"], status=d["status"],
-            best=Best(best["key"], best["score"], Params(**best["params"])) if best else None,
-            done_key=d.get("done_key"),
-            history=[Tried(**{**t, "params": Params(**t["params"])}) for t in d["history"]],
-            instruction=d.get("instruction", ""), failures=d.get("failures", 0),
-            pending=d.get("pending"), stalled=d.get("stalled", False))
-
-
-def key(loop: int, iteration: int) -> str:
-    return f"loop_{loop:02d}_iter_{iteration:02d}"
-
-
-def first_state(spec: Spec) -> RunState:
-    return RunState(params=spec.start, last_loop=spec.limits.max_loops)
-
-
-def continued(state: RunState, spec: Spec, instruction: str) -> RunState:
-    """A finished run with a further instruction: a fresh loop budget after the last loop."""
-    next_loop = state.loop + 1 if state.iteration else state.loop
-    return replace(state, loop=next_loop, iteration=0, status="running", done_key=None,
-                   last_loop=next_loop + spec.limits.max_loops - 1, failures=0, stalled=False,
-                   instruction=" ".join(filter(None, [state.instruction, instruction])))
 
 
 class Engine:
@@ -127,24 +35,24 @@ class Engine:
         # instead of being rendered again.
         self.reuse = reuse or (lambda _key: None)
 
-    def emit(self, kind: str, at: RunState, **data: Any) -> None:
-        event = Event(kind, at.loop, at.iteration, data)
+    def emit(self, event_type: type[ev.Event], at: RunState, **fields: object) -> None:
+        event = event_type(loop=at.loop, iteration=at.iteration, **fields)
         for listener in self.listeners:
             listener(event)
 
     def run(self, state: RunState) -> RunState:
-        self.emit("run_started", state, state=state)
+        self.emit(ev.RunStarted, state, state=state.snapshot())
         try:
             while state.status == "running":
                 self._iteration(state)
         except KeyboardInterrupt:
             state.status = "interrupted"
             self.renderer.interrupt()
-            self.emit("interrupted", state, state=state)
+            self.emit(ev.Interrupted, state, state=state.snapshot())
             raise
         except ImitatoesError as exc:
             state.status = "failed"
-            self.emit("error", state, state=state, message=str(exc))
+            self.emit(ev.Failed, state, state=state.snapshot(), message=str(exc))
             raise
         return state
 
@@ -160,13 +68,13 @@ class Engine:
         elif self.spec.seed.policy == "random":
             state.params = replace(state.params, seed=patch.new_seed(self.rng))
         params = state.params
-        self.emit("iteration_started", state, key=k, params=params)
+        self.emit(ev.IterationStarted, state, key=k, params=params)
         rendered = self._render(state, k, params, saved[0] if saved else None)
-        self.emit("critiquing", state, key=k)
-        prompt = briefing.critic_prompt(self.spec, params, state.loop, state.iteration,
-                                        state.history, state.instruction)
+        self.emit(ev.Critiquing, state, key=k)
+        prompt = critic_prompt.critic_prompt(self.spec, params, state.loop, state.iteration,
+                                             state.history, state.instruction)
         judgement = self.critic.judge(rendered.image, prompt)
-        self.emit("verdict", state, key=k, judgement=judgement, prompt=prompt)
+        self.emit(ev.Judged, state, key=k, judgement=judgement, prompt=prompt)
         self._apply(state, k, params, judgement)
         state.pending, state.in_progress = None, False
         self._next(state, k)
@@ -174,25 +82,25 @@ class Engine:
     def _start_loop(self, state: RunState) -> None:
         if state.loop > 1 and self.spec.seed.policy == "per_loop":
             state.params = replace(state.params, seed=patch.new_seed(self.rng))
-        self.emit("loop_started", state, params=state.params)
+        self.emit(ev.LoopStarted, state, params=state.params)
 
     def _render(self, state: RunState, k: str, params: Params, saved: bytes | None) -> Rendered:
         if saved is not None:  # rendered before a crash: judge it, do not render it again
             prompt_id = (state.pending or {}).get("prompt_id", "")
             rendered = Rendered(saved, prompt_id, 0.0)
-            self.emit("rendered", state, key=k, rendered=rendered, reused=True, params=params,
-                      state=state)
+            self.emit(ev.ImageRendered, state, key=k, rendered=rendered, reused=True,
+                      params=params, state=state.snapshot())
             return rendered
         if self.spec.critic.unload_before_render and state.renders:
             self.critic.unload()
         rendered = self.renderer.render(
             self.spec.bind(params),
-            lambda value, maximum: self.emit("progress", state, key=k, value=value,
-                                             max=maximum))
+            lambda value, maximum: self.emit(ev.Progress, state, key=k, value=value,
+                                             maximum=maximum))
         state.renders += 1
         state.pending = {"key": k, "prompt_id": rendered.prompt_id}
-        self.emit("rendered", state, key=k, rendered=rendered, reused=False, params=params,
-                  state=state)
+        self.emit(ev.ImageRendered, state, key=k, rendered=rendered, reused=False,
+                  params=params, state=state.snapshot())
         return rendered
 
     def _apply(self, state: RunState, k: str, params: Params, judgement: Judgement) -> None:
@@ -200,9 +108,9 @@ class Engine:
         if verdict is None:
             state.failures += 1
             state.stalled = False  # asking again may help: the critic did not answer
-            _remember(state, Tried(state.loop, state.iteration, params, None,
-                                       f"(no usable verdict: {judgement.error})", "nothing"))
-            self.emit("applied", state, key=k, patch=None, reverted=None, score=None)
+            state.remember(Tried(state.loop, state.iteration, params, None,
+                                 f"(no usable verdict: {judgement.error})", "nothing"))
+            self._applied(state, k, None, None, None)
             if state.failures >= MAX_CRITIC_FAILURES:
                 raise CriticFailing(f"the critic gave no usable verdict {state.failures} times "
                                     f"in a row (last: {judgement.error}); check the model and "
@@ -220,9 +128,9 @@ class Engine:
             base = params
         if verdict.done:
             state.done_key = k
-            _remember(state, Tried(state.loop, state.iteration, params, verdict.score,
-                                       verdict.reason, "nothing (done)"))
-            self.emit("applied", state, key=k, patch=None, reverted=None, score=verdict.score)
+            state.remember(Tried(state.loop, state.iteration, params, verdict.score,
+                                 verdict.reason, "nothing (done)"))
+            self._applied(state, k, None, None, verdict.score)
             return
         p = patch.apply(base, verdict.changes, self.spec.bounds, self.spec.seed, self.rng)
         state.params = p.params
@@ -230,36 +138,37 @@ class Engine:
         # render would repeat this one, unless the seed policy draws a new seed each time.
         state.stalled = p.params == params and self.spec.seed.policy != "random"
         applied = p.summary() if reverted is None else f"back to {reverted}; {p.summary()}"
-        _remember(state, Tried(state.loop, state.iteration, params, verdict.score,
-                                   verdict.reason, applied))
-        self.emit("applied", state, key=k, patch=p, reverted=reverted, score=verdict.score)
+        state.remember(Tried(state.loop, state.iteration, params, verdict.score,
+                             verdict.reason, applied))
+        self._applied(state, k, p, reverted, verdict.score)
+
+    def _applied(self, state: RunState, k: str, p: patch.Patch | None, reverted: str | None,
+                 score: float | None) -> None:
+        self.emit(ev.Applied, state, key=k, patch=p, reverted=reverted, score=score,
+                  state=state.snapshot())
 
     def _next(self, state: RunState, k: str) -> None:
         if state.done_key:
             state.status = "done"
-            self.emit("done", state, key=k, state=state)
+            self.emit(ev.Done, state, key=k, state=state.snapshot())
             return
         if state.stalled and not (self.spec.seed.policy == "per_loop"
                                   and state.loop < state.last_loop):
             state.status = "limits"  # repeating the same image is no way to get anywhere
-            self.emit("stalled", state, key=k)
-            self.emit("limits_reached", state, state=state)
+            self.emit(ev.Stalled, state, key=k)
+            self.emit(ev.LimitsReached, state, state=state.snapshot())
             return
         if state.iteration < self.spec.limits.iterations_per_loop and not state.stalled:
-            self.emit("iteration_ended", state, key=k, state=state)
+            self.emit(ev.IterationEnded, state, key=k, state=state.snapshot())
             return
-        self.emit("loop_ended", state, key=k, state=state)  # stalled: a new seed is the way on
+        # stalled: a new seed is the way on
+        self.emit(ev.LoopEnded, state, key=k, state=state.snapshot())
         if state.loop >= state.last_loop:
             state.status = "limits"
-            self.emit("limits_reached", state, state=state)
+            self.emit(ev.LimitsReached, state, state=state.snapshot())
             return
         # No reset needed here: every patch starts from the best so far (see _apply), so the
         # next loop never starts from drift.
         state.loop += 1
         state.iteration = 0
-        self.emit("iteration_ended", state, key=k, state=state)
-
-
-def _remember(state: RunState, tried: Tried) -> None:
-    state.history.append(tried)
-    del state.history[:-HISTORY_KEPT]  # state.json stays small however long the run
+        self.emit(ev.IterationEnded, state, key=k, state=state.snapshot())

@@ -30,9 +30,11 @@ class Problem:
 
 
 class ImitatoesError(Exception):
-    """A problem the user can act on: the message says what, where and what to do."""
+    """A problem the user can act on: the message says what, where and what to do; `hint`,
+    when set by a caller that knows more (the run folder that can be resumed), comes after."""
 
     exit_code = 1
+    hint = ""
 
 
 class UsageError(ImitatoesError):

@@ -5,16 +5,14 @@ from __future__ import annotations
 
 import base64
 import io
-import json
 from html import escape
 from pathlib import Path
-from typing import Any
 
 import yaml
 from PIL import Image, UnidentifiedImageError
 
-from . import patch
-from .runlog import STATE, RunFolderError, write_atomic
+from . import patch, runfolder
+from .runfolder import IterationRecord
 
 THUMB = 320
 
@@ -31,16 +29,6 @@ td,th{border:1px solid #ddd;padding:4px 6px;vertical-align:top;text-align:left}
 mark{background:#ffe58a} .refused{color:#a33} .muted{color:#888}
 .final img{max-width:512px;border:1px solid #ccc}
 """
-
-
-def load_records(run_dir: Path) -> list[dict[str, Any]]:
-    records = []
-    for path in sorted(run_dir.glob("loop_*_iter_*.json")):
-        try:
-            records.append(json.loads(path.read_text()))
-        except ValueError:
-            continue  # a half-written record from a crash: the report shows what is whole
-    return records
 
 
 def thumbnail(path: Path) -> str:
@@ -62,14 +50,14 @@ def marked(text: str, before: str) -> str:
                      else escape(t) for t in patch.terms(text))
 
 
-def chart(records: list[dict[str, Any]]) -> str:
+def chart(records: list[IterationRecord]) -> str:
     """cfg, steps and score across iterations as a small inline SVG (no scripts, no fetches)."""
     if len(records) < 2:
         return ""
     w, h, pad = 640, 160, 24
-    series = {"cfg": [r["params"]["cfg"] for r in records],
-              "steps": [r["params"]["steps"] for r in records],
-              "score": [r.get("score") or 0 for r in records]}
+    series = {"cfg": [r.params.cfg for r in records],
+              "steps": [r.params.steps for r in records],
+              "score": [r.score or 0 for r in records]}
     colours = {"cfg": "#d55", "steps": "#36c", "score": "#2a7"}
     lines = []
     for name, values in series.items():
@@ -86,49 +74,43 @@ def chart(records: list[dict[str, Any]]) -> str:
 
 
 def build(run_dir: Path) -> str:
-    if not (run_dir / STATE).is_file():
-        raise RunFolderError(f"{run_dir} is not a run folder (no {STATE})")
-    state = json.loads((run_dir / STATE).read_text())
+    state = runfolder.read_state(run_dir)
     spec = yaml.safe_load((run_dir / "spec.yaml").read_text()) or {}
-    records = load_records(run_dir)
-    best = (state.get("best") or {}).get("key")
-    done = state.get("done_key")
+    records = runfolder.records(run_dir)
+    best = state.best.key if state.best else None
+    done = state.done_key
     cards, rows, previous = [], [], {"prompt": "", "negative": ""}
     for r in records:
-        k, params = r["key"], r.get("params") or {}
-        verdict = (r.get("critic") or {}).get("verdict")
-        reason = verdict["reason"] if verdict else (r.get("critic") or {}).get("error", "")
-        score = "—" if r.get("score") is None else f"{r['score']:.2f}"
+        k, params = r.key, r.params
+        score = "—" if r.score is None else f"{r.score:.2f}"
         cls = " ".join(c for c, on in (("best", k == best), ("done", k == done)) if on)
         cards.append(f'<div class="card {cls}"><a href="{escape(k)}.png"><img alt="{escape(k)}" '
                      f'src="{thumbnail(run_dir / f"{k}.png")}"></a><span class="k">{escape(k)}'
                      f'</span><span class="score">{score}</span><div class="muted">seed '
-                     f'{escape(str(params.get("seed")))} · cfg {escape(str(params.get("cfg")))}'
-                     f' · steps {escape(str(params.get("steps")))}</div>'
-                     f'<div>{escape(reason)}</div></div>')
-        refused = "".join(f'<div class="refused">refused {escape(x["field"])}: '
-                          f'{escape(str(x["asked"])[:200])} ({escape(x["reason"])})</div>'
-                          for x in r.get("refused", []))
-        prompt = marked(params.get("prompt", ""), previous["prompt"])
+                     f'{params.seed} · cfg {params.cfg:g} · steps {params.steps}</div>'
+                     f'<div>{escape(r.reason)}</div></div>')
+        refused = "".join(f'<div class="refused">refused {escape(x.field)}: '
+                          f'{escape(str(x.asked)[:200])} ({escape(x.reason)})</div>'
+                          for x in r.refused)
+        prompt = marked(params.prompt, previous["prompt"])
         rows.append(f"<tr><td>{escape(k)}</td><td>{prompt}"
-                    f"</td><td>{marked(params.get('negative', ''), previous['negative'])}</td>"
-                    f"<td>{escape(str(params.get('cfg')))}</td><td>"
-                    f"{escape(str(params.get('steps')))}</td><td>{escape(str(params.get('seed')))}"
-                    f"</td><td>{score}</td><td>{escape(reason)}</td><td>"
-                    f"{escape('; '.join(r.get('applied', [])) or 'nothing')}{refused}</td></tr>")
-        previous = {"prompt": params.get("prompt", ""), "negative": params.get("negative", "")}
+                    f"</td><td>{marked(params.negative, previous['negative'])}</td>"
+                    f"<td>{params.cfg:g}</td><td>{params.steps}</td><td>{params.seed}"
+                    f"</td><td>{score}</td><td>{escape(r.reason)}</td><td>"
+                    f"{escape('; '.join(r.applied or []) or 'nothing')}{refused}</td></tr>")
+        previous = {"prompt": params.prompt, "negative": params.negative}
     requirements = "".join(f"<li>{escape(str(q))}</li>" for q in spec.get("requirements", []))
     final = '<div class="final"><h2>Final image</h2><a href="final.png"><img alt="final" ' \
         f'src="{thumbnail(run_dir / "final.png")}"></a></div>' \
         if (run_dir / "final.png").exists() else ""
     status = {"done": f"done at {done}", "limits": "limits reached without done"}.get(
-        state.get("status"), state.get("status", "?"))
+        state.status, state.status)
     name, goal = escape(str(spec.get("name", ""))), escape(str(spec.get("goal", "")))
     return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width"><title>imitatoes · {name}</title>
 <style>{CSS}</style></head><body>
 <h1>{name}</h1>
-<div class="meta">{goal}<br>{escape(status)} · {state.get("renders", 0)}
+<div class="meta">{goal}<br>{escape(status)} · {state.renders}
 render(s) · best {escape(str(best))}</div>
 <h2>Requirements</h2><ol>{requirements}</ol>
 {final}
@@ -142,6 +124,6 @@ render(s) · best {escape(str(best))}</div>
 
 
 def write(run_dir: Path) -> Path:
-    path = run_dir / "report.html"
-    write_atomic(path, build(run_dir).encode("utf-8"))
+    path = run_dir / runfolder.REPORT
+    runfolder.write_atomic(path, build(run_dir).encode("utf-8"))
     return path

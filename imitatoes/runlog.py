@@ -1,209 +1,107 @@
-"""The run folder: a listener that writes what the engine does, so anyone can read a run
-without the tool and `resume` can continue it. Every file is written atomically."""
+"""The run log: a listener that writes what the engine does into the run folder, so anyone
+can read a run without the tool and `resume` can continue it after any stop."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import shutil
 import time
-from dataclasses import asdict
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
 
-import yaml
-
-from . import spec as specs
-from . import template
-from .engine import Event, RunState
-from .errors import ImitatoesError
-from .spec import Params, Spec
-
-STATE = "state.json"
+from . import events as ev
+from . import runfolder
+from .runfolder import CriticRecord, IterationRecord, RunFolderError
+from .state import RunState
 
 
-class RunFolderError(ImitatoesError):
-    pass
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Write beside the target and rename over it: a killed process leaves the old file or the
-    new one, never half of one. (No fsync: it cost 3 ms a write, 10% of our overhead, and
-    guards only against power loss, after which resume starts from an older, consistent
-    state.)"""
-    tmp = path.with_name(f".{path.name}.tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except OSError as exc:
-        raise RunFolderError(f"cannot write {path}: {exc.strerror or exc}; free some space or "
-                             f"fix the permissions, then resume with: imitatoes resume "
-                             f"{path.parent}") from None
-
-
-def _json(data: Any, indent: int | None = 2) -> bytes:
-    return (json.dumps(data, indent=indent, ensure_ascii=False, default=str) + "\n").encode()
-
-
-def snapshot(spec: Spec) -> dict[str, Any]:
-    """The spec as run, self-contained: the workflow and the template sit beside it."""
-    data = json.loads(json.dumps(spec.data))
-    data["workflow"] = "workflow.json"
-    text = spec.critic.prompt_template
-    data.setdefault("critic", {})["prompt_template"] = text if template.is_inline(text) \
-        else text + "\n"
-    data.pop("output", None)
-    return data
-
-
-def create(spec: Spec, root: Path | None = None) -> Path:
-    """A new, empty run folder named for the time (UTC) and the spec."""
-    root = root or spec.output_dir
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-    for n in range(1000):
-        run_dir = root / (f"{stamp}_{spec.name}" + (f"_{n}" if n else ""))
-        try:
-            run_dir.mkdir(parents=True)
-            break
-        except FileExistsError:
-            continue
-        except OSError as exc:
-            raise RunFolderError(f"cannot create a run folder in {root}: {exc.strerror}; "
-                                 "choose another with --runs-dir or IMITATOES_RUNS") from None
-    write_folder(run_dir, snapshot(spec), dict(spec.workflow))
-    return run_dir
-
-
-def write_folder(run_dir: Path, spec_data: dict[str, Any], workflow: dict[str, Any]) -> None:
-    """The two files a run folder starts with: the spec as run and its workflow."""
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-    except OSError as exc:
-        raise RunFolderError(f"cannot create {run_dir}: {exc.strerror}") from None
-    write_atomic(run_dir / "spec.yaml", yaml.safe_dump(spec_data, sort_keys=False,
-                                                       allow_unicode=True).encode())
-    write_atomic(run_dir / "workflow.json", _json(workflow))
-
-
-def load(run_dir: Path, overrides: list[str] | None = None) -> tuple[Spec, RunState]:
-    """The spec snapshot and the saved state of a run folder."""
-    state_file = run_dir / STATE
-    if not state_file.is_file():
-        raise RunFolderError(f"{run_dir} is not a run folder (no {STATE}); give the folder a "
-                             "run printed when it started")
-    spec = specs.load(run_dir / "spec.yaml", overrides or [])
-    try:
-        state = RunState.from_dict(json.loads(state_file.read_text()))
-    except (ValueError, KeyError, TypeError) as exc:
-        raise RunFolderError(f"{state_file} is damaged ({exc}); the iteration files beside it "
-                             "are intact") from None
-    return spec, state
-
-
-def saved_render(run_dir: Path, key: str) -> tuple[bytes, Params] | None:
-    """A render saved before a crash, with the params it was made with (its record is written
-    before the PNG, so a PNG without a readable record was never finished)."""
-    png, record = run_dir / f"{key}.png", run_dir / f"{key}.json"
-    if not (png.is_file() and record.is_file()):
-        return None
-    try:
-        return png.read_bytes(), Params(**json.loads(record.read_text())["params"])
-    except (OSError, ValueError, KeyError, TypeError):
-        return None
-
-
-class RunLog:
-    """Listens to the engine and keeps the folder consistent after every step."""
+class RunLog(ev.Handler):
+    """Keeps the folder consistent after every step: the record before the image it
+    describes, the state after both."""
 
     def __init__(self, run_dir: Path) -> None:
         self.dir = run_dir
-        self.record: dict[str, Any] = {}
+        self.record: IterationRecord | None = None
         self.started = time.monotonic()
 
-    def __call__(self, event: Event) -> None:
-        handler = getattr(self, f"_on_{event.kind}", None)
-        if handler:
-            handler(event)
-        self._append_event(event)
+    def __call__(self, event: ev.Event) -> None:
+        super().__call__(event)
+        if not isinstance(event, ev.Progress):  # dozens per render: the table shows those
+            self._append_event(event)
 
-    def _append_event(self, event: Event) -> None:
-        if event.kind == "progress":
-            return  # dozens per render; the table shows them, the log does not need them
+    def _append_event(self, event: ev.Event) -> None:
         line = {"t": round(time.monotonic() - self.started, 3), "event": event.kind,
-                "loop": event.loop, "iteration": event.iteration,
-                **{k: v for k, v in event.data.items() if isinstance(v, str | int | float)}}
+                **event.scalars()}
         try:
-            with open(self.dir / "events.jsonl", "a", encoding="utf-8") as f:
+            with open(self.dir / runfolder.EVENTS, "a", encoding="utf-8") as f:
                 f.write(json.dumps(line) + "\n")
         except OSError as exc:
-            raise RunFolderError(f"cannot write {self.dir / 'events.jsonl'}: {exc.strerror}") \
-                from None
+            raise RunFolderError(f"cannot write {self.dir / runfolder.EVENTS}: "
+                                 f"{exc.strerror}") from None
 
-    def save_state(self, state: RunState) -> None:
-        write_atomic(self.dir / STATE, _json(state.as_dict(), indent=None))
+    def _save_state(self, state: RunState) -> None:
+        runfolder.write_state(self.dir, state)
 
-    def _on_run_started(self, event: Event) -> None:
-        self.save_state(event.data["state"])
+    def on_run_started(self, event: ev.RunStarted) -> None:
+        self._save_state(event.state)
 
-    def _on_rendered(self, event: Event) -> None:
-        k = event.data["key"]
-        rendered = event.data["rendered"]
-        prompt_id = rendered.prompt_id
-        if event.data["reused"] and not prompt_id:  # keep what the first attempt recorded
-            with contextlib.suppress(OSError, ValueError, AttributeError):
-                prompt_id = json.loads((self.dir / f"{k}.json").read_text()).get("prompt_id", "")
-        self.record = {"key": k, "loop": event.loop, "iteration": event.iteration,
-                       "params": asdict(event.data["params"]), "prompt_id": prompt_id,
-                       "seconds": {"render": round(rendered.seconds, 3)}}
-        write_atomic(self.dir / f"{k}.json", _json(self.record))  # the record first, then
-        if not event.data["reused"]:                                 # the image it describes
-            write_atomic(self.dir / f"{k}.png", rendered.image)
-        self.save_state(event.data["state"])  # with the pending render: resume judges it
+    def on_rendered(self, event: ev.ImageRendered) -> None:
+        prompt_id = event.rendered.prompt_id
+        if event.reused and not prompt_id:  # keep what the first attempt recorded
+            earlier = runfolder.read_record(self.dir, event.key)
+            prompt_id = earlier.prompt_id if earlier else ""
+        self.record = IterationRecord(event.key, event.loop, event.iteration, event.params,
+                                      prompt_id, {"render": round(event.rendered.seconds, 3)})
+        runfolder.write_record(self.dir, self.record)  # the record first, then the image
+        if not event.reused:
+            runfolder.write_atomic(self.dir / f"{event.key}.png", event.rendered.image)
+        self._save_state(event.state)  # with the pending render: resume judges it
 
-    def _on_verdict(self, event: Event) -> None:
-        j = event.data["judgement"]
-        self.record.update(
-            critic={"prompt": event.data["prompt"],
-                    "answers": [asdict(a) for a in j.attempts],
-                    "verdict": asdict(j.verdict) if j.verdict else None, "error": j.error,
-                    "image_sent": {"bytes": len(j.image.data), "mime": j.image.mime,
-                                   "width": j.image.width, "height": j.image.height}})
-        self.record["seconds"]["critique"] = round(j.seconds, 3)
+    def on_verdict(self, event: ev.Judged) -> None:
+        j = event.judgement
+        assert self.record is not None  # a verdict always follows its render
+        self.record.critic = CriticRecord(
+            event.prompt, j.attempts, j.verdict, j.error,
+            {"bytes": len(j.image.data), "mime": j.image.mime, "width": j.image.width,
+             "height": j.image.height})
+        self.record.seconds["critique"] = round(j.seconds, 3)
 
-    def _on_applied(self, event: Event) -> None:
-        p = event.data["patch"]
-        self.record.update(score=event.data["score"], reverted_to=event.data["reverted"],
-                           applied=list(p.applied) if p else [],
-                           refused=[asdict(r) for r in p.refused] if p else [],
-                           next_params=asdict(p.params) if p else None)
-        write_atomic(self.dir / f"{self.record['key']}.json", _json(self.record))
+    def on_applied(self, event: ev.Applied) -> None:
+        assert self.record is not None
+        p = event.patch
+        r = self.record
+        r.score, r.reverted_to = event.score, event.reverted
+        r.applied = list(p.applied) if p else []
+        r.refused = list(p.refused) if p else []
+        r.next_params = p.params if p else None
+        runfolder.write_record(self.dir, r)
 
-    def _on_iteration_ended(self, event: Event) -> None:
-        self.save_state(event.data["state"])
+    def on_iteration_ended(self, event: ev.IterationEnded) -> None:
+        self._save_state(event.state)
 
-    _on_loop_ended = _on_iteration_ended
+    def on_loop_ended(self, event: ev.LoopEnded) -> None:
+        self._save_state(event.state)
+
+    def on_done(self, event: ev.Done) -> None:
+        self._final(event.state)
+
+    def on_limits_reached(self, event: ev.LimitsReached) -> None:
+        self._final(event.state)
+
+    def on_interrupted(self, event: ev.Interrupted) -> None:
+        self._save_state(event.state)
+
+    def on_error(self, event: ev.Failed) -> None:
+        self._save_state(event.state)
 
     def _final(self, state: RunState) -> None:
         chosen = state.done_key or (state.best.key if state.best else None)
         if chosen and (self.dir / f"{chosen}.png").is_file():
+            tmp = self.dir / f".{runfolder.FINAL}.tmp"
             try:
-                shutil.copyfile(self.dir / f"{chosen}.png", self.dir / ".final.png.tmp")
-                os.replace(self.dir / ".final.png.tmp", self.dir / "final.png")
+                shutil.copyfile(self.dir / f"{chosen}.png", tmp)
+                os.replace(tmp, self.dir / runfolder.FINAL)
             except OSError as exc:
-                raise RunFolderError(f"cannot write {self.dir / 'final.png'}: {exc.strerror}") \
-                    from None
-        self.save_state(state)
-
-    def _on_done(self, event: Event) -> None:
-        self._final(event.data["state"])
-
-    def _on_limits_reached(self, event: Event) -> None:
-        self._final(event.data["state"])
-
-    def _on_interrupted(self, event: Event) -> None:
-        self.save_state(event.data["state"])
-
-    _on_error = _on_interrupted
+                raise RunFolderError(f"cannot write {self.dir / runfolder.FINAL}: "
+                                     f"{exc.strerror}") from None
+        self._save_state(state)

@@ -13,8 +13,9 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .engine import Event, RunState
+from .events import Applied, Event, ImageRendered, IterationStarted, Judged, Progress, RunStarted
 from .spec import Params, Spec
+from .state import RunState
 
 
 @dataclass
@@ -78,27 +79,27 @@ def _verdict_cell(row: Row) -> Text:
 
 def update(board: Board, event: Event) -> Row | None:
     """Fold one engine event into the board; returns the row it touched."""
-    k = event.data.get("key")
-    if event.kind == "iteration_started":
-        board.rows[k] = Row(k, event.loop, event.iteration, event.data["params"])
-    row = board.rows.get(k) if k else None
+    if isinstance(event, IterationStarted):
+        board.rows[event.key] = Row(event.key, event.loop, event.iteration, event.params)
+    row = board.rows.get(getattr(event, "key", ""))
     if row is None:
         return None
-    if event.kind == "progress":
-        row.step, row.steps = event.data["value"], event.data["max"]
-    elif event.kind == "rendered":
-        row.render_s = event.data["rendered"].seconds
-        row.state = "critiquing"
-    elif event.kind == "verdict":
-        j = event.data["judgement"]
-        row.critique_s = j.seconds
-        row.state = "failed" if j.verdict is None else ("done" if j.verdict.done else "not-done")
-        row.reason = j.verdict.reason if j.verdict else j.error
-    elif event.kind == "applied":
-        row.score = event.data["score"]
-        p = event.data["patch"]
-        row.applied = (f"back to {event.data['reverted']}; " if event.data["reverted"] else "") + \
-            (p.summary() if p else "")
+    match event:
+        case Progress():
+            row.step, row.steps = event.value, event.maximum
+        case ImageRendered():
+            row.render_s = event.rendered.seconds
+            row.state = "critiquing"
+        case Judged():
+            j = event.judgement
+            row.critique_s = j.seconds
+            row.state = "failed" if j.verdict is None else (
+                "done" if j.verdict.done else "not-done")
+            row.reason = j.verdict.reason if j.verdict else j.error
+        case Applied():
+            row.score = event.score
+            row.applied = (f"back to {event.reverted}; " if event.reverted else "") + \
+                (event.patch.summary() if event.patch else "")
     return row
 
 
@@ -129,10 +130,10 @@ class PlainLines:
 
     def __call__(self, event: Event) -> None:
         row = update(self.board, event)
-        if event.kind == "run_started":
+        if isinstance(event, RunStarted):
             self._print(f"goal: {self.board.goal}\nservers: {self.board.servers}\n"
                         f"run: {self.board.run_dir}")
-        elif event.kind == "applied" and row is not None:
+        elif isinstance(event, Applied) and row is not None:
             score = "-" if row.score is None else f"{row.score:.2f}"
             verdict = "done" if row.state == "done" else ("no verdict" if row.state == "failed"
                                                           else f"score {score}")

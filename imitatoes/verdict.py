@@ -11,8 +11,8 @@ from typing import Any
 
 import jsonschema
 
+from .critic_image import Prepared
 from .errors import ImitatoesError
-from .guardrail import Prepared
 
 FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.S)
 CHANGE_DEFAULTS = {"prompt_append": "", "neg_append": "", "cfg": None, "steps": None,

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import typer
 
-from imitatoes import cli, session, spec, workflow
+from imitatoes import cli, spec, terminal, workflow
 from imitatoes.errors import UsageError
+from imitatoes.lifecycle import Run
 
 TOKENS = {"__PROMPT__": "prompt", "__NEG__": "negative", "__CFG__": "cfg",
           "__STEPS__": "steps", "__SEED__": "seed"}
@@ -65,8 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with cli.reported():
             loaded = spec.from_data(build(args), Path.cwd())
-            session.check(loaded)
-            return cli.drive(loaded, runs_root=args.runs_dir, yes=args.yes)
+            return terminal.drive(Run.begin(loaded, args.runs_dir), yes=args.yes)
     except typer.Exit as exit_:
         return exit_.exit_code
 

@@ -9,8 +9,8 @@ from typing import Any
 
 from PIL import Image
 
-from imitatoes.engine import Rendered
-from imitatoes.guardrail import Prepared
+from imitatoes.critic_image import Prepared
+from imitatoes.ports import Rendered
 from imitatoes.verdict import Attempt, Changes, Judgement, Verdict
 
 

@@ -64,6 +64,10 @@ def test_work_spreads_over_the_backends(tmp_path: Path) -> None:
     assert {j.backend for j in jobs} == {b.name for b in backends}
     assert batch.exit_code(jobs) == 0
     assert len({j.run_dir for j in jobs}) == 6
+    for j in jobs:  # the same files as any run folder, whichever command made it
+        assert {"report.html", "final.png", "state.json", "events.jsonl", "spec.yaml",
+                "workflow.json"} <= {p.name for p in j.run_dir.iterdir()}
+        assert j.best == 1.0
 
 
 def test_a_backend_dying_mid_batch_costs_no_run(tmp_path: Path) -> None:

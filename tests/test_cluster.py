@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,36 +21,51 @@ from imitatoes.standins.ollama import OllamaStandin
 
 from .test_batch import spec_files
 
-BROKER = os.environ.get("IMITATOES_TEST_REDIS", "redis://127.0.0.1:6379/15")
+REDIS = os.environ.get("IMITATOES_TEST_REDIS", "redis://127.0.0.1:6379").rstrip("/")
+CLAIM = "imitatoes-tests:claimed-by"  # set in a database while a test run uses it
+QUEUE = f"imitatoes-test-{uuid.uuid4().hex[:12]}"  # this test run's own queue
 
 
 def redis_up() -> bool:
     try:
         import redis
-        redis.Redis.from_url(BROKER, socket_connect_timeout=1).ping()
+        redis.Redis.from_url(REDIS, socket_connect_timeout=1).ping()
         return True
     except Exception:
         return False
 
 
-pytestmark = pytest.mark.skipif(not redis_up(), reason=f"no Redis at {BROKER}")
+pytestmark = pytest.mark.skipif(not redis_up(), reason=f"no Redis at {REDIS}")
 
 
-@pytest.fixture
-def clean_broker() -> Iterator[None]:
+@pytest.fixture(scope="module")
+def broker() -> Iterator[str]:
+    """A Redis database of this test run's own: an empty one (never a user's, never one that
+    another checkout's test run holds), emptied again afterwards. Database 0 is left alone."""
     import redis
-    redis.Redis.from_url(BROKER).flushdb()  # our own test database only
-    yield
-    redis.Redis.from_url(BROKER).flushdb()
+
+    me = uuid.uuid4().hex
+    for db in range(15, 0, -1):
+        url = f"{REDIS}/{db}"
+        r = redis.Redis.from_url(url)
+        if r.dbsize() == 0 and r.set(CLAIM, me, nx=True, ex=900):
+            break
+    else:
+        pytest.skip(f"no empty Redis database at {REDIS} for the Celery tests")
+    try:
+        yield url
+    finally:
+        if r.get(CLAIM) == me.encode():
+            r.flushdb()
 
 
 @contextlib.contextmanager
-def worker(name: str, comfy: str, ollama: str, runs: Path, visibility: float = 60
-           ) -> Iterator[subprocess.Popen]:
+def worker(broker: str, name: str, comfy: str, ollama: str, runs: Path,
+           visibility: float = 60) -> Iterator[subprocess.Popen]:
     proc = subprocess.Popen(
-        [sys.executable, "-m", "imitatoes", "worker", "--broker", BROKER, "--comfy-url", comfy,
+        [sys.executable, "-m", "imitatoes", "worker", "--broker", broker, "--comfy-url", comfy,
          "--ollama-url", ollama, "--runs-dir", str(runs), "--name", name,
-         "--visibility-timeout", str(visibility)],
+         "--visibility-timeout", str(visibility), "--queue", QUEUE],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         yield proc
@@ -62,18 +78,18 @@ def worker(name: str, comfy: str, ollama: str, runs: Path, visibility: float = 6
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def follow(jobs: list[batch.Job], on_change=lambda: None) -> None:
+def follow(broker: str, jobs: list[batch.Job], on_change=lambda: None) -> None:
     from imitatoes import cluster
-    cluster.follow(cluster.make_app(BROKER), jobs, "t", on_change, poll=0.1)
+    cluster.follow(cluster.make_app(broker, queue=QUEUE), jobs, "t", on_change, poll=0.1)
 
 
-def test_celery_runs_specs_on_two_workers(tmp_path: Path, clean_broker: None) -> None:
+def test_celery_runs_specs_on_two_workers(tmp_path: Path, broker: str) -> None:
     runs = tmp_path / "runs"
     with ComfyStandin(Knobs(step_seconds=0.01)) as c1, ComfyStandin(Knobs(step_seconds=0.01)) \
-            as c2, OllamaStandin() as ollama, worker("w1", c1.url, ollama.url, runs), \
-            worker("w2", c2.url, ollama.url, runs):
+            as c2, OllamaStandin() as ollama, worker(broker, "w1", c1.url, ollama.url, runs), \
+            worker(broker, "w2", c2.url, ollama.url, runs):
         jobs = [batch.Job(specs.load(p)) for p in spec_files(tmp_path, 4)]
-        follow(jobs)
+        follow(broker, jobs)
         assert c1.history and c2.history  # both hosts rendered
     assert [j.status for j in jobs] == ["done"] * 4, [j.error for j in jobs]
     assert {j.backend for j in jobs} == {"w1", "w2"}
@@ -82,12 +98,12 @@ def test_celery_runs_specs_on_two_workers(tmp_path: Path, clean_broker: None) ->
     assert batch.exit_code(jobs) == 0
 
 
-def test_a_killed_worker_s_run_is_resumed_elsewhere(tmp_path: Path, clean_broker: None) -> None:
+def test_a_killed_worker_s_run_is_resumed_elsewhere(tmp_path: Path, broker: str) -> None:
     runs = tmp_path / "runs"
     with ComfyStandin(Knobs(step_seconds=0.05)) as c1, \
             ComfyStandin(Knobs(step_seconds=0.05)) as c2, OllamaStandin() as ollama, \
-            worker("w1", c1.url, ollama.url, runs, visibility=4) as w1, \
-            worker("w2", c2.url, ollama.url, runs, visibility=4):
+            worker(broker, "w1", c1.url, ollama.url, runs, visibility=4) as w1, \
+            worker(broker, "w2", c2.url, ollama.url, runs, visibility=4):
         jobs = [batch.Job(specs.load(p)) for p in spec_files(tmp_path, 2)]
         killed: dict[str, object] = {}
 
@@ -101,7 +117,7 @@ def test_a_killed_worker_s_run_is_resumed_elsewhere(tmp_path: Path, clean_broker
                     killed["mtimes"] = {p.name: p.stat().st_mtime_ns for p in saved}
                     os.killpg(w1.pid, signal.SIGKILL)
 
-        follow(jobs, kill_w1_mid_run)
+        follow(broker, jobs, kill_w1_mid_run)
     assert killed, "worker w1 never ran anything"
     assert [j.status for j in jobs] == ["done"] * 2, [j.error for j in jobs]
     run_dir = killed["run"]

@@ -265,3 +265,14 @@ def test_runs_on_its_own_and_stops_on_ctrl_c() -> None:
         assert proc.wait(timeout=10) == 0
     finally:
         proc.kill()
+
+
+def test_the_restart_knob_forgets_like_a_restarted_comfyui(comfy: ComfyStandin) -> None:
+    finished(comfy, run(comfy, "prompt_ok.json"))
+    assert requests.get(comfy.url + "/history", timeout=5).json()
+    resp = requests.post(comfy.url + "/imitatoes/knobs", json={"restart": True,
+                                                               "history_delay": 0}, timeout=5)
+    assert resp.status_code == 200, resp.text
+    assert requests.get(comfy.url + "/history", timeout=5).json() == {}
+    bad = requests.post(comfy.url + "/imitatoes/knobs", json={"restrat": True}, timeout=5)
+    assert bad.status_code == 400 and "restrat" in bad.json()["error"]

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 import pytest
 from PIL import Image
 
-from imitatoes import briefing, spec
+from imitatoes import critic_prompt, spec
 from imitatoes.critic import (
     CriticUnreachable,
     ModelBlind,
@@ -70,9 +70,9 @@ def test_the_verdict_moves_toward_the_requirements(ollama: OllamaStandin) -> Non
     assert j.verdict.changes.prompt_append == "red circle"
 
 
-def test_briefing_reaches_the_stand_in(ollama: OllamaStandin) -> None:
+def test_the_critic_prompt_reaches_the_stand_in(ollama: OllamaStandin) -> None:
     s = dataclasses.replace(DEMO, requirements=("A red circle", "No watermark"))
-    text = briefing.critic_prompt(s, s.start, 1, 1)
+    text = critic_prompt.critic_prompt(s, s.start, 1, 1)
     j = OllamaCritic(critic_spec(ollama.url)).judge(render("a red circle"), text)
     assert [c.requirement for c in j.verdict.checklist] == ["A red circle", "No watermark"]
 

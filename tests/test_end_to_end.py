@@ -9,8 +9,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-from imitatoes import session
+from imitatoes import lifecycle
 from imitatoes import spec as specs
+from imitatoes.lifecycle import Run
 from imitatoes.standins.comfyui import ComfyStandin
 from imitatoes.standins.ollama import OllamaStandin
 
@@ -27,8 +28,10 @@ def urls(comfy: ComfyStandin, ollama: OllamaStandin) -> dict[str, str]:
 def test_the_demo_spec_converges_to_done(servers, tmp_path: Path) -> None:
     comfy, ollama = servers
     spec = specs.load(DEMO, env=urls(comfy, ollama))
-    assert session.check(spec)["critic"]["model"] == "qwen2.5vl:7b"
-    run_dir, state = session.run(spec, runs_root=tmp_path)
+    assert lifecycle.check(spec)["critic"]["model"] == "qwen2.5vl:7b"
+    outcome = Run.begin(spec, tmp_path).execute()
+    run_dir, state = outcome.run_dir, outcome.state
+    assert outcome.exit_code == 0 and (run_dir / "report.html").is_file()
     assert state.status == "done", state.history
     assert 3 <= state.renders <= 6
     keys = [f"loop_{state.loop:02d}_iter_{i:02d}" for i in range(1, state.iteration + 1)]
@@ -46,8 +49,8 @@ def test_killed_mid_run_then_resumed_finishes_consistently(servers, tmp_path: Pa
     comfy, ollama = servers
     comfy.knobs.step_seconds = 0.02
     env = {**os.environ, **urls(comfy, ollama), "IMITATOES_RUNS": str(tmp_path)}
-    script = ("import sys; from imitatoes import session, spec; "
-              "session.run(spec.load(sys.argv[1]))")
+    script = ("import sys; from imitatoes import lifecycle, spec; "
+              "lifecycle.Run.begin(spec.load(sys.argv[1])).execute()")
     proc = subprocess.Popen([sys.executable, "-c", script, str(DEMO)], env=env)
     try:
         wait_for(lambda: list(tmp_path.glob("*/loop_01_iter_02.png")), proc)
@@ -58,8 +61,7 @@ def test_killed_mid_run_then_resumed_finishes_consistently(servers, tmp_path: Pa
     [run_dir] = list(tmp_path.iterdir())
     before = {p.name: p.stat().st_mtime_ns for p in run_dir.glob("loop_*.png")}
     comfy.knobs.step_seconds = 0.0
-    spec = specs.load(run_dir / "spec.yaml", env=urls(comfy, ollama))
-    _, state = session.run(spec, run_dir=run_dir, state=session.runlog.load(run_dir)[1])
+    state = Run.reopen(run_dir, env=urls(comfy, ollama)).execute().state
     assert state.status == "done"
     for name, mtime in before.items():  # nothing saved was rendered again
         assert (run_dir / name).stat().st_mtime_ns == mtime

@@ -8,7 +8,9 @@ import random
 import pytest
 
 from imitatoes import spec as specs
-from imitatoes.engine import CriticFailing, Engine, Event, continued, first_state
+from imitatoes.engine import CriticFailing, Engine
+from imitatoes.events import Event
+from imitatoes.state import continued, first_state
 
 from .conftest import ROOT
 from .doubles import FakeCritic, FakeRenderer, verdict
@@ -47,7 +49,7 @@ def test_done_stops_at_once() -> None:
                                                      verdict(1.0, done=True)))
     assert len(renderer.workflows) == 2
     assert (state.status, state.done_key) == ("done", "loop_01_iter_02")
-    assert kinds(events, "done")[0].data["key"] == "loop_01_iter_02"
+    assert kinds(events, "done")[0].key == "loop_01_iter_02"
 
 
 def test_changes_are_clamped_before_the_next_render() -> None:
@@ -65,7 +67,7 @@ def test_a_regression_reverts_to_the_best_before_the_next_change() -> None:
     assert renderer.params(2)["prompt"] == "a circle, simple poster, red"
     assert renderer.params(3)["prompt"] == "a circle, simple poster, blue"  # not "red, blue"
     applied = kinds(events, "applied")
-    assert applied[1].data["reverted"] == "loop_01_iter_01"
+    assert applied[1].reverted == "loop_01_iter_01"
     assert state.best.key == "loop_01_iter_03"
 
 
@@ -129,7 +131,7 @@ def test_unload_before_render_frees_the_gpu_between_critique_and_render() -> Non
 
 def test_progress_events_carry_steps() -> None:
     _, _, events = run(make(ipl=1, loops=1), FakeCritic())
-    assert [(e.data["value"], e.data["max"]) for e in kinds(events, "progress")] == [(1, 2),
+    assert [(e.value, e.maximum) for e in kinds(events, "progress")] == [(1, 2),
                                                                                    (2, 2)]
 
 

@@ -12,12 +12,13 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from imitatoes import runlog, session
+from imitatoes import runfolder
 from imitatoes import spec as specs
 from imitatoes.cli import app
 from imitatoes.comfy import PromptLost
 from imitatoes.critic import CriticUnreachable
-from imitatoes.engine import Event
+from imitatoes.events import Event
+from imitatoes.lifecycle import Run
 from imitatoes.standins.ollama import OllamaStandin
 
 from .standins import DEMO, only_run, spawn_run, urls, wait_for
@@ -72,7 +73,9 @@ def test_500_on_prompt(servers, tmp_path: Path) -> None:
     result = runner.invoke(app, ["run", DEMO, *urls(servers)])
     assert result.exit_code == 1
     assert "ComfyUI answered 500 to POST /prompt" in result.stderr
-    assert "imitatoes resume" in result.stderr
+    error, hint = result.stderr.strip().splitlines()[-2:]  # the error first, then the way on
+    assert error.startswith("imitatoes: ComfyUI answered 500")
+    assert hint.startswith("the run folder is consistent") and "imitatoes resume" in hint
     run_dir = only_run(tmp_path)
     consistent(run_dir)
     resume_finishes(run_dir, servers)
@@ -91,13 +94,13 @@ def test_comfyui_restarts_mid_render_and_forgets_the_prompt(servers, tmp_path: P
     comfy.knobs.step_seconds = 0.05
     spec = specs.load(DEMO, env={"IMITATOES_COMFY_URL": comfy.url,
                                  "IMITATOES_OLLAMA_URL": servers[1].url})
-    run_dir = runlog.create(spec, tmp_path / "runs")
+    run_dir = runfolder.create(spec, tmp_path / "runs")
 
     def restart_soon() -> None:
         threading.Timer(0.1, comfy.restart).start()
 
     with pytest.raises(PromptLost, match="no longer knows prompt .* resume the run"):
-        session.run(spec, [stop_after("iteration_started", 2, restart_soon)], run_dir)
+        Run(spec, run_dir).execute([stop_after("iteration_started", 2, restart_soon)])
     consistent(run_dir)
     assert len(saved(run_dir)) == 1
     comfy.knobs.step_seconds = 0
@@ -122,9 +125,9 @@ def test_ollama_dies_mid_run(servers, tmp_path: Path) -> None:
     comfy, ollama = servers
     spec = specs.load(DEMO, env={"IMITATOES_COMFY_URL": comfy.url,
                                  "IMITATOES_OLLAMA_URL": ollama.url})
-    run_dir = runlog.create(spec, tmp_path / "runs")
+    run_dir = runfolder.create(spec, tmp_path / "runs")
     with pytest.raises(CriticUnreachable, match="not reachable"):
-        session.run(spec, [stop_after("rendered", 2, ollama.stop)], run_dir)
+        Run(spec, run_dir).execute([stop_after("rendered", 2, ollama.stop)])
     consistent(run_dir)
     with OllamaStandin(port=0) as again:
         before = saved(run_dir)
@@ -172,11 +175,11 @@ def test_the_disk_refusing_a_write(servers, tmp_path: Path) -> None:
     comfy, ollama = servers
     spec = specs.load(DEMO, env={"IMITATOES_COMFY_URL": comfy.url,
                                  "IMITATOES_OLLAMA_URL": ollama.url})
-    run_dir = runlog.create(spec, tmp_path / "runs")
+    run_dir = runfolder.create(spec, tmp_path / "runs")
     trap = run_dir / ".loop_01_iter_02.png.tmp"
     trap.symlink_to("/dev/full")  # every write to it fails with ENOSPC
-    with pytest.raises(runlog.RunFolderError, match="No space left on device.*imitatoes resume"):
-        session.run(spec, run_dir=run_dir)
+    with pytest.raises(runfolder.RunFolderError, match="No space left on device.*imitatoes resume"):
+        Run(spec, run_dir).execute()
     trap.unlink()
     consistent(run_dir)
     resume_finishes(run_dir, servers)

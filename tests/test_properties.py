@@ -2,25 +2,29 @@
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 from pathlib import Path
 
+import pytest
 import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imitatoes import lint, patch, runlog, yamldoc
+from imitatoes import lint, patch, runfolder, yamldoc
 from imitatoes import spec as specs
-from imitatoes.comfy import ComfyClient, ComfyError, ImageRef
-from imitatoes.engine import Engine, first_state
+from imitatoes.engine import Engine
 from imitatoes.errors import SpecError
+from imitatoes.lifecycle import Run
+from imitatoes.state import first_state
 from imitatoes.verdict import Changes, VerdictInvalid, parse
 
 from .conftest import ROOT
-from .doubles import FakeRenderer, png
+from .doubles import FakeRenderer
 
-DEMO = specs.load(ROOT / "imitatoes" / "data" / "demo.yaml", env={})
+DEMO_FILE = ROOT / "imitatoes" / "data" / "demo.yaml"
+DEMO = specs.load(DEMO_FILE, env={})
 FAST = settings(max_examples=150, deadline=None,
                 suppress_health_check=[HealthCheck.function_scoped_fixture])
 
@@ -87,31 +91,44 @@ def test_no_critic_answer_crashes_the_engine(c: Changes) -> None:
 
 
 names = st.text(min_size=1, max_size=40) | st.sampled_from(
-    ["../../evil.png", "/etc/passwd", "..", "a/../../b.png", "C:\\x.png", "nul", ".", "~/x"])
+    ["../../evil.png", "/etc/passwd", "..", "a/../../b.png", "C:\\x.png", "nul", ".", "~/x",
+     "state.json", "../final.png", "loop_01_iter_02.png"])
 
 
-@settings(max_examples=60, deadline=None,
-          suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(names, names, st.sampled_from(["output", "temp", "input", "../x"]))
-def test_server_given_names_never_become_paths(tmp_path_factory, filename: str,
-                                               subfolder: str, kind: str) -> None:
+SEEDS = itertools.count(1000)
+
+
+@pytest.fixture(scope="module")
+def hostile_servers():
     from imitatoes.standins.comfyui import ComfyStandin
+    from imitatoes.standins.ollama import OllamaStandin
 
-    root = tmp_path_factory.mktemp("names")
-    run_dir = runlog.create(DEMO, root)
-    before = sorted(p.relative_to(root) for p in root.rglob("*"))
-    with ComfyStandin() as comfy:
-        comfy.files[(kind, subfolder, filename)] = png(1)  # whatever the server says it made
-        client = ComfyClient(comfy.url)
-        try:
-            data = client.fetch(ImageRef(filename, subfolder, kind))
-        except ComfyError:
-            data = None
-        client.close()
-    if data is not None:
-        runlog.write_atomic(run_dir / "loop_01_iter_01.png", data)  # named by us, always
-    after = sorted(p.relative_to(root) for p in root.rglob("*"))
-    assert set(after) - set(before) <= {run_dir.relative_to(root) / "loop_01_iter_01.png"}
+    with ComfyStandin() as comfy, OllamaStandin() as ollama:
+        yield comfy, ollama
+
+
+@settings(max_examples=40, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(names, names, st.sampled_from(["output", "temp", "input", "../x", ""]))
+def test_server_given_names_never_become_paths(tmp_path_factory, hostile_servers,
+                                               filename: str, subfolder: str, kind: str) -> None:
+    """A whole iteration through the real client and run log, with ComfyUI naming its output
+    whatever it likes: the image lands under our name in the run folder, and nowhere else."""
+    comfy, ollama = hostile_servers
+    base = tmp_path_factory.mktemp("names")
+    root = base / "runs"
+    seed = next(SEEDS)  # a new workflow each time: ComfyUI would serve a cached output
+    spec = specs.load(DEMO_FILE, ["limits.iterations_per_loop=1", "limits.max_loops=1",
+                                  f"start.seed={seed}"],
+                      env={"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url})
+    comfy.knobs.output_names = [[kind, subfolder, filename]]
+    outcome = Run.begin(spec, root).execute()
+    made = {p.relative_to(outcome.run_dir) for p in base.rglob("*") if p.is_file()}
+    assert all(p.parts[0] != ".." for p in made)  # nothing outside the run folder
+    assert Path("loop_01_iter_01.png") in made
+    assert (outcome.run_dir / "loop_01_iter_01.png").read_bytes() == \
+        comfy.hostile[(kind, subfolder, filename)]
+    assert runfolder.read_record(outcome.run_dir, "loop_01_iter_01").params == spec.start
 
 
 spec_values = st.recursive(

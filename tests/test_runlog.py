@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from imitatoes import runlog
+from imitatoes import runfolder, runlog
 from imitatoes import spec as specs
-from imitatoes.engine import Engine, continued, first_state
+from imitatoes.engine import Engine
+from imitatoes.lifecycle import Run
+from imitatoes.state import continued, first_state
 
 from .doubles import FakeCritic, FakeRenderer, verdict
 from .test_engine import make
@@ -22,7 +24,7 @@ class Kill(Exception):
 
 def start(spec: specs.Spec, tmp_path: Path, critic: FakeCritic,
           renderer: FakeRenderer | None = None):
-    run_dir = runlog.create(spec, tmp_path)
+    run_dir = runfolder.create(spec, tmp_path)
     renderer = renderer or FakeRenderer()
     engine = Engine(spec, renderer, critic, [runlog.RunLog(run_dir)], rng=random.Random(0))
     return run_dir, renderer, engine
@@ -30,12 +32,13 @@ def start(spec: specs.Spec, tmp_path: Path, critic: FakeCritic,
 
 def resume(run_dir: Path, critic: FakeCritic, renderer: FakeRenderer | None = None,
            instruction: str = ""):
-    spec, state = runlog.load(run_dir)
+    run = Run.reopen(run_dir, env={})
+    spec, state = run.spec, run.state
     if instruction:
         state = continued(state, spec, instruction)
     renderer = renderer or FakeRenderer()
     engine = Engine(spec, renderer, critic, [runlog.RunLog(run_dir)], rng=random.Random(1),
-                    reuse=lambda key: runlog.saved_render(run_dir, key))
+                    reuse=lambda key: runfolder.saved_render(run_dir, key))
     return engine.run(state), renderer
 
 
@@ -69,9 +72,34 @@ def test_a_run_leaves_the_documented_folder(tmp_path: Path) -> None:
     assert kinds[0] == "run_started" and kinds[-1] == "done" and "verdict" in kinds
 
 
+def test_records_and_state_read_back_as_written(tmp_path: Path) -> None:
+    spec = make(ipl=2, loops=1)
+    critic = FakeCritic(verdict(0.5, reason="No red.", prompt_append="red circle", cfg=99),
+                        None, verdict(1.0, done=True))
+    run_dir, _, engine = start(spec, tmp_path, critic)
+    engine.run(first_state(spec))
+    for path in sorted(run_dir.glob("loop_*.json")):  # a verdict, a failed critique
+        on_disk = json.loads(path.read_text())
+        record = runfolder.read_record(run_dir, path.stem)
+        assert json.loads(runfolder.to_json(record.to_dict())) == on_disk
+    first, second = runfolder.records(run_dir)
+    assert first.critic.verdict.reason == first.reason == "No red."
+    assert first.refused[0].field == "cfg" and first.next_params.cfg == 8.5
+    assert second.critic.verdict is None and "no complete JSON" in second.reason
+    state = runfolder.read_state(run_dir)
+    assert state.to_dict() == json.loads((run_dir / "state.json").read_text())
+
+
+def test_a_half_written_record_is_left_out(tmp_path: Path) -> None:
+    run_dir = runfolder.create(make(), tmp_path)
+    (run_dir / "loop_01_iter_01.json").write_text('{"key": "loop_01_iter_01", "par')
+    assert runfolder.read_record(run_dir, "loop_01_iter_01") is None
+    assert runfolder.records(run_dir) == []
+
+
 def test_the_snapshot_is_a_spec_of_its_own(tmp_path: Path) -> None:
     spec = make()
-    run_dir = runlog.create(spec, tmp_path)
+    run_dir = runfolder.create(spec, tmp_path)
     again = specs.load(run_dir / "spec.yaml", env={})
     assert again.workflow == spec.workflow and again.critic.prompt_template == \
         spec.critic.prompt_template
@@ -128,16 +156,16 @@ def test_resume_a_finished_run_with_an_instruction(tmp_path: Path) -> None:
 
 
 def test_not_a_run_folder(tmp_path: Path) -> None:
-    with pytest.raises(runlog.RunFolderError, match="is not a run folder"):
-        runlog.load(tmp_path)
+    with pytest.raises(runfolder.RunFolderError, match="is not a run folder"):
+        Run.reopen(tmp_path)
 
 
 def test_a_damaged_state_is_named(tmp_path: Path) -> None:
     spec = make()
-    run_dir = runlog.create(spec, tmp_path)
+    run_dir = runfolder.create(spec, tmp_path)
     (run_dir / "state.json").write_text("{")
-    with pytest.raises(runlog.RunFolderError, match="is damaged"):
-        runlog.load(run_dir)
+    with pytest.raises(runfolder.RunFolderError, match="is damaged"):
+        Run.reopen(run_dir)
 
 
 def test_a_render_saved_just_before_the_state_is_still_reused(tmp_path: Path) -> None:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from imitatoes import session
 from imitatoes import spec as specs
+from imitatoes.lifecycle import Run
 from imitatoes.standins import comfy_graph
 from imitatoes.standins.comfyui import ComfyStandin
 from imitatoes.standins.ollama import OllamaStandin
@@ -68,7 +68,8 @@ def test_the_loop_runs_on_the_self_improving_workflow(tmp_path: Path) -> None:
         spec = specs.load(ROOT / "specs" / "self-improving.yaml",
                           env={"IMITATOES_COMFY_URL": comfy.url,
                                "IMITATOES_OLLAMA_URL": ollama.url})
-        run_dir, state = session.run(spec, runs_root=tmp_path)
+        outcome = Run.begin(spec, tmp_path).execute()
+        run_dir, state = outcome.run_dir, outcome.state
         entry = next(iter(comfy.history.values()))
     assert state.status in ("done", "limits") and state.renders >= 1
     assert entry["prompt"][2]["10"]["class_type"] == "ImitatoesSelfImprovingPrompt"

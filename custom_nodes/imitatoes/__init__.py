@@ -53,6 +53,7 @@ def read_verdict(critique):
         done = data.get("done") is True
         if isinstance(checklist, list) and checklist:  # the checklist decides, not the claim
             done = all(isinstance(c, dict) and c.get("met") is True for c in checklist)
+        done = done and _well_formed(data)  # imitatoes' own loop would refuse it and ask again
         reason = data.get("reason") if isinstance(data.get("reason"), str) else ""
         prompt_append = changes.get("prompt_append")
         neg_append = changes.get("neg_append")
@@ -64,6 +65,29 @@ def read_verdict(critique):
     if _norm(first) in DONE_WORDS:
         return True, "", "", first
     return False, first[:200], "", first  # plain text: a suggestion for the prompt
+
+
+def _well_formed(data):
+    """The verdict schema's rules (schemas/verdict.schema.json in imitatoes), without jsonschema:
+    ComfyUI's Python may not have it."""
+    changes = data.get("changes", {} if data.get("done") is True else None)
+    checklist = data.get("checklist", [])
+    number = (int, float)
+    return (isinstance(data.get("done"), bool) and isinstance(data.get("reason"), str)
+            and isinstance(changes, dict)
+            and isinstance(changes.get("prompt_append", ""), str)
+            and isinstance(changes.get("neg_append", ""), str)
+            and _is(changes.get("cfg"), number) and _is(changes.get("steps"), (int,))
+            and (changes.get("seed", "keep") in ("keep", "new")
+                 or (_is(changes.get("seed"), (int,)) and changes["seed"] >= 0))
+            and isinstance(checklist, list)
+            and all(isinstance(c, dict) and isinstance(c.get("requirement"), str)
+                    and isinstance(c.get("met"), bool) for c in checklist))
+
+
+def _is(value, types):
+    """None, or a JSON number of the given kind (bool is not a number here)."""
+    return value is None or (isinstance(value, types) and not isinstance(value, bool))
 
 
 def _json_object(text):

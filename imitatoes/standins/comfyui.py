@@ -43,6 +43,9 @@ class Knobs:
     history_delay: float = 0.0  # seconds before each /history answer
     execution_errors: int = 0  # the next N prompts fail inside the sampler
     websocket: bool = True  # False: /ws is refused and clients must poll
+    # The next renders' images reported and served under these [type, subfolder, filename],
+    # unchecked, as a hostile or broken server (or custom node) could name them.
+    output_names: list[list[str]] = field(default_factory=list)
     custom_nodes: list[str] = field(default_factory=lambda: [str(REPO_CUSTOM_NODES)]
                                     if REPO_CUSTOM_NODES.is_dir() else [])
 
@@ -58,6 +61,7 @@ class ComfyStandin(BackgroundServer):
         self._running: Job | None = None
         self.history: OrderedDict[str, dict] = OrderedDict()
         self.files: dict[tuple[str, str, str], bytes] = {}
+        self.hostile: dict[tuple[str, str, str], bytes] = {}  # see Knobs.output_names
         self.inputs: dict[str, bytes] = {"example.png": png(Image.new("RGB", (8, 8)), {})}
         self._counters: dict[tuple[str, str], int] = {}
         self._cache: dict[str, tuple] = {}
@@ -211,6 +215,9 @@ class ComfyStandin(BackgroundServer):
     async def _get_view(self, request: web.Request) -> web.Response:
         q = request.query
         filename = q.get("filename")
+        hostile = self.hostile.get((q.get("type", ""), q.get("subfolder", ""), filename or ""))
+        if hostile is not None:
+            return web.Response(body=hostile, content_type="image/png")
         if filename is None:
             return web.Response(status=404)
         if not filename or filename[0] == "/" or ".." in filename:
@@ -266,12 +273,14 @@ class ComfyStandin(BackgroundServer):
 
     async def _post_knobs(self, request: web.Request) -> web.Response:
         body = await request.json()
+        restart = body.pop("restart", False)  # an action, not a setting
         names = {f.name for f in fields(Knobs)}
+        unknown = sorted(set(body) - names)
+        if unknown:
+            return web.json_response({"error": f"unknown knob {unknown[0]!r}"}, status=400)
         for key, value in body.items():
-            if key not in names:
-                return web.json_response({"error": f"unknown knob {key!r}"}, status=400)
             setattr(self.knobs, key, value)
-        if body.get("restart"):
+        if restart:
             self.restart()
         return web.json_response(asdict(self.knobs))
 
@@ -357,6 +366,10 @@ class ComfyStandin(BackgroundServer):
                        job.extra.get("client_id"))
 
     def save_image(self, kind: str, prefix: str, img: Image.Image, job: Job) -> dict[str, str]:
+        if self.knobs.output_names:
+            kind, subfolder, name = self.knobs.output_names.pop(0)
+            self.hostile[(kind, subfolder, name)] = png(img, {})
+            return {"filename": name, "subfolder": subfolder, "type": kind}
         subfolder, _, base = prefix.rpartition("/")
         if kind == "temp":
             subfolder, base = "", "ComfyUI_temp_" + "".join(random.choices(string.ascii_lowercase,

@@ -6,7 +6,7 @@ import io
 import pytest
 from PIL import Image
 
-from imitatoes.guardrail import ImageUnreadable, prepare
+from imitatoes.critic_image import ImageUnreadable, prepare
 
 
 def png(size: tuple[int, int], mode: str = "RGB", colour: object = (200, 30, 30)) -> bytes:

@@ -4,22 +4,10 @@ checklist, how the image was made, what may change, and what was already tried."
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 
 from . import template
 from .spec import Bounds, Params, Spec
-
-
-@dataclass(frozen=True)
-class Tried:
-    """One earlier round, as the critic sees it in {{history}}."""
-
-    loop: int
-    iteration: int
-    params: Params
-    score: float | None
-    reason: str
-    applied: str  # e.g. 'prompt + "red circle"; steps 20 -> 30', or "nothing"
+from .state import Tried
 
 
 def bounds_text(bounds: Bounds) -> str:

@@ -1,4 +1,4 @@
-"""The image guardrail: what the critic receives is small, flat and cheap to send."""
+"""The image the critic sees: shrunk, flattened and encoded so it is small and cheap to send."""
 
 from __future__ import annotations
 

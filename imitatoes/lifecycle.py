@@ -1,0 +1,149 @@
+"""One run from start to end, whichever command asked for it (`run`, `resume`, `demo`,
+`batch`, a Celery worker, a script): create or load its folder, check the servers, drive the
+engine with the run log and the caller's listeners, write the report however the run ends, and
+say how to continue. Every run folder gets the same files because only this module makes them."""
+
+from __future__ import annotations
+
+import contextlib
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from . import report, runfolder
+from .comfy import ComfyClient, ComfyRenderer
+from .critic import make_critic
+from .engine import Engine
+from .errors import ImitatoesError
+from .events import Listener
+from .runlog import RunLog
+from .spec import Spec
+from .state import RunState, continued, first_state
+
+
+class RunInterrupted(ImitatoesError):
+    """Ctrl-C or SIGTERM stopped the run; its folder is consistent."""
+
+    exit_code = 130
+
+
+def check(spec: Spec) -> dict[str, Any]:
+    """Both servers and the model, before the first render wastes anyone's time."""
+    client = ComfyClient(spec.comfyui.url, spec.comfyui.connect_timeout)
+    critic = make_critic(spec.critic)
+    try:
+        stats = client.system_stats()
+        return {"comfyui": stats.get("system", {}).get("comfyui_version", "?"),
+                "critic": critic.check()}
+    finally:
+        client.close()
+        critic.close()
+
+
+@dataclass(frozen=True)
+class Outcome:
+    run_dir: Path
+    state: RunState
+    seconds: float
+
+    @property
+    def exit_code(self) -> int:
+        """0 done, 3 stopped at the limits (or stalled)."""
+        return 0 if self.state.status == "done" else 3
+
+    def next_step(self) -> str:
+        """How to take the run further, in one line."""
+        if self.state.status == "done":
+            return f'take it further with: imitatoes resume {self.run_dir} --instruction "..."'
+        return (f"another loop budget: imitatoes resume {self.run_dir} (add --instruction "
+                '"..." to steer the critic, or --set bounds...=... to widen the bounds)')
+
+
+@dataclass
+class Run:
+    """A run folder with its spec and saved state (None: nothing has run yet)."""
+
+    spec: Spec
+    dir: Path
+    state: RunState | None = None
+    checked: bool = False  # the servers answered for this spec
+
+    @staticmethod
+    def begin(spec: Spec, runs_root: Path | None = None, check_servers: bool = True) -> Run:
+        """A new run: the servers are checked before a folder is made for it."""
+        if check_servers:
+            check(spec)
+        return Run(spec, runfolder.create(spec, runs_root), None, checked=check_servers)
+
+    @staticmethod
+    def reopen(run_dir: Path, overrides: list[str] | None = None,
+               env: dict[str, str] | None = None) -> Run:
+        """A run folder as it was left, for `resume`."""
+        state = runfolder.read_state(run_dir)
+        return Run(runfolder.load_spec(run_dir, overrides, env), run_dir, state)
+
+    @staticmethod
+    def adopt(run_dir: Path, spec_data: dict[str, Any], workflow: dict[str, Any]) -> Run:
+        """The folder for a spec sent from elsewhere (a Celery worker): made on first delivery,
+        reopened on a later one."""
+        if (run_dir / runfolder.STATE).is_file():
+            return Run.reopen(run_dir, env={})
+        runfolder.write_start(run_dir, spec_data, workflow)
+        return Run(runfolder.load_spec(run_dir, env={}), run_dir)
+
+    @property
+    def resume_command(self) -> str:
+        return f"imitatoes resume {self.dir}"
+
+    def execute(self, listeners: Iterable[Listener] = (), instruction: str = "") -> Outcome:
+        """Drive the run to its end. The report is written however it ends; an error leaves
+        the folder consistent and carries the command that continues the run."""
+        if not self.checked:
+            check(self.spec)
+            self.checked = True
+        state = self._starting_state(instruction)
+        started = time.monotonic()
+        try:
+            self.state = self._drive(state, listeners)
+        except KeyboardInterrupt:
+            self.state = state
+            stop = RunInterrupted("interrupted")
+            stop.hint = f"continue with: {self.resume_command}"
+            raise stop from None
+        except ImitatoesError as exc:
+            self.state = state
+            exc.hint = f"the run folder is consistent; after fixing this, continue with: " \
+                       f"{self.resume_command}"
+            raise
+        finally:
+            self.write_report()
+        return Outcome(self.dir, self.state, time.monotonic() - started)
+
+    def write_report(self) -> Path | None:
+        """report.html; a report that cannot be written never hides how the run ended."""
+        with contextlib.suppress(ImitatoesError, OSError, ValueError):
+            return report.write(self.dir)
+        return None
+
+    def _starting_state(self, instruction: str) -> RunState:
+        if self.state is None:
+            return first_state(self.spec)
+        if instruction or self.state.status in ("done", "limits"):
+            return continued(self.state, self.spec, instruction)
+        self.state.status = "running"
+        return self.state
+
+    def _drive(self, state: RunState, listeners: Iterable[Listener]) -> RunState:
+        client = ComfyClient(self.spec.comfyui.url, self.spec.comfyui.connect_timeout)
+        critic = make_critic(self.spec.critic)
+        engine = Engine(self.spec, ComfyRenderer(client, self.spec.comfyui.render_timeout),
+                        critic, [RunLog(self.dir), *listeners], rng=random.Random(),
+                        reuse=lambda key: runfolder.saved_render(self.dir, key))
+        try:
+            return engine.run(state)
+        finally:
+            client.close()
+            critic.close()

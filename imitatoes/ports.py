@@ -1,0 +1,31 @@
+"""What the engine needs from the outside world: something that renders a workflow and
+something that judges an image. The ComfyUI and Ollama clients implement these, and so do the
+tests' in-memory doubles."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from .verdict import Judgement
+
+
+@dataclass(frozen=True)
+class Rendered:
+    image: bytes
+    prompt_id: str
+    seconds: float
+
+
+class Renderer(Protocol):
+    def render(self, workflow: dict[str, Any],
+               on_progress: Callable[[int, int], None]) -> Rendered: ...
+
+    def interrupt(self) -> None: ...
+
+
+class Critic(Protocol):
+    def judge(self, image: bytes, prompt: str) -> Judgement: ...
+
+    def unload(self) -> None: ...

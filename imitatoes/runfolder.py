@@ -1,0 +1,222 @@
+"""The run folder on disk: its layout, and the one place its files are read and written.
+
+    spec.yaml, workflow.json     the spec as run (self-contained) and its workflow
+    loop_01_iter_01.png / .json  each render and its IterationRecord
+    state.json                   RunState.to_dict(), after every step
+    events.jsonl, final.png, report.html
+
+Every file is written atomically, so a killed process leaves the old file or the new one."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from . import spec as specs
+from . import template
+from .errors import ImitatoesError
+from .patch import Refusal
+from .spec import Params, Spec
+from .state import RunState
+from .verdict import Attempt, Changes, Check, Verdict
+
+STATE = "state.json"
+EVENTS = "events.jsonl"
+REPORT = "report.html"
+FINAL = "final.png"
+
+
+class RunFolderError(ImitatoesError):
+    pass
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    """Write beside the target and rename over it. (No fsync: it cost 3 ms a write, 10% of our
+    overhead, and guards only against power loss, after which resume starts from an older,
+    consistent state.)"""
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise RunFolderError(f"cannot write {path}: {exc.strerror or exc}; free some space or "
+                             f"fix the permissions, then resume with: imitatoes resume "
+                             f"{path.parent}") from None
+
+
+def to_json(data: Any, indent: int | None = 2) -> bytes:
+    return (json.dumps(data, indent=indent, ensure_ascii=False, default=str) + "\n").encode()
+
+
+@dataclass(frozen=True)
+class CriticRecord:
+    """What the critic was told and answered for one image."""
+
+    prompt: str
+    answers: tuple[Attempt, ...]
+    verdict: Verdict | None
+    error: str
+    image_sent: dict[str, Any]  # bytes, mime, width, height
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"prompt": self.prompt, "answers": [asdict(a) for a in self.answers],
+                "verdict": asdict(self.verdict) if self.verdict else None, "error": self.error,
+                "image_sent": self.image_sent}
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> CriticRecord:
+        v = d.get("verdict")
+        verdict = Verdict(v["done"], Changes(**v["changes"]), v["reason"],
+                          tuple(Check(**c) for c in v["checklist"]), v["score"],
+                          v["claimed_done"]) if v else None
+        return CriticRecord(d["prompt"], tuple(Attempt(**a) for a in d["answers"]), verdict,
+                            d.get("error", ""), d.get("image_sent", {}))
+
+
+@dataclass
+class IterationRecord:
+    """loop_01_iter_01.json: how one image was made, what the critic said, what changed.
+    Written when the render arrives (before its PNG), again when the verdict is applied."""
+
+    key: str
+    loop: int
+    iteration: int
+    params: Params
+    prompt_id: str = ""
+    seconds: dict[str, float] = field(default_factory=dict)  # render, critique
+    critic: CriticRecord | None = None
+    applied: list[str] | None = None  # None until the verdict was applied
+    score: float | None = None
+    reverted_to: str | None = None
+    refused: list[Refusal] = field(default_factory=list)
+    next_params: Params | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"key": self.key, "loop": self.loop, "iteration": self.iteration,
+                             "params": asdict(self.params), "prompt_id": self.prompt_id,
+                             "seconds": dict(self.seconds)}
+        if self.critic is not None:
+            d["critic"] = self.critic.to_dict()
+        if self.applied is not None:
+            d.update(score=self.score, reverted_to=self.reverted_to, applied=list(self.applied),
+                     refused=[asdict(r) for r in self.refused],
+                     next_params=asdict(self.next_params) if self.next_params else None)
+        return d
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> IterationRecord:
+        nxt = d.get("next_params")
+        return IterationRecord(
+            d["key"], d["loop"], d["iteration"], Params(**d["params"]), d.get("prompt_id", ""),
+            dict(d.get("seconds", {})),
+            CriticRecord.from_dict(d["critic"]) if d.get("critic") else None,
+            d.get("applied"), d.get("score"), d.get("reverted_to"),
+            [Refusal(**r) for r in d.get("refused", [])], Params(**nxt) if nxt else None)
+
+    @property
+    def reason(self) -> str:
+        """The critic's reason, or why there was no verdict."""
+        if self.critic is None:
+            return ""
+        return self.critic.verdict.reason if self.critic.verdict else self.critic.error
+
+
+def write_record(run_dir: Path, record: IterationRecord) -> None:
+    write_atomic(run_dir / f"{record.key}.json", to_json(record.to_dict()))
+
+
+def read_record(run_dir: Path, key: str) -> IterationRecord | None:
+    """The record of one iteration, or None when it is missing or was never finished."""
+    try:
+        return IterationRecord.from_dict(json.loads((run_dir / f"{key}.json").read_text()))
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+
+
+def records(run_dir: Path) -> list[IterationRecord]:
+    """Every readable iteration record, in order (a half-written one from a crash is left out:
+    the report shows what is whole)."""
+    found = (read_record(run_dir, p.stem) for p in sorted(run_dir.glob("loop_*_iter_*.json")))
+    return [r for r in found if r is not None]
+
+
+def write_state(run_dir: Path, state: RunState) -> None:
+    write_atomic(run_dir / STATE, to_json(state.to_dict(), indent=None))
+
+
+def read_state(run_dir: Path) -> RunState:
+    path = run_dir / STATE
+    if not path.is_file():
+        raise RunFolderError(f"{run_dir} is not a run folder (no {STATE}); give the folder a "
+                             "run printed when it started")
+    try:
+        return RunState.from_dict(json.loads(path.read_text()))
+    except (ValueError, KeyError, TypeError) as exc:
+        raise RunFolderError(f"{path} is damaged ({exc}); the iteration files beside it "
+                             "are intact") from None
+
+
+def snapshot(spec: Spec) -> dict[str, Any]:
+    """The spec as run, self-contained: the workflow and the template sit beside it."""
+    data = json.loads(json.dumps(spec.data))
+    data["workflow"] = "workflow.json"
+    text = spec.critic.prompt_template
+    data.setdefault("critic", {})["prompt_template"] = text if template.is_inline(text) \
+        else text + "\n"
+    data.pop("output", None)
+    return data
+
+
+def create(spec: Spec, root: Path | None = None) -> Path:
+    """A new run folder named for the time (UTC) and the spec, with the spec and workflow."""
+    root = root or spec.output_dir
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    for n in range(1000):
+        run_dir = root / (f"{stamp}_{spec.name}" + (f"_{n}" if n else ""))
+        try:
+            run_dir.mkdir(parents=True)
+            break
+        except FileExistsError:
+            continue
+        except OSError as exc:
+            raise RunFolderError(f"cannot create a run folder in {root}: {exc.strerror}; "
+                                 "choose another with --runs-dir or IMITATOES_RUNS") from None
+    write_start(run_dir, snapshot(spec), dict(spec.workflow))
+    return run_dir
+
+
+def write_start(run_dir: Path, spec_data: dict[str, Any], workflow: dict[str, Any]) -> None:
+    """The two files a run folder starts with: the spec as run and its workflow."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(f"cannot create {run_dir}: {exc.strerror}") from None
+    write_atomic(run_dir / "spec.yaml", yaml.safe_dump(spec_data, sort_keys=False,
+                                                       allow_unicode=True).encode())
+    write_atomic(run_dir / "workflow.json", to_json(workflow))
+
+
+def load_spec(run_dir: Path, overrides: list[str] | None = None,
+              env: dict[str, str] | None = None) -> Spec:
+    """The spec as run; `env` None reads the URL variables from the environment."""
+    return specs.load(run_dir / "spec.yaml", overrides or [], env)
+
+
+def saved_render(run_dir: Path, key: str) -> tuple[bytes, Params] | None:
+    """A render saved before a crash, with the params it was made with (its record is written
+    before the PNG, so a PNG without a readable record was never finished)."""
+    png = run_dir / f"{key}.png"
+    record = read_record(run_dir, key)
+    if record is None or not png.is_file():
+        return None
+    try:
+        return png.read_bytes(), record.params
+    except OSError:
+        return None

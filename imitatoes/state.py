@@ -1,0 +1,92 @@
+"""A run's state: everything needed to continue it. The engine owns the live one; listeners
+get copies; the run folder's state.json is `RunState.to_dict()`."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any
+
+from .spec import Params, Spec
+
+HISTORY_KEPT = 50  # the most a critic may be shown (critic.history); older rounds stay on disk
+
+
+@dataclass(frozen=True)
+class Tried:
+    """One earlier round, as the critic sees it in {{history}}."""
+
+    loop: int
+    iteration: int
+    params: Params
+    score: float | None
+    reason: str
+    applied: str  # e.g. 'prompt + "red circle"; steps 20 -> 30', or "nothing"
+
+
+@dataclass(frozen=True)
+class Best:
+    key: str
+    score: float
+    params: Params
+
+
+@dataclass
+class RunState:
+    params: Params  # what the next render uses
+    loop: int = 1
+    iteration: int = 0  # iterations finished in the current loop
+    last_loop: int = 1  # the loop budget ends with this loop
+    renders: int = 0
+    status: str = "running"  # running done limits interrupted failed
+    best: Best | None = None
+    done_key: str | None = None
+    history: list[Tried] = field(default_factory=list)
+    instruction: str = ""
+    failures: int = 0  # critic failures in a row
+    pending: dict[str, Any] | None = None  # a render saved but not yet judged
+    in_progress: bool = False  # saved mid-iteration (a crash, an error, Ctrl-C)
+    stalled: bool = False  # the last verdict changed nothing: the next image would repeat
+
+    def snapshot(self) -> RunState:
+        """A copy a listener may keep: every field is immutable except the two containers."""
+        return replace(self, history=list(self.history),
+                       pending=dict(self.pending) if self.pending is not None else None)
+
+    def remember(self, tried: Tried) -> None:
+        self.history.append(tried)
+        del self.history[:-HISTORY_KEPT]  # state.json stays small however long the run
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @staticmethod
+    def from_dict(d: dict[str, Any]) -> RunState:
+        best = d.get("best")
+        # An iteration that did not finish runs again under the same number (judging its
+        # saved render, if it has one), so no number is skipped and no budget lost.
+        iteration = d["iteration"] - (1 if d.get("in_progress") else 0)
+        return RunState(
+            params=Params(**d["params"]), loop=d["loop"], iteration=iteration,
+            last_loop=d["last_loop"], renders=d["renders"], status=d["status"],
+            best=Best(best["key"], best["score"], Params(**best["params"])) if best else None,
+            done_key=d.get("done_key"),
+            history=[Tried(**{**t, "params": Params(**t["params"])}) for t in d["history"]],
+            instruction=d.get("instruction", ""), failures=d.get("failures", 0),
+            pending=d.get("pending"), stalled=d.get("stalled", False))
+
+
+def key(loop: int, iteration: int) -> str:
+    """An iteration's name in the run folder: loop_01_iter_02."""
+    return f"loop_{loop:02d}_iter_{iteration:02d}"
+
+
+def first_state(spec: Spec) -> RunState:
+    return RunState(params=spec.start, last_loop=spec.limits.max_loops)
+
+
+def continued(state: RunState, spec: Spec, instruction: str) -> RunState:
+    """A finished run with a further instruction: a fresh loop budget after the last loop."""
+    next_loop = state.loop + 1 if state.iteration else state.loop
+    return replace(state, loop=next_loop, iteration=0, status="running", done_key=None,
+                   last_loop=next_loop + spec.limits.max_loops - 1, failures=0, stalled=False,
+                   instruction=" ".join(filter(None, [state.instruction, instruction])))
