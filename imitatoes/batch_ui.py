@@ -12,6 +12,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .batch import Job
+from .safe_text import printable
 
 STYLES = {"queued": "dim", "running": "cyan", "done": "bold green", "limits": "yellow",
           "failed": "red"}
@@ -22,10 +23,12 @@ def render(jobs: Sequence[Job], title: str = "") -> Table:
     for name in ("spec", "backend", "loop", "state", "best", "elapsed", "note"):
         table.add_column(name, no_wrap=name != "note", ratio=3 if name == "note" else None)
     for j in jobs:
-        table.add_row(j.spec.name, j.backend or "-", f"{j.loop}.{j.iteration}" if j.loop else "-",
+        note = printable(j.error, one_line=True) or (str(j.run_dir) if j.run_dir else "")
+        table.add_row(Text(j.spec.name), Text(j.backend or "-"),
+                      f"{j.loop}.{j.iteration}" if j.loop else "-",
                       Text(j.status, style=STYLES.get(j.status, "")),
                       "-" if j.best is None else f"{j.best:.2f}", f"{j.elapsed():.0f}s",
-                      Text(j.error or (str(j.run_dir) if j.run_dir else "")))
+                      Text(note))
     return table
 
 
@@ -46,8 +49,8 @@ class Lines:
             now = (j.status, j.backend)
             if self.seen.get(i) != now:
                 self.seen[i] = now
-                extra = f" ({j.error})" if j.error else (f" -> {j.run_dir}" if j.status in (
-                    "done", "limits") else "")
+                extra = f" ({printable(j.error, one_line=True)})" if j.error else (
+                    f" -> {j.run_dir}" if j.status in ("done", "limits") else "")
                 self.out.write(f"{j.spec.name}: {j.status} on {j.backend or '-'}{extra}\n")
                 self.out.flush()
 

@@ -20,6 +20,7 @@ import typer
 from . import __version__, lint, report, spec, terminal
 from .errors import ImitatoesError, InvalidSpec, Problem, SpecError, UsageError
 from .lifecycle import Run
+from .safe_text import printable
 
 if TYPE_CHECKING:
     from .standins.server import BackgroundServer
@@ -39,14 +40,14 @@ def reported() -> Iterator[None]:
         yield
     except InvalidSpec as exc:
         for problem in exc.problems:
-            typer.echo(str(problem), err=True)
+            typer.echo(printable(problem), err=True)
         typer.echo(f"imitatoes: the spec has {len(exc.problems)} problem(s); nothing was run",
                    err=True)
         raise typer.Exit(exc.exit_code) from None
     except ImitatoesError as exc:
-        typer.echo(f"imitatoes: {exc}", err=True)
+        typer.echo(f"imitatoes: {printable(exc)}", err=True)  # may quote a server's words
         if exc.hint:
-            typer.echo(exc.hint, err=True)
+            typer.echo(printable(exc.hint), err=True)
         raise typer.Exit(exc.exit_code) from None
     except KeyboardInterrupt:
         typer.echo("imitatoes: interrupted", err=True)

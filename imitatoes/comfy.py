@@ -16,8 +16,13 @@ from urllib3.util.retry import Retry
 
 from .comfy_ws import EventStream, Progress
 from .errors import ImitatoesError
-from .net import session_for
-from .ports import Rendered
+from .imagecheck import MAX_PIXELS, NotAnImage
+from .imagecheck import check as check_image
+from .net import LimitExceeded, bounded, session_for
+from .ports import Rendered, RenderRejected
+
+JSON_CAP = 64 * 2**20  # the full /object_info of a well-stocked ComfyUI is a few MiB
+IMAGE_CAP = 100 * 2**20  # the default for comfyui.max_image_mb
 
 HOW_TO_START = ("Start ComfyUI (python main.py --listen 127.0.0.1 --port 8188), or point imitatoes "
                 "at it with --comfy-url or IMITATOES_COMFY_URL.")
@@ -93,9 +98,11 @@ class Outcome:
 
 class ComfyClient:
     def __init__(self, url: str, connect_timeout: float = 5.0, read_timeout: float = 30.0,
-                 client_id: str | None = None, use_websocket: bool = True) -> None:
+                 client_id: str | None = None, use_websocket: bool = True,
+                 max_image_bytes: int = IMAGE_CAP) -> None:
         self.url = url.rstrip("/")
-        self.timeout = (connect_timeout, read_timeout)
+        self.timeout = (connect_timeout, read_timeout)  # read: the most one whole request takes
+        self.max_image_bytes = max_image_bytes
         self.client_id = client_id or str(uuid.uuid4())
         self.session = session_for(self.url)
         # Retry only what is safe to repeat: GETs, and connections that never reached the server.
@@ -108,13 +115,19 @@ class ComfyClient:
             if use_websocket else None
 
     # -- plumbing -------------------------------------------------------------------------------
-    def _request(self, method: str, path: str, **kwargs: Any) -> requests.Response:
-        kwargs.setdefault("timeout", self.timeout)
+    def _request(self, method: str, path: str, max_bytes: int = JSON_CAP,
+                 **kwargs: Any) -> requests.Response:
+        connect, seconds = self.timeout
         try:
-            return self.session.request(method, self.url + path, **kwargs)
+            return bounded(self.session, method, self.url + path, seconds, max_bytes, connect,
+                           **kwargs)
+        except LimitExceeded as exc:
+            raise ComfyUnreachable(f"ComfyUI at {self.url} answered {method} {path}, but "
+                                   f"{exc.what}; is it overloaded, or is something in between "
+                                   "holding the connection?") from None
         except requests.exceptions.Timeout:
             raise ComfyUnreachable(f"ComfyUI at {self.url} did not answer {method} {path} within "
-                                   f"{kwargs['timeout']} s; is it overloaded or stuck?") from None
+                                   f"{seconds:g} s; is it overloaded or stuck?") from None
         except requests.exceptions.RequestException as exc:
             raise ComfyUnreachable(f"ComfyUI is not reachable at {self.url} ({method} {path}: "
                                    f"{_reason(exc)}). {HOW_TO_START}") from None
@@ -126,7 +139,7 @@ class ComfyClient:
                                    f"{resp.text.strip()[:200]!r}; its console shows the traceback")
         try:
             return resp.json()
-        except ValueError:
+        except (ValueError, RecursionError):
             raise ComfyProtocolError(f"ComfyUI at {self.url} answered {method} {path} with "
                                      f"{resp.status_code} and no JSON: {resp.text[:80]!r}; is "
                                      "this URL really ComfyUI?") from None
@@ -224,8 +237,8 @@ class ComfyClient:
                 self._check_not_lost(prompt_id)
             left = deadline - time.monotonic()
             if left <= 0:
-                raise RenderTimeout(f"prompt {prompt_id} did not finish in time; it may still "
-                                    f"be queued or running in ComfyUI at {self.url}")
+                raise RenderTimeout(f"prompt {prompt_id} did not finish in time in "
+                                    f"ComfyUI at {self.url}")
             time.sleep(min(interval, left))
             interval = min(interval * 1.5, 1.0)
 
@@ -245,8 +258,9 @@ class ComfyClient:
                              "again")
 
     def fetch(self, ref: ImageRef) -> bytes:
-        resp = self._request("GET", "/view", params={"filename": ref.filename,
-                                                     "subfolder": ref.subfolder, "type": ref.type})
+        resp = self._request("GET", "/view", self.max_image_bytes,
+                             params={"filename": ref.filename, "subfolder": ref.subfolder,
+                                     "type": ref.type})
         if resp.status_code != 200:
             raise ComfyError(f"ComfyUI answered {resp.status_code} for image {ref.filename!r} "
                              f"(subfolder {ref.subfolder!r}, type {ref.type!r})")
@@ -259,23 +273,44 @@ class ComfyClient:
         return [(ref, self.fetch(ref)) for ref in result.images]
 
 
-def outcome(prompt_id: str, entry: dict[str, Any]) -> Outcome:
+def _dict(value: Any) -> dict[str, Any]:
+    """Server data read defensively: what is not an object counts as an empty one."""
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _messages(status: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """A history entry's [kind, data] pairs; anything else in the list is ignored."""
+    return [(m[0], _dict(m[1])) for m in _list(status.get("messages"))
+            if isinstance(m, list) and len(m) == 2 and isinstance(m[0], str)]
+
+
+def outcome(prompt_id: str, entry: Any) -> Outcome:
     """Read a history entry; an execution_error becomes ComfyExecutionError."""
-    status = entry.get("status") or {}
-    messages = status.get("messages") or []
+    if not isinstance(entry, dict):
+        raise ComfyProtocolError(f"ComfyUI's history entry for prompt {prompt_id} is not an "
+                                 f"object: {str(entry)[:80]!r}; is this URL really ComfyUI?")
+    status = _dict(entry.get("status"))
+    messages = _messages(status)
     for kind, data in messages:
         if kind == "execution_error":
-            raise ComfyExecutionError(
-                f"ComfyUI failed in node {data.get('node_id')} ({data.get('node_type')}): "
-                f"{data.get('exception_type')}: {str(data.get('exception_message')).strip()}",
-                str(data.get("node_id")), str(data.get("node_type")))
+            node, node_type = str(data.get("node_id", "?")), str(data.get("node_type", "?"))
+            what = ": ".join(str(data[k]).strip() for k in ("exception_type",
+                                                            "exception_message") if k in data)
+            raise ComfyExecutionError(f"ComfyUI failed in node {node} ({node_type}): "
+                                      f"{what or 'no details given'}", node, node_type)
     interrupted = any(kind == "execution_interrupted" for kind, _ in messages)
     images, texts = [], []
-    for node_id, out in (entry.get("outputs") or {}).items():
-        for img in out.get("images", []) if isinstance(out, dict) else []:
-            images.append(ImageRef(str(img.get("filename", "")), str(img.get("subfolder", "")),
-                                   str(img.get("type", "output")), str(node_id)))
-        texts += [str(t) for t in out.get("text", [])] if isinstance(out, dict) else []
+    for node_id, out in _dict(entry.get("outputs")).items():
+        for img in _list(_dict(out).get("images")):
+            img = _dict(img)
+            if isinstance(img.get("filename"), str) and img["filename"]:
+                images.append(ImageRef(img["filename"], str(img.get("subfolder", "")),
+                                       str(img.get("type", "output")), str(node_id)))
+        texts += [str(t) for t in _list(_dict(out).get("text"))]
     if not interrupted and status.get("status_str") == "error":
         raise ComfyExecutionError(f"ComfyUI reports prompt {prompt_id} failed without details")
     return Outcome(prompt_id, "interrupted" if interrupted else "success", tuple(images),
@@ -287,19 +322,20 @@ def rejection(body: Any) -> ComfyRejected:
     if not isinstance(body, dict):
         return ComfyRejected(f"ComfyUI refused the workflow: {body!r}", {})
     error = body.get("error") or {}
-    node_errors = body.get("node_errors") or {}
+    node_errors = _dict(body.get("node_errors"))
     head = error.get("message") or "refused" if isinstance(error, dict) else str(error)
     lines = [f"ComfyUI refused the workflow: {head}"]
     if isinstance(error, dict) and error.get("type") == "invalid_prompt":
         lines[0] += f" ({error.get('details')}); is the custom node that provides it installed?"
     for node_id, info in node_errors.items():
-        for err in info.get("errors", []):
-            lines.append(f"  node {node_id} ({info.get('class_type')}) {_describe(err)}")
+        info = _dict(info)
+        for err in _list(info.get("errors")):
+            lines.append(f"  node {node_id} ({info.get('class_type')}) {_describe(_dict(err))}")
     return ComfyRejected("\n".join(lines), node_errors)
 
 
 def _describe(err: dict[str, Any]) -> str:
-    extra = err.get("extra_info") or {}
+    extra = _dict(err.get("extra_info"))
     name = extra.get("input_name")
     config = extra.get("input_config")
     limits = config[1] if isinstance(config, list) and len(config) > 1 else {}
@@ -322,7 +358,7 @@ def _describe(err: dict[str, Any]) -> str:
 def _safe_json(resp: requests.Response) -> Any:
     try:
         return resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         raise ComfyProtocolError(f"ComfyUI answered {resp.status_code} with no JSON: "
                                  f"{resp.text[:120]!r}") from None
 
@@ -342,21 +378,33 @@ def _reason(exc: requests.exceptions.RequestException) -> str:
 class ComfyRenderer:
     """The engine's renderer: one workflow in, the first output image out."""
 
-    def __init__(self, client: ComfyClient, timeout: float) -> None:
-        self.client, self.timeout = client, timeout
+    def __init__(self, client: ComfyClient, timeout: float,
+                 max_pixels: int = MAX_PIXELS) -> None:
+        self.client, self.timeout, self.max_pixels = client, timeout, max_pixels
         self._prompt_id: str | None = None
 
     def render(self, workflow: dict[str, Any], on_progress: Callable[[int, int], None]) -> Rendered:
         start = time.monotonic()
         submitted = self.client.submit(workflow)
         self._prompt_id = submitted.prompt_id
-        result = self.client.wait(submitted.prompt_id, self.timeout,
-                                  lambda p: on_progress(p.value, p.max))
+        try:
+            result = self.client.wait(submitted.prompt_id, self.timeout,
+                                      lambda p: on_progress(p.value, p.max))
+        except RenderTimeout as exc:
+            self.interrupt()  # do not leave it running or queued for nobody
+            raise RenderTimeout(f"{exc}; imitatoes asked ComfyUI to drop it. Raise "
+                                "comfyui.render_timeout if renders are this slow") from None
         if result.status == "interrupted":
             raise ComfyError(f"ComfyUI interrupted prompt {submitted.prompt_id} (someone pressed "
                              "Cancel, or another client interrupted it); resume the run to retry")
         ref, data = self.client.images(result)[0]
         self._prompt_id = None
+        try:
+            check_image(data, self.max_pixels)
+        except NotAnImage as exc:
+            raise RenderRejected(f"ComfyUI's image {ref.filename!r} for prompt "
+                                 f"{submitted.prompt_id} is {exc}; it was kept aside in the run "
+                                 "folder's rejected/ and not saved as a render", data) from None
         return Rendered(data, submitted.prompt_id, time.monotonic() - start)
 
     def interrupt(self) -> None:

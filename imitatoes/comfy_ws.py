@@ -21,7 +21,6 @@ class Progress:
     max: int
 
 
-
 class EventStream:
     """One websocket per client, read by a thread into a queue; None of it is required."""
 
@@ -52,7 +51,9 @@ class EventStream:
             while True:
                 frame = ws.recv()
                 if isinstance(frame, str):
-                    self.inbox.put(json.loads(frame))
+                    msg = _parse(frame)
+                    if msg is not None:
+                        self.inbox.put(msg)
         except (OSError, ValueError, websocket.WebSocketException):
             self.inbox.put({"type": "_closed"})
 
@@ -70,19 +71,34 @@ class EventStream:
                     if finished(prompt_id):
                         return
                 continue
-            data = msg.get("data") or {}
+            data = msg.get("data") if isinstance(msg.get("data"), dict) else {}
             if msg.get("type") == "_closed":
                 return
             if data.get("prompt_id") != prompt_id:
                 continue
-            if msg["type"] == "progress" and on_progress:
-                on_progress(Progress(prompt_id, str(data.get("node")), int(data["value"]),
-                                     int(data["max"])))
-            if msg["type"] in ("execution_error", "execution_interrupted") or (
-                    msg["type"] == "executing" and data.get("node") is None):
+            value, maximum = data.get("value"), data.get("max")
+            if msg.get("type") == "progress" and on_progress and _count(value) \
+                    and _count(maximum):
+                on_progress(Progress(prompt_id, str(data.get("node")), value, maximum))
+            if msg.get("type") in ("execution_error", "execution_interrupted") or (
+                    msg.get("type") == "executing" and data.get("node") is None):
                 return
 
     def close(self) -> None:
         if self._ws is not None:
             self._ws.close(timeout=0.2)
             self._ws = None
+
+
+def _parse(frame: str) -> dict | None:
+    """A message as an object, or None for anything else a broken server might send."""
+    try:
+        msg = json.loads(frame)
+    except (ValueError, RecursionError):
+        return None
+    return msg if isinstance(msg, dict) else None
+
+
+def _count(value: object) -> bool:
+    """A step count as ComfyUI sends it: a plain, reasonable integer."""
+    return isinstance(value, int) and not isinstance(value, bool) and 0 <= value < 10**9

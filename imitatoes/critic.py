@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import math
 import time
 from typing import Any
 
@@ -14,10 +15,11 @@ import requests
 from . import verdict as verdicts
 from .critic_image import Prepared, prepare
 from .errors import ImitatoesError
-from .net import session_for
+from .net import LimitExceeded, bounded, session_for
 from .spec import Critic as CriticSpec
 from .verdict import Attempt, Judgement
 
+ANSWER_CAP = 16 * 2**20  # a verdict is a few kB; a server streaming forever stops here
 SYSTEM = ("You are a meticulous visual critic. You look at the attached image, check it against "
           "a checklist and answer only with a JSON object in the requested shape.")
 HOW_TO_START = ("Start Ollama (ollama serve), or point imitatoes at it with --ollama-url or "
@@ -47,20 +49,26 @@ class _Base:
         self.timeout = (5.0, read_timeout or spec.timeout)
         self.session = session_for(self.url)
 
-    def _post(self, path: str, body: dict[str, Any], timeout: Any = None) -> requests.Response:
-        try:
-            return self.session.post(self.url + path, json=body, timeout=timeout or self.timeout)
-        except requests.exceptions.Timeout:
-            raise CriticUnreachable(f"the critic at {self.url} did not answer {path} within "
-                                    f"{self.timeout[1]:g} s (a cold model load counts; raise "
-                                    "critic.timeout if the model is large)") from None
-        except requests.exceptions.RequestException as exc:
-            raise CriticUnreachable(f"the critic is not reachable at {self.url} ({path}: "
-                                    f"{type(exc).__name__}). {HOW_TO_START}") from None
+    def _post(self, path: str, body: dict[str, Any], seconds: float | None = None
+              ) -> requests.Response:
+        return self._call("POST", path, seconds or self.timeout[1], json=body)
 
     def _get(self, path: str) -> requests.Response:
+        return self._call("GET", path, 30.0)
+
+    def _call(self, method: str, path: str, seconds: float, **kwargs: Any) -> requests.Response:
+        """One request, over within `seconds` whatever the server does, its answer capped."""
         try:
-            return self.session.get(self.url + path, timeout=(5.0, 30.0))
+            return bounded(self.session, method, self.url + path, seconds, ANSWER_CAP,
+                           self.timeout[0], **kwargs)
+        except requests.exceptions.Timeout:
+            raise CriticUnreachable(f"the critic at {self.url} did not answer {path} within "
+                                    f"{seconds:g} s (a cold model load counts; raise "
+                                    "critic.timeout if the model is large)") from None
+        except LimitExceeded as exc:
+            raise CriticUnreachable(f"the critic at {self.url} began to answer {path}, but "
+                                    f"{exc.what}; is something in between holding the "
+                                    "connection open?") from None
         except requests.exceptions.RequestException as exc:
             raise CriticUnreachable(f"the critic is not reachable at {self.url} ({path}: "
                                     f"{type(exc).__name__}). {HOW_TO_START}") from None
@@ -103,7 +111,7 @@ def _error_text(resp: requests.Response) -> str:
     """Ollama's {"error": "..."} (sometimes a llama-server JSON inside the string) or /v1's."""
     try:
         err = resp.json().get("error", resp.text)
-    except (ValueError, AttributeError):
+    except (ValueError, AttributeError, RecursionError):
         return resp.text.strip()[:300]
     if isinstance(err, str) and err.startswith("{"):
         with contextlib.suppress(ValueError, AttributeError):  # not JSON after all: keep it
@@ -142,8 +150,8 @@ class OllamaCritic(_Base):
         self._raise_for(resp)
         data = _json(resp, self.url)
         message = data.get("message") or {}
-        stats = {k: data[k] for k in ("total_duration", "load_duration", "prompt_eval_count",
-                                      "eval_count", "eval_duration") if k in data}
+        stats = _numbers(data, ("total_duration", "load_duration", "prompt_eval_count",
+                                "eval_count", "eval_duration"))
         content, thinking = str(message.get("content", "")), str(message.get("thinking", ""))
         error = ""
         if data.get("done_reason") == "length":
@@ -177,7 +185,7 @@ class OllamaCritic(_Base):
         if _tagged(self.spec.model) not in {_tagged(str(n)) for n in names if n}:
             raise ModelMissing(f"the model {self.spec.model!r} is not pulled in Ollama at "
                                f"{self.url}; run: ollama pull {self.spec.model}")
-        resp = self._post("/api/show", {"model": self.spec.model}, timeout=(5.0, 30.0))
+        resp = self._post("/api/show", {"model": self.spec.model}, 30.0)
         self._raise_for(resp)
         capabilities = _json(resp, self.url).get("capabilities")
         if capabilities is not None and "vision" not in capabilities:
@@ -190,7 +198,7 @@ class OllamaCritic(_Base):
         """Free the GPU for ComfyUI: keep_alive 0 unloads the model; then wait (at most `wait`
         seconds) until /api/ps no longer lists it, so the render finds the memory free."""
         self._post("/api/chat", {"model": self.spec.model, "messages": [], "keep_alive": 0},
-                   timeout=(5.0, 60.0))
+                   60.0)
         if wait:
             self.wait_unloaded(wait)
 
@@ -232,7 +240,9 @@ class OpenAICritic(_Base):
         content = str((choice.get("message") or {}).get("content") or "")
         error = "the answer was cut off (finish_reason length)" \
             if choice.get("finish_reason") == "length" else ""
-        return Attempt(content, "", error, dict(data.get("usage") or {}))
+        usage = data.get("usage") if isinstance(data.get("usage"), dict) else {}
+        return Attempt(content, "", error, _numbers(usage, ("prompt_tokens", "completion_tokens",
+                                                            "total_tokens")))
 
     def check(self) -> dict[str, Any]:
         models = _json(self._get("/v1/models"), self.url).get("data") or []
@@ -253,6 +263,12 @@ def make_critic(spec: CriticSpec) -> OllamaCritic | OpenAICritic:
     return OpenAICritic(spec) if spec.provider == "openai" else OllamaCritic(spec)
 
 
+def _numbers(data: dict[str, Any], keys: tuple[str, ...]) -> dict[str, int | float]:
+    """The server's counters that are plain finite numbers (they go into strict JSON)."""
+    return {k: data[k] for k in keys if isinstance(data.get(k), int | float)
+            and not isinstance(data[k], bool) and math.isfinite(data[k])}
+
+
 def _tagged(name: str) -> str:
     return name if ":" in name.rsplit("/", 1)[-1] else f"{name}:latest"
 
@@ -260,7 +276,7 @@ def _tagged(name: str) -> str:
 def _json(resp: requests.Response, url: str) -> dict[str, Any]:
     try:
         data = resp.json()
-    except ValueError:
+    except (ValueError, RecursionError):
         raise CriticUnreachable(f"{url} answered {resp.status_code} without JSON: "
                                 f"{resp.text[:80]!r}; is this URL really the critic's server?") \
             from None

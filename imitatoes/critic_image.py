@@ -37,7 +37,7 @@ def prepare(image: bytes, max_edge: int = 1024, fmt: str = "jpeg", quality: int 
     try:
         img = Image.open(io.BytesIO(image))
         img.load()
-    except (UnidentifiedImageError, OSError) as exc:
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
         raise ImageUnreadable(f"the render is not a readable image ({exc})") from None
     img = _flatten(img)
     if max(img.size) > max_edge:

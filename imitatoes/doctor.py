@@ -13,6 +13,7 @@ from .comfy import HOW_TO_START as COMFY_HOW_TO
 from .comfy import ComfyClient, ComfyError
 from .critic import HOW_TO_START as OLLAMA_HOW_TO
 from .critic import CriticError, OllamaCritic, make_critic
+from .safe_text import markup_safe
 from .spec import Critic, Spec
 
 
@@ -158,5 +159,6 @@ def table(rows: list[Check]) -> Any:
     marks = {"ok": "[green]ok[/]", "fail": "[red]FAIL[/]", "warn": "[yellow]warn[/]",
              "skip": "[dim]skip[/]"}
     for r in rows:
-        out.add_row(r.name, marks[r.status], r.detail, r.fix)
+        out.add_row(markup_safe(r.name), marks[r.status], markup_safe(r.detail),
+                    markup_safe(r.fix))
     return out

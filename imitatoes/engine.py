@@ -12,7 +12,7 @@ from . import critic_prompt, patch
 from . import events as ev
 from .errors import ImitatoesError
 from .events import Listener
-from .ports import Critic, Rendered, Renderer
+from .ports import Critic, Rendered, Renderer, RenderRejected
 from .spec import Params, Spec
 from .state import Best, RunState, Tried, key
 from .verdict import Judgement
@@ -93,10 +93,14 @@ class Engine:
             return rendered
         if self.spec.critic.unload_before_render and state.renders:
             self.critic.unload()
-        rendered = self.renderer.render(
-            self.spec.bind(params),
-            lambda value, maximum: self.emit(ev.Progress, state, key=k, value=value,
-                                             maximum=maximum))
+        try:
+            rendered = self.renderer.render(
+                self.spec.bind(params),
+                lambda value, maximum: self.emit(ev.Progress, state, key=k, value=value,
+                                                 maximum=maximum))
+        except RenderRejected as exc:
+            self.emit(ev.RenderRefused, state, key=k, data=exc.data, message=str(exc))
+            raise
         state.renders += 1
         state.pending = {"key": k, "prompt_id": rendered.prompt_id}
         self.emit(ev.ImageRendered, state, key=k, rendered=rendered, reused=False,

@@ -72,6 +72,17 @@ class ImageRendered(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class RenderRefused(Event):
+    """The renderer answered something that is not an image; it is kept aside, never saved
+    under the render's name."""
+
+    kind = "render_refused"
+    key: str
+    data: bytes
+    message: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class Critiquing(Event):
     kind = "critiquing"
     key: str
@@ -146,7 +157,8 @@ class Failed(Event):
 
 
 KINDS: dict[str, type[Event]] = {cls.kind: cls for cls in (
-    RunStarted, LoopStarted, IterationStarted, Progress, ImageRendered, Critiquing, Judged,
+    RunStarted, LoopStarted, IterationStarted, Progress, ImageRendered, RenderRefused,
+    Critiquing, Judged,
     Applied, IterationEnded, LoopEnded, Stalled, Done, LimitsReached, Interrupted, Failed)}
 
 Listener = Callable[[Event], None]

@@ -32,7 +32,7 @@ class RunInterrupted(ImitatoesError):
 
 def check(spec: Spec) -> dict[str, Any]:
     """Both servers and the model, before the first render wastes anyone's time."""
-    client = ComfyClient(spec.comfyui.url, spec.comfyui.connect_timeout)
+    client = ComfyClient(spec.comfyui.url, spec.comfyui.connect_timeout, spec.comfyui.timeout)
     critic = make_critic(spec.critic)
     try:
         stats = client.system_stats()
@@ -137,11 +137,14 @@ class Run:
         return self.state
 
     def _drive(self, state: RunState, listeners: Iterable[Listener]) -> RunState:
-        client = ComfyClient(self.spec.comfyui.url, self.spec.comfyui.connect_timeout)
+        c = self.spec.comfyui
+        client = ComfyClient(c.url, c.connect_timeout, c.timeout,
+                             max_image_bytes=int(c.max_image_mb * 2**20))
         critic = make_critic(self.spec.critic)
-        engine = Engine(self.spec, ComfyRenderer(client, self.spec.comfyui.render_timeout),
+        engine = Engine(self.spec, ComfyRenderer(client, c.render_timeout, c.max_image_pixels),
                         critic, [RunLog(self.dir), *listeners], rng=random.Random(),
-                        reuse=lambda key: runfolder.saved_render(self.dir, key))
+                        reuse=lambda key: runfolder.saved_render(self.dir, key,
+                                                                 c.max_image_pixels))
         try:
             return engine.run(state)
         finally:

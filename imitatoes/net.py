@@ -1,10 +1,25 @@
-"""One requests.Session per client, with the environment read once instead of per request."""
+"""HTTP for both clients: one requests.Session per client (the environment read once), and
+requests whose whole exchange ends by a deadline and whose body has a size cap, because a
+server (or a proxy in front of it) that trickles or streams forever must not hang a run."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+import socket
+import threading
+import time
+from typing import Any
 
 import requests
+
+
+class LimitExceeded(Exception):
+    """The answer took longer than its deadline or grew past its cap; `what` says which."""
+
+    def __init__(self, what: str) -> None:
+        self.what = what
+        super().__init__(what)
 
 
 def session_for(url: str) -> requests.Session:
@@ -15,3 +30,49 @@ def session_for(url: str) -> requests.Session:
     s.verify = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or True
     s.trust_env = False
     return s
+
+
+def bounded(session: requests.Session, method: str, url: str, seconds: float, max_bytes: int,
+            connect_timeout: float = 5.0, **kwargs: Any) -> requests.Response:
+    """`session.request`, finished within `seconds` in all (connect, headers, body) and with at
+    most `max_bytes` of body; raises LimitExceeded otherwise. The body is read in full, so
+    `.content`, `.text` and `.json()` work as usual."""
+    deadline = time.monotonic() + seconds
+    resp = session.request(method, url, stream=True,
+                           timeout=(min(connect_timeout, seconds), seconds), **kwargs)
+    expired = threading.Event()
+    watchdog = threading.Timer(max(0.0, deadline - time.monotonic()), _cut, (resp, expired))
+    watchdog.daemon = True
+    watchdog.start()
+    try:
+        body = bytearray()
+        for chunk in resp.iter_content(65536):
+            body += chunk
+            if len(body) > max_bytes:
+                raise LimitExceeded(f"its answer passed {size_text(max_bytes)}")
+        if expired.is_set():
+            raise LimitExceeded(f"it did not finish its answer within {seconds:g} s")
+    except requests.exceptions.RequestException:
+        if expired.is_set():  # the watchdog cut the connection: say why, not how
+            raise LimitExceeded(f"it did not finish its answer within {seconds:g} s") from None
+        raise
+    except LimitExceeded:
+        resp.close()  # never hand a half-read connection back to the pool
+        raise
+    finally:
+        watchdog.cancel()
+    resp._content = bytes(body)  # what requests itself does when it reads a body
+    return resp
+
+
+def size_text(n: int) -> str:
+    return f"{n / 2**20:g} MiB" if n >= 2**20 else f"{n / 2**10:.0f} KiB"
+
+
+def _cut(resp: requests.Response, expired: threading.Event) -> None:
+    """At the deadline: wake a read that is blocked on a silent or trickling server."""
+    expired.set()
+    sock = getattr(getattr(resp.raw, "connection", None), "sock", None)
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed: nothing left to wake
+            sock.shutdown(socket.SHUT_RDWR)

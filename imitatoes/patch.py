@@ -56,7 +56,9 @@ def _number(name: str, current: float, asked: float | None, r: Range, applied: l
             refused: list[Refusal]) -> float:
     if asked is None:
         return current
-    if not isinstance(asked, int | float) or not math.isfinite(asked):
+    # An int of any size is finite (and math.isfinite would overflow on a 400-digit one).
+    if isinstance(asked, bool) or not (isinstance(asked, int) or (
+            isinstance(asked, float) and math.isfinite(asked))):
         refused.append(Refusal(name, asked, "not a finite number"))
         return current
     target = min(max(asked, r.min), r.max)

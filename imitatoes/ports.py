@@ -8,6 +8,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from .errors import ImitatoesError
 from .verdict import Judgement
 
 
@@ -16,6 +17,15 @@ class Rendered:
     image: bytes
     prompt_id: str
     seconds: float
+
+
+class RenderRejected(ImitatoesError):
+    """The renderer's answer is not an image to keep; `data` is what it answered, so the run
+    folder can keep it aside for a person to look at."""
+
+    def __init__(self, message: str, data: bytes) -> None:
+        self.data = data
+        super().__init__(message)
 
 
 class Renderer(Protocol):

@@ -12,6 +12,8 @@ import yaml
 from PIL import Image, UnidentifiedImageError
 
 from . import patch, runfolder
+from .imagecheck import NotAnImage
+from .imagecheck import check as check_image
 from .runfolder import IterationRecord
 
 THUMB = 320
@@ -34,8 +36,10 @@ mark{background:#ffe58a} .refused{color:#a33} .muted{color:#888}
 def thumbnail(path: Path) -> str:
     """A small JPEG data URI, so the page stands alone without carrying every full PNG."""
     try:
-        img = Image.open(path).convert("RGB")
-    except (OSError, UnidentifiedImageError):
+        data = path.read_bytes()
+        check_image(data)  # a huge or broken file gets no thumbnail, not a crash
+        img = Image.open(io.BytesIO(data)).convert("RGB")
+    except (OSError, UnidentifiedImageError, NotAnImage):
         return ""
     img.thumbnail((THUMB, THUMB))
     out = io.BytesIO()

@@ -21,6 +21,8 @@ import yaml
 from . import spec as specs
 from . import template
 from .errors import ImitatoesError
+from .imagecheck import MAX_PIXELS, NotAnImage
+from .imagecheck import check as check_image
 from .patch import Refusal
 from .spec import Params, Spec
 from .state import RunState
@@ -30,6 +32,7 @@ STATE = "state.json"
 EVENTS = "events.jsonl"
 REPORT = "report.html"
 FINAL = "final.png"
+REJECTED = "rejected"
 
 
 class RunFolderError(ImitatoesError):
@@ -52,7 +55,9 @@ def write_atomic(path: Path, data: bytes) -> None:
 
 
 def to_json(data: Any, indent: int | None = 2) -> bytes:
-    return (json.dumps(data, indent=indent, ensure_ascii=False, default=str) + "\n").encode()
+    """Strict JSON (no NaN or Infinity, which other tools cannot read)."""
+    return (json.dumps(data, indent=indent, ensure_ascii=False, default=str, allow_nan=False)
+            + "\n").encode()
 
 
 @dataclass(frozen=True)
@@ -209,14 +214,39 @@ def load_spec(run_dir: Path, overrides: list[str] | None = None,
     return specs.load(run_dir / "spec.yaml", overrides or [], env)
 
 
-def saved_render(run_dir: Path, key: str) -> tuple[bytes, Params] | None:
+def keep_rejected(run_dir: Path, key: str, data: bytes, why: str) -> Path:
+    """An answer that is not a render, kept for a person to look at: rejected/<key>-N.bin with
+    a .txt beside it saying why. Never under a render's name."""
+    folder = run_dir / REJECTED
+    try:
+        folder.mkdir(exist_ok=True)
+    except OSError as exc:
+        raise RunFolderError(f"cannot create {folder}: {exc.strerror}") from None
+    n = 1 + sum(1 for _ in folder.glob(f"{key}-*.bin"))
+    path = folder / f"{key}-{n}.bin"
+    write_atomic(path, data)
+    write_atomic(path.with_suffix(".txt"), (why + "\n").encode())
+    return path
+
+
+def saved_render(run_dir: Path, key: str, max_pixels: int = MAX_PIXELS
+                 ) -> tuple[bytes, Params] | None:
     """A render saved before a crash, with the params it was made with (its record is written
-    before the PNG, so a PNG without a readable record was never finished)."""
+    before the PNG, so a PNG without a readable record was never finished). One that is not a
+    whole image (saved by an older version, or damaged on disk) is moved to rejected/ and
+    rendered again."""
     png = run_dir / f"{key}.png"
     record = read_record(run_dir, key)
     if record is None or not png.is_file():
         return None
     try:
-        return png.read_bytes(), record.params
+        data = png.read_bytes()
     except OSError:
         return None
+    try:
+        check_image(data, max_pixels, decode=True)
+    except NotAnImage as exc:
+        keep_rejected(run_dir, key, data, f"{png.name} was {exc}; rendered again on resume")
+        png.unlink(missing_ok=True)
+        return None
+    return data, record.params

@@ -57,6 +57,9 @@ class RunLog(ev.Handler):
             runfolder.write_atomic(self.dir / f"{event.key}.png", event.rendered.image)
         self._save_state(event.state)  # with the pending render: resume judges it
 
+    def on_render_refused(self, event: ev.RenderRefused) -> None:
+        runfolder.keep_rejected(self.dir, event.key, event.data, event.message)
+
     def on_verdict(self, event: ev.Judged) -> None:
         j = event.judgement
         assert self.record is not None  # a verdict always follows its render

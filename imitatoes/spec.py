@@ -82,6 +82,9 @@ class Comfy:
     url: str
     connect_timeout: float
     render_timeout: float
+    timeout: float = 30.0
+    max_image_mb: float = 100.0
+    max_image_pixels: int = 8192 * 8192
 
 
 @dataclass(frozen=True)
@@ -173,9 +176,8 @@ def build(doc: Document) -> Spec:
         bindings=tuple(d["bindings"].items()), start=_params(d["start"]),
         bounds=_bounds(d["bounds"]), seed=SeedPolicy(**d["seed"]), critic=_critic(d["critic"],
                                                                                    spec_dir),
-        limits=Limits(**d["limits"]), comfyui=Comfy(url=d["comfyui"]["url"].rstrip("/"),
-                                                    connect_timeout=d["comfyui"]["connect_timeout"],
-                                                    render_timeout=d["comfyui"]["render_timeout"]),
+        limits=Limits(**d["limits"]), comfyui=Comfy(**{**d["comfyui"],
+                                                       "url": d["comfyui"]["url"].rstrip("/")}),
         output_dir=Path(runs) if runs else yamldoc.relative_path(spec_dir, d["output"]["dir"]),
         data=doc.data)
 

@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .events import Applied, Event, ImageRendered, IterationStarted, Judged, Progress, RunStarted
+from .safe_text import printable
 from .spec import Params, Spec
 from .state import RunState
 
@@ -95,11 +96,11 @@ def update(board: Board, event: Event) -> Row | None:
             row.critique_s = j.seconds
             row.state = "failed" if j.verdict is None else (
                 "done" if j.verdict.done else "not-done")
-            row.reason = j.verdict.reason if j.verdict else j.error
+            row.reason = printable(j.verdict.reason if j.verdict else j.error, one_line=True)
         case Applied():
             row.score = event.score
-            row.applied = (f"back to {event.reverted}; " if event.reverted else "") + \
-                (event.patch.summary() if event.patch else "")
+            row.applied = printable((f"back to {event.reverted}; " if event.reverted else "") +
+                                    (event.patch.summary() if event.patch else ""), one_line=True)
     return row
 
 

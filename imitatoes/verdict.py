@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -60,20 +61,29 @@ def extract(text: str) -> Any:
     text = text.strip()
     if not text:
         raise VerdictInvalid("the answer was empty")
-    for candidate in [m.group(1) for m in FENCE.finditer(text)] + [text]:
-        try:
-            return json.loads(candidate)
-        except ValueError:
-            pass
-    decoder = json.JSONDecoder()
-    for start in (m.start() for m in re.finditer(r"\{", text)):
-        try:
-            obj, _ = decoder.raw_decode(text, start)
-        except ValueError:
-            continue
-        if isinstance(obj, dict):
-            return obj
+    decoder = json.JSONDecoder(parse_constant=_not_json)
+    try:
+        for candidate in [m.group(1) for m in FENCE.finditer(text)] + [text]:
+            try:
+                return decoder.decode(candidate.strip())
+            except ValueError:
+                pass
+        for start in (m.start() for m in re.finditer(r"\{", text)):
+            try:
+                obj, _ = decoder.raw_decode(text, start)
+            except ValueError:
+                continue
+            if isinstance(obj, dict):
+                return obj
+    except RecursionError:
+        raise VerdictInvalid("the answer is nested too deeply to be a verdict") from None
     raise VerdictInvalid(f"there is no complete JSON object in the answer: {text[:120]!r}")
+
+
+def _not_json(name: str) -> Any:
+    """Python's parser takes NaN and Infinity; JSON does not, and a NaN score would win every
+    comparison it is in."""
+    raise VerdictInvalid(f"{name} is not a JSON number; give a finite number or null")
 
 
 def parse(text: str) -> Verdict:
@@ -95,7 +105,7 @@ def parse(text: str) -> Verdict:
 def build(data: dict[str, Any]) -> Verdict:
     c = data["changes"]
     changes = Changes(c["prompt_append"].strip(), c["neg_append"].strip(),
-                      None if c["cfg"] is None else float(c["cfg"]),
+                      None if c["cfg"] is None else _finite("changes.cfg", c["cfg"]),
                       None if c["steps"] is None else int(c["steps"]), c["seed"])
     checklist = tuple(Check(i["requirement"], i["met"], i.get("observation", ""))
                       for i in data.get("checklist", []))
@@ -104,8 +114,18 @@ def build(data: dict[str, Any]) -> Verdict:
         done = all(ch.met for ch in checklist)
     else:
         done = data["done"]
-        score = float(data.get("score", 1.0 if done else 0.0))
+        score = _finite("score", data.get("score", 1.0 if done else 0.0))
     return Verdict(done, changes, data["reason"].strip(), checklist, score, data["done"])
+
+
+def _finite(where: str, value: float) -> float:
+    try:
+        number = float(value)
+    except OverflowError:
+        number = math.inf
+    if not math.isfinite(number):
+        raise VerdictInvalid(f"{where}: {str(value)[:40]} is not a finite number")
+    return number
 
 
 @dataclass(frozen=True)
