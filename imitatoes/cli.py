@@ -165,7 +165,12 @@ def resume(
     further instruction and a fresh loop budget."""
     with reported():
         run = Run.reopen(run_dir, [*(set_ or []), *_url_overrides(comfy_url, ollama_url)])
+        typer.echo(f"resuming with {run.spec.path} and {run.spec.workflow_path} (the run's own "
+                   "copies: edit those to change what it renders)")
+        for note in run.notes:
+            typer.echo(f"changed since the run was saved: {note}")
         if run.state and run.state.status == "done" and not instruction:
+            run.tidy()
             typer.echo(f"{run_dir} is done; give --instruction to take it further")
             raise typer.Exit(0)
         code = terminal.drive(run, yes=yes, instruction=instruction)

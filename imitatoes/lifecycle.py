@@ -21,7 +21,7 @@ from .errors import ImitatoesError
 from .events import Listener
 from .runlog import RunLog
 from .spec import Spec
-from .state import RunState, continued, first_state
+from .state import RunState, continued, first_state, within_limits
 
 
 class RunInterrupted(ImitatoesError):
@@ -70,6 +70,7 @@ class Run:
     dir: Path
     state: RunState | None = None
     checked: bool = False  # the servers answered for this spec
+    notes: tuple[str, ...] = ()  # what resuming changed (new limits or bounds)
 
     @staticmethod
     def begin(spec: Spec, runs_root: Path | None = None, check_servers: bool = True) -> Run:
@@ -81,9 +82,13 @@ class Run:
     @staticmethod
     def reopen(run_dir: Path, overrides: list[str] | None = None,
                env: dict[str, str] | None = None) -> Run:
-        """A run folder as it was left, for `resume`."""
+        """A run folder as it was left, for `resume`: its spec.yaml read again (edits and
+        --set count), the saved state brought under it, and a crash's loose ends tied up."""
         state = runfolder.read_state(run_dir)
-        return Run(runfolder.load_spec(run_dir, overrides, env), run_dir, state)
+        spec = runfolder.load_spec(run_dir, overrides, env)
+        state, notes = within_limits(state, spec)
+        state.renders = max(state.renders, runfolder.renders_on_disk(run_dir))
+        return Run(spec, run_dir, state, notes=notes)
 
     @staticmethod
     def adopt(run_dir: Path, spec_data: dict[str, Any], workflow: dict[str, Any]) -> Run:
@@ -107,7 +112,8 @@ class Run:
         state = self._starting_state(instruction)
         started = time.monotonic()
         try:
-            self.state = self._drive(state, listeners)
+            with runfolder.owned(self.dir):
+                self.state = self._drive(state, listeners)
         except KeyboardInterrupt:
             self.state = state
             stop = RunInterrupted("interrupted")
@@ -121,6 +127,19 @@ class Run:
         finally:
             self.write_report()
         return Outcome(self.dir, self.state, time.monotonic() - started)
+
+    def tidy(self) -> None:
+        """What a kill after the end and before the last files left undone: final.png and
+        the report."""
+        state = self.state
+        if state is None:
+            return
+        runfolder.write_state(self.dir, state)  # with the render count corrected on reopen
+        chosen = state.done_key or (state.best.key if state.best else None)
+        if chosen and not (self.dir / runfolder.FINAL).is_file():
+            runfolder.copy_final(self.dir, chosen)
+        if not (self.dir / runfolder.REPORT).is_file():
+            self.write_report()
 
     def write_report(self) -> Path | None:
         """report.html; a report that cannot be written never hides how the run ended."""

@@ -138,3 +138,28 @@ def _seed(current: int, asked: str | int, policy: SeedPolicy, rng: random.Random
     if seed != current:
         applied.append(f"seed {current} -> {seed}")
     return seed
+
+
+def within(params: Params, bounds: Bounds) -> tuple[Params, tuple[str, ...]]:
+    """Saved parameters brought inside bounds that changed since they were saved (resume after
+    an edit of the spec or --set): numbers clamped, texts cut back by whole terms."""
+    notes: list[str] = []
+    cfg = min(max(params.cfg, bounds.cfg.min), bounds.cfg.max)
+    steps = int(min(max(params.steps, bounds.steps.min), bounds.steps.max))
+    prompt = params.prompt
+    while len(prompt) > bounds.prompt_max_chars and "," in prompt:
+        prompt = prompt.rsplit(",", 1)[0].rstrip()
+    negative = ", ".join(terms(params.negative)[:bounds.negative_max_terms]) \
+        if len(terms(params.negative)) > bounds.negative_max_terms else params.negative
+    for name, old, new in (("cfg", params.cfg, cfg), ("steps", params.steps, steps)):
+        if old != new:
+            notes.append(f"{name} {old:g} -> {new:g} (bounds.{name} is now "
+                         f"{getattr(bounds, name).min:g}..{getattr(bounds, name).max:g})")
+    if prompt != params.prompt:
+        notes.append(f"prompt cut to {len(prompt)} characters (bounds.prompt.max_chars is now "
+                     f"{bounds.prompt_max_chars})")
+    if negative != params.negative:
+        notes.append(f"negative prompt cut to {bounds.negative_max_terms} terms "
+                     "(bounds.negative.max_terms)")
+    return replace(params, cfg=float(cfg), steps=steps, prompt=prompt,
+                   negative=negative), tuple(notes)

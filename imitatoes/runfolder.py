@@ -9,8 +9,13 @@ Every file is written atomically, so a killed process leaves the old file or the
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
+import shutil
+import socket
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -33,6 +38,7 @@ EVENTS = "events.jsonl"
 REPORT = "report.html"
 FINAL = "final.png"
 REJECTED = "rejected"
+LOCK = ".lock"
 
 
 class RunFolderError(ImitatoesError):
@@ -43,7 +49,7 @@ def write_atomic(path: Path, data: bytes) -> None:
     """Write beside the target and rename over it. (No fsync: it cost 3 ms a write, 10% of our
     overhead, and guards only against power loss, after which resume starts from an older,
     consistent state.)"""
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # two writers never share one
     try:
         with open(tmp, "wb") as f:
             f.write(data)
@@ -52,6 +58,40 @@ def write_atomic(path: Path, data: bytes) -> None:
         raise RunFolderError(f"cannot write {path}: {exc.strerror or exc}; free some space or "
                              f"fix the permissions, then resume with: imitatoes resume "
                              f"{path.parent}") from None
+
+
+class RunFolderBusy(RunFolderError):
+    pass
+
+
+@contextlib.contextmanager
+def owned(run_dir: Path) -> Iterator[None]:
+    """Hold the run folder for one process: a second `resume` of the same folder (or a batch
+    that moved it) is told who has it instead of rendering the same iteration twice. The lock
+    is the kernel's (flock), so a killed holder never leaves it stale."""
+    path = run_dir / LOCK
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise RunFolderError(f"cannot open {path}: {exc.strerror}") from None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            raise RunFolderBusy(f"{run_dir} is in use by {holder}; wait for that run to end, "
+                                "or stop it, then resume") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"imitatoes (pid {os.getpid()} on {socket.gethostname()}, since "
+                     f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC)\n".encode())
+        yield
+    finally:
+        os.close(fd)  # closing releases the lock
+
+
+def renders_on_disk(run_dir: Path) -> int:
+    """Saved renders: a kill between a PNG and the state after it leaves the state one short."""
+    return sum(1 for _ in run_dir.glob("loop_*_iter_*.png"))
 
 
 def to_json(data: Any, indent: int | None = 2) -> bytes:
@@ -212,6 +252,19 @@ def load_spec(run_dir: Path, overrides: list[str] | None = None,
               env: dict[str, str] | None = None) -> Spec:
     """The spec as run; `env` None reads the URL variables from the environment."""
     return specs.load(run_dir / "spec.yaml", overrides or [], env)
+
+
+def copy_final(run_dir: Path, key: str) -> None:
+    """final.png: a copy of the chosen render (the done one, or the best)."""
+    source = run_dir / f"{key}.png"
+    if not source.is_file():
+        return
+    tmp = run_dir / f".{FINAL}.{os.getpid()}.tmp"
+    try:
+        shutil.copyfile(source, tmp)
+        os.replace(tmp, run_dir / FINAL)
+    except OSError as exc:
+        raise RunFolderError(f"cannot write {run_dir / FINAL}: {exc.strerror}") from None
 
 
 def keep_rejected(run_dir: Path, key: str, data: bytes, why: str) -> Path:

@@ -4,8 +4,6 @@ can read a run without the tool and `resume` can continue it after any stop."""
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
 from pathlib import Path
 
@@ -99,12 +97,6 @@ class RunLog(ev.Handler):
 
     def _final(self, state: RunState) -> None:
         chosen = state.done_key or (state.best.key if state.best else None)
-        if chosen and (self.dir / f"{chosen}.png").is_file():
-            tmp = self.dir / f".{runfolder.FINAL}.tmp"
-            try:
-                shutil.copyfile(self.dir / f"{chosen}.png", tmp)
-                os.replace(tmp, self.dir / runfolder.FINAL)
-            except OSError as exc:
-                raise RunFolderError(f"cannot write {self.dir / runfolder.FINAL}: "
-                                     f"{exc.strerror}") from None
+        if chosen:
+            runfolder.copy_final(self.dir, chosen)
         self._save_state(state)

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+from .patch import within
 from .spec import Params, Spec
 
 HISTORY_KEPT = 50  # the most a critic may be shown (critic.history); older rounds stay on disk
@@ -35,7 +36,8 @@ class RunState:
     params: Params  # what the next render uses
     loop: int = 1
     iteration: int = 0  # iterations finished in the current loop
-    last_loop: int = 1  # the loop budget ends with this loop
+    last_loop: int = 1  # the loop budget ends with this loop ...
+    budget_start: int = 1  # ... and began with this one (limits.max_loops loops in all)
     renders: int = 0
     status: str = "running"  # running done limits interrupted failed
     best: Best | None = None
@@ -67,7 +69,8 @@ class RunState:
         iteration = d["iteration"] - (1 if d.get("in_progress") else 0)
         return RunState(
             params=Params(**d["params"]), loop=d["loop"], iteration=iteration,
-            last_loop=d["last_loop"], renders=d["renders"], status=d["status"],
+            last_loop=d["last_loop"], budget_start=d.get("budget_start", 1),
+            renders=d["renders"], status=d["status"],
             best=Best(best["key"], best["score"], Params(**best["params"])) if best else None,
             done_key=d.get("done_key"),
             history=[Tried(**{**t, "params": Params(**t["params"])}) for t in d["history"]],
@@ -84,9 +87,24 @@ def first_state(spec: Spec) -> RunState:
     return RunState(params=spec.start, last_loop=spec.limits.max_loops)
 
 
+def within_limits(state: RunState, spec: Spec) -> tuple[RunState, tuple[str, ...]]:
+    """The saved state under the spec as it is now (edited, or --set on resume): the loop
+    budget follows limits.max_loops (never ending before the loop under way) and the
+    parameters, the best's included, move inside the bounds. Notes say what changed."""
+    last = max(state.budget_start + spec.limits.max_loops - 1, state.loop)
+    notes = [f"the loop budget now ends after loop {last} (was {state.last_loop})"] \
+        if last != state.last_loop else []
+    params, changed = within(state.params, spec.bounds)
+    best = state.best
+    if best is not None:
+        best = replace(best, params=within(best.params, spec.bounds)[0])
+    return replace(state, last_loop=last, params=params, best=best), (*notes, *changed)
+
+
 def continued(state: RunState, spec: Spec, instruction: str) -> RunState:
     """A finished run with a further instruction: a fresh loop budget after the last loop."""
     next_loop = state.loop + 1 if state.iteration else state.loop
     return replace(state, loop=next_loop, iteration=0, status="running", done_key=None,
-                   last_loop=next_loop + spec.limits.max_loops - 1, failures=0, stalled=False,
+                   budget_start=next_loop, last_loop=next_loop + spec.limits.max_loops - 1,
+                   failures=0, stalled=False,
                    instruction=" ".join(filter(None, [state.instruction, instruction])))

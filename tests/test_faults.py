@@ -4,12 +4,14 @@ consistent and `resume` finishes the run without redoing saved iterations."""
 from __future__ import annotations
 
 import json
+import os
 import signal
 import threading
 import time
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from imitatoes import runfolder
@@ -18,7 +20,7 @@ from imitatoes.cli import app
 from imitatoes.comfy import PromptLost
 from imitatoes.critic import CriticUnreachable
 from imitatoes.events import Event
-from imitatoes.lifecycle import Run
+from imitatoes.lifecycle import Run, RunInterrupted
 from imitatoes.standins.ollama import OllamaStandin
 
 from .standins import DEMO, only_run, spawn_run, urls, wait_for
@@ -176,7 +178,7 @@ def test_the_disk_refusing_a_write(servers, tmp_path: Path) -> None:
     spec = specs.load(DEMO, env={"IMITATOES_COMFY_URL": comfy.url,
                                  "IMITATOES_OLLAMA_URL": ollama.url})
     run_dir = runfolder.create(spec, tmp_path / "runs")
-    trap = run_dir / ".loop_01_iter_02.png.tmp"
+    trap = run_dir / f".loop_01_iter_02.png.{os.getpid()}.tmp"
     trap.symlink_to("/dev/full")  # every write to it fails with ENOSPC
     with pytest.raises(runfolder.RunFolderError, match="No space left on device.*imitatoes resume"):
         Run(spec, run_dir).execute()
@@ -199,3 +201,80 @@ def test_ctrl_c_while_the_critic_thinks(servers, tmp_path: Path) -> None:
     consistent(run_dir)
     ollama.knobs.latency = 0
     resume_finishes(run_dir, servers)
+
+
+def test_two_resumes_of_one_folder(servers, tmp_path: Path) -> None:
+    comfy, ollama = servers
+    ollama.knobs.latency = 0.3
+    proc = spawn_run(servers, tmp_path)
+    try:
+        wait_for(lambda: list((tmp_path / "runs").glob("*/loop_01_iter_01.png")), proc)
+        run_dir = only_run(tmp_path)
+        second = runner.invoke(app, ["resume", str(run_dir), *urls(servers)])
+        assert second.exit_code == 1, second.output
+        assert f"{run_dir} is in use by imitatoes (pid {proc.pid}" in second.stderr
+        _, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    consistent(run_dir)
+    record = json.loads((run_dir / "loop_01_iter_01.json").read_text())
+    assert len(record["critic"]["answers"]) == 1  # judged once, by its own run
+
+
+def interrupted_run(servers, tmp_path: Path, *overrides: str) -> Path:
+    """A run that never hears done, stopped (as by Ctrl-C) after its first iteration."""
+    comfy, ollama = servers
+    ollama.knobs.never_done = True
+    spec = specs.load(DEMO, ["limits.iterations_per_loop=1", "limits.max_loops=5",
+                             *overrides], env={"IMITATOES_COMFY_URL": comfy.url,
+                                               "IMITATOES_OLLAMA_URL": ollama.url})
+    run = Run.begin(spec, tmp_path / "runs")
+
+    def stop() -> None:
+        raise KeyboardInterrupt
+
+    with pytest.raises(RunInterrupted):
+        run.execute([stop_after("iteration_ended", 1, stop)])
+    return run.dir
+
+
+def test_resume_takes_new_limits(servers, tmp_path: Path) -> None:
+    run_dir = interrupted_run(servers, tmp_path)
+    result = runner.invoke(app, ["resume", str(run_dir), *urls(servers),
+                                 "--set", "limits.max_loops=2"])
+    assert result.exit_code == 3, result.output
+    assert "the loop budget now ends after loop 2 (was 5)" in result.stdout
+    assert sorted(p.name for p in run_dir.glob("loop_*.png")) == [
+        "loop_01_iter_01.png", "loop_02_iter_01.png"]
+    consistent(run_dir)
+
+
+def test_resume_takes_bounds_edited_in_the_run_s_spec(servers, tmp_path: Path) -> None:
+    run_dir = interrupted_run(servers, tmp_path)
+    spec_file = run_dir / "spec.yaml"
+    data = yaml.safe_load(spec_file.read_text())
+    data["bounds"]["cfg"] = {"min": 3, "max": 5, "max_delta": 1}
+    data["start"]["cfg"] = 5  # validate insists; the run goes on from its own saved cfg
+    spec_file.write_text(yaml.safe_dump(data))
+    result = runner.invoke(app, ["resume", str(run_dir), *urls(servers),
+                                 "--set", "limits.max_loops=2"])
+    assert "cfg 7 -> 5 (bounds.cfg is now 3..5)" in result.stdout, result.output
+    second = json.loads((run_dir / "loop_02_iter_01.json").read_text())
+    assert second["params"]["cfg"] == 5
+
+
+def test_resume_ties_up_what_a_kill_after_the_end_left(servers, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["run", DEMO, *urls(servers)])
+    assert result.exit_code == 0, result.output
+    run_dir = only_run(tmp_path)
+    state = json.loads((run_dir / "state.json").read_text())
+    renders = state["renders"]
+    state["renders"] -= 1  # killed between the last PNG and the state after it ...
+    (run_dir / "state.json").write_text(json.dumps(state))
+    (run_dir / "report.html").unlink()  # ... or between the end and the report
+    (run_dir / "final.png").unlink()
+    again = runner.invoke(app, ["resume", str(run_dir), *urls(servers)])
+    assert again.exit_code == 0 and "is done" in again.stdout, again.output
+    assert (run_dir / "report.html").is_file() and (run_dir / "final.png").is_file()
+    assert json.loads((run_dir / "state.json").read_text())["renders"] == renders
