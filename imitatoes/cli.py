@@ -74,6 +74,9 @@ class Format(str, Enum):
 
 SetOption = Annotated[list[str] | None, typer.Option(
     "--set", help="Override a spec value: --set limits.max_loops=2 (repeatable).")]
+AllowOutside = Annotated[bool, typer.Option(
+    "--allow-outside", help="Let the spec name files outside its own folder (or git work "
+    "tree): only for specs you trust.")]
 
 
 @app.command()
@@ -81,10 +84,11 @@ def validate(
     specs: Annotated[list[Path], typer.Argument(help="Goal spec files (YAML).")],
     set_: SetOption = None,
     format: Annotated[Format, typer.Option(help="text, or json for machines.")] = Format.text,
+    allow_outside: AllowOutside = False,
 ) -> None:
     """Lint goal specs: every problem, as FILE:LINE:COL: WHERE: MESSAGE. Exit 0 clean, 2 not."""
     with reported():
-        results = {str(path): _problems(path, set_ or []) for path in specs}
+        results = {str(path): _problems(path, set_ or [], allow_outside) for path in specs}
     if format is Format.json:
         typer.echo(json.dumps([{"file": f, "ok": not ps, "problems": [p.as_dict() for p in ps]}
                                for f, ps in results.items()], indent=2))
@@ -103,9 +107,9 @@ def validate(
         raise typer.Exit(2)
 
 
-def _problems(path: Path, overrides: list[str]) -> list[Problem]:
+def _problems(path: Path, overrides: list[str], allow_outside: bool) -> list[Problem]:
     try:
-        return lint.check(spec.read(path, overrides, os.environ))
+        return lint.check(spec.read(path, overrides, os.environ, allow_outside))
     except SpecError as exc:
         return [exc.problem]
 
@@ -139,6 +143,7 @@ def run(
     max_loops: Annotated[int | None, typer.Option(min=1)] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Where run folders go.")] = None,
     yes: Yes = False,
+    allow_outside: AllowOutside = False,
 ) -> None:
     """Run the loop: render, critique, patch, until done or the limits. """ + EXIT_CODES
     overrides = [*(set_ or []), *_url_overrides(comfy_url, ollama_url)]
@@ -147,7 +152,7 @@ def run(
     if max_loops:
         overrides.append(f"limits.max_loops={max_loops}")
     with reported():
-        loaded = spec.load(spec_file, overrides)
+        loaded = spec.load(spec_file, overrides, allow_outside=allow_outside)
         code = terminal.drive(Run.begin(loaded, runs_dir), yes=yes)
     raise typer.Exit(code)
 
@@ -182,6 +187,7 @@ def doctor(
     spec_file: Annotated[Path | None, typer.Argument(metavar="[SPEC]")] = None,
     comfy_url: ComfyUrl = None,
     ollama_url: OllamaUrl = None,
+    allow_outside: AllowOutside = False,
 ) -> None:
     """Check ComfyUI, the workflow's nodes and limits, Ollama and the model; say what to fix."""
     from rich.console import Console
@@ -189,8 +195,8 @@ def doctor(
     from . import doctor as checks
 
     with reported():
-        loaded = spec.load(spec_file, _url_overrides(comfy_url, ollama_url)) if spec_file \
-            else None
+        loaded = spec.load(spec_file, _url_overrides(comfy_url, ollama_url),
+                           allow_outside=allow_outside) if spec_file else None
     rows = checks.examine(
         loaded, comfy_url or os.environ.get("IMITATOES_COMFY_URL", "http://127.0.0.1:8188"),
         ollama_url or os.environ.get("IMITATOES_OLLAMA_URL") or
@@ -243,6 +249,7 @@ def batch(
         help="A Celery broker (redis://...): submit to `imitatoes worker`s instead.")] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Where run folders go.")] = None,
     queue: QueueOption = "imitatoes",
+    allow_outside: AllowOutside = False,
 ) -> None:
     """Run many specs: over several backends here, or over Celery workers with --broker.
     Exit 0 when every spec reached done, 3 when some stopped at their limits, 1 on failures."""
@@ -250,7 +257,7 @@ def batch(
     from . import batch_ui
 
     with reported():
-        loaded = [spec.load(p) for p in specs]
+        loaded = [spec.load(p, allow_outside=allow_outside) for p in specs]
         if broker:
             from .cluster import Remote
             pool: Any = Remote(broker, loaded, queue)

@@ -13,7 +13,7 @@ from typing import Any
 
 import jsonschema
 
-from . import template, workflow, yamldoc
+from . import specfiles, template, workflow, yamldoc
 from .errors import Problem, WorkflowError
 from .yamldoc import Document
 
@@ -34,7 +34,19 @@ def check(doc: Document) -> list[Problem]:
     # Semantic checks run on every part the schema found sound, so one typo hides nothing else.
     broken = {_top_key(e) for e in errors} | {p.where.split(".")[0] for p in bad_numbers}
     problems += bad_numbers + semantic_problems(doc, with_defaults(doc.data), broken)
-    return sorted(problems, key=lambda p: (p.origin != "", p.line, p.col, p.where))
+    return _at_most(sorted(problems, key=lambda p: (p.origin != "", p.line, p.col, p.where)))
+
+
+MAX_PROBLEMS = 50  # past this, a reader fixes the first ones and runs validate again
+
+
+def _at_most(problems: list[Problem]) -> list[Problem]:
+    if len(problems) <= MAX_PROBLEMS:
+        return problems
+    last = problems[MAX_PROBLEMS - 1]
+    rest = len(problems) - MAX_PROBLEMS + 1
+    return problems[:MAX_PROBLEMS - 1] + [Problem(last.file, "", f"... and {rest:,} more "
+                                                  "problems; fix these and validate again")]
 
 
 def with_defaults(data: dict[str, Any], node: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -77,7 +89,25 @@ def _explain(doc: Document, error: jsonschema.ValidationError) -> list[Problem]:
     if error.validator == "pattern" and where == ("name",):
         return [doc.problem(where, "use letters, digits, '.', '_' and '-' only (it names run "
                             "folders), starting with a letter or digit, at most 80 characters")]
-    return [doc.problem(where, error.message)]
+    return [doc.problem(where, _message(error))]
+
+
+def _message(error: jsonschema.ValidationError) -> str:
+    """jsonschema's message, with a long value (10,000 requirements) summarised."""
+    message = error.message
+    if len(message) > 200:
+        message = message.replace(repr(error.instance), _summary(error.instance))
+    return message if len(message) <= 200 else message[:197] + "..."
+
+
+def _summary(value: Any) -> str:
+    if isinstance(value, list):
+        return f"a list of {len(value):,} items"
+    if isinstance(value, dict):
+        return f"a mapping of {len(value):,} keys"
+    if isinstance(value, str):
+        return f"a text of {len(value):,} characters"
+    return type(value).__name__
 
 
 def _did_you_mean(word: str, choices: list[str]) -> str:
@@ -105,11 +135,23 @@ def semantic_problems(doc: Document, spec: dict[str, Any], broken: set[str]) -> 
         out += _template_problems(doc, spec, spec_dir)
     if broken & {"workflow", "bindings"}:
         return out
+    path = yamldoc.relative_path(spec_dir, spec["workflow"])
+    refused = _outside(doc, path)
+    if refused:
+        return out + [doc.problem(("workflow",), refused)]
     try:
-        flow = workflow.load(yamldoc.relative_path(spec_dir, spec["workflow"]))
+        flow = workflow.load(path)
     except WorkflowError as exc:
         return out + [doc.problem(("workflow",), str(exc))]
     return out + _binding_problems(doc, spec, flow)
+
+
+def _outside(doc: Document, path: Path) -> str:
+    """Why the spec may not read `path` (nothing when it may, or --allow-outside was given)."""
+    if doc.allow_outside:
+        return ""
+    reason = specfiles.outside(path, doc.path.parent)
+    return f"{path} {reason}" if reason else ""
 
 
 def _bound_problems(doc: Document, spec: dict[str, Any]) -> list[Problem]:
@@ -142,11 +184,13 @@ def _template_problems(doc: Document, spec: dict[str, Any], spec_dir: Path) -> l
     path = template.template_path(value, spec_dir)
     text = value
     if path is not None:
+        refused = _outside(doc, path)
+        if refused:
+            return [doc.problem(where, refused)]
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            reason = "no such file" if isinstance(exc, FileNotFoundError) else str(exc)
-            return [doc.problem(where, f"{path}: {reason} (inline templates need a newline "
+            text = specfiles.read_text(path, specfiles.TEMPLATE_CAP)
+        except specfiles.Unreadable as exc:
+            return [doc.problem(where, f"{path}: {exc} (inline templates need a newline "
                                 "or a {{variable}})")]
     unknown = template.unknown_variables(text)
     if unknown:
@@ -156,16 +200,57 @@ def _template_problems(doc: Document, spec: dict[str, Any], spec_dir: Path) -> l
     return []
 
 
+NUMBERS = {"cfg": "a number", "steps": "a whole number", "seed": "a whole number"}
+
+
+def _site_problems(sites: list[workflow.Site], token: str, parameter: str) -> list[str]:
+    """A token ComfyUI never reads (outside a node's inputs), or a number bound inside text."""
+    out = []
+    for site in (s for s in sites if s.token == token):
+        if not site.in_inputs:
+            out.append(f"{token} sits in {site.dotted} of the workflow, outside the node's "
+                       "inputs: ComfyUI never reads it there")
+        elif parameter in NUMBERS and not site.whole:
+            out.append(f"{parameter} is {NUMBERS[parameter]}, but {token} sits inside the text "
+                       f"{_short(site.text)} of {site.dotted}; make the token the input's whole "
+                       "value")
+    return out
+
+
+def _input_type_problem(flow: dict[str, Any], target: str, parameter: str) -> str:
+    """The value a node path replaces must be of the parameter's kind, and not a link."""
+    node_id, name = workflow.node_input(flow, target) or ("", "")
+    value = flow[node_id]["inputs"][name]
+    if isinstance(value, list):
+        return (f"{target} is a link from node {value[0] if value else '?'}, not a value; bind "
+                "the node where the value is set")
+    if parameter in NUMBERS and isinstance(value, str) and not workflow.TOKEN.fullmatch(value):
+        return f"{target} holds text ({_short(value)}), but {parameter} is {NUMBERS[parameter]}"
+    if parameter not in NUMBERS and isinstance(value, int | float) and \
+            not isinstance(value, bool):
+        return f"{target} holds a number ({value}), but {parameter} is text"
+    return ""
+
+
+def _short(text: str, limit: int = 40) -> str:
+    return repr(text if len(text) <= limit else text[:limit] + "...")
+
+
 def _binding_problems(doc: Document, spec: dict[str, Any], flow: dict[str, Any]) -> list[Problem]:
     out = []
     found = workflow.tokens(flow)
-    for target in spec["bindings"]:
+    sites = workflow.sites(flow)
+    for target, parameter in spec["bindings"].items():
         where = ("bindings", target)
         if workflow.node_input(flow, target):
-            reason = workflow.node_path_problem(flow, target)
+            reason = workflow.node_path_problem(flow, target) or \
+                _input_type_problem(flow, target, parameter)
             if reason:
                 out.append(doc.problem(where, reason, key=True))
-        elif target not in found:
+        elif target in found:
+            out += [doc.problem(where, reason, key=True)
+                    for reason in _site_problems(sites, target, parameter)]
+        else:
             out.append(doc.problem(where, f"{target} does not occur in the workflow "
                                    f"{spec['workflow']}", key=True))
     for token in sorted(found - set(spec["bindings"])):

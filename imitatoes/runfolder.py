@@ -84,9 +84,28 @@ def owned(run_dir: Path) -> Iterator[None]:
         os.ftruncate(fd, 0)
         os.write(fd, f"imitatoes (pid {os.getpid()} on {socket.gethostname()}, since "
                      f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC)\n".encode())
+        _sweep(run_dir)
         yield
     finally:
         os.close(fd)  # closing releases the lock
+
+
+def _sweep(run_dir: Path) -> None:
+    """Temporary files of writers that were killed mid-write (their pid is in the name)."""
+    for tmp in run_dir.glob(".*.tmp"):
+        pid = tmp.name.rsplit(".", 2)[-2]
+        if pid.isdigit() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process: alive
+        return True
+    return True
 
 
 def renders_on_disk(run_dir: Path) -> int:

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import lint, template, workflow, yamldoc
+from . import lint, specfiles, template, workflow, yamldoc
 from .errors import InvalidSpec
 from .yamldoc import Document
 
@@ -112,18 +112,19 @@ class Spec:
 
 
 def load(path: str | Path, overrides: Iterable[str] = (),
-         env: Mapping[str, str] | None = None) -> Spec:
+         env: Mapping[str, str] | None = None, allow_outside: bool = False) -> Spec:
     """Read, override, check and freeze a spec; InvalidSpec carries every problem found."""
-    doc = read(Path(path), overrides, os.environ if env is None else env)
+    doc = read(Path(path), overrides, os.environ if env is None else env, allow_outside)
     problems = lint.check(doc)
     if problems:
         raise InvalidSpec(problems)
     return build(doc)
 
 
-def from_data(data: dict[str, Any], base: Path, env: Mapping[str, str] | None = None) -> Spec:
+def from_data(data: dict[str, Any], base: Path, env: Mapping[str, str] | None = None,
+              allow_outside: bool = False) -> Spec:
     """A spec built in code (scripts/run_loop.py): checked like a file, paths relative to base."""
-    doc = Document(base / "<built-in spec>", data)
+    doc = Document(base / "<built-in spec>", data, allow_outside=allow_outside)
     _apply_env(doc, os.environ if env is None else env)
     problems = lint.check(doc)
     if problems:
@@ -131,9 +132,11 @@ def from_data(data: dict[str, Any], base: Path, env: Mapping[str, str] | None = 
     return build(doc)
 
 
-def read(path: Path, overrides: Iterable[str], env: Mapping[str, str]) -> Document:
+def read(path: Path, overrides: Iterable[str], env: Mapping[str, str],
+         allow_outside: bool = False) -> Document:
     """The document with the environment's URLs and then the --set overrides applied."""
     doc = yamldoc.read(path)
+    doc.allow_outside = allow_outside
     _apply_env(doc, env)
     for text in overrides:
         where, value = yamldoc.parse_override(text)
@@ -201,7 +204,7 @@ def _critic(d: Mapping[str, Any], spec_dir: Path) -> Critic:
         text = template.default_template()
     else:
         path = template.template_path(value, spec_dir)
-        text = path.read_text(encoding="utf-8") if path else value
+        text = specfiles.read_text(path, specfiles.TEMPLATE_CAP) if path else value
     fields = {k: v for k, v in d.items() if k not in ("image", "prompt_template")}
     fields["url"] = fields["url"].rstrip("/")
     return Critic(**fields, image=ImageGuard(**d["image"]), prompt_template=text)

@@ -6,9 +6,11 @@ import copy
 import json
 import re
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from . import specfiles
 from .errors import WorkflowError
 
 TOKEN = re.compile(r"__[A-Z][A-Z0-9_]*__")
@@ -21,17 +23,16 @@ HOW_TO_EXPORT = ("In ComfyUI, enable Settings > Comfy > Dev mode (older versions
 def load(path: Path) -> dict[str, Any]:
     """Read an API-format workflow, or raise WorkflowError saying what is wrong and what to do."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise WorkflowError(f"{path}: no such workflow file") from None
-    except IsADirectoryError:
-        raise WorkflowError(f"{path}: is a directory, not a workflow file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise WorkflowError(f"{path}: cannot read it: {exc}") from None
+        text = specfiles.read_text(path, specfiles.WORKFLOW_CAP)
+    except specfiles.Unreadable as exc:
+        reason = {"no such file": "no such workflow file"}.get(str(exc), str(exc))
+        raise WorkflowError(f"{path}: {reason}") from None
     try:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise WorkflowError(f"{path}:{exc.lineno}:{exc.colno}: not valid JSON: {exc.msg}") from None
+    except RecursionError:
+        raise WorkflowError(f"{path}: nested too deeply to be a workflow") from None
     problem = api_format_problem(data)
     if problem:
         raise WorkflowError(f"{path}: {problem}")
@@ -61,6 +62,32 @@ def _strings(value: Any, where: tuple) -> Iterator[tuple[tuple, str]]:
     elif isinstance(value, list):
         for i, item in enumerate(value):
             yield from _strings(item, (*where, i))
+
+
+@dataclass(frozen=True)
+class Site:
+    """Where a token stands: the path to its string, and whether it is the whole value."""
+
+    token: str
+    where: tuple
+    text: str
+
+    @property
+    def whole(self) -> bool:
+        return self.text == self.token
+
+    @property
+    def in_inputs(self) -> bool:
+        return len(self.where) == 3 and self.where[1] == "inputs"
+
+    @property
+    def dotted(self) -> str:
+        return ".".join(str(p) for p in self.where)
+
+
+def sites(workflow: Mapping[str, Any]) -> list[Site]:
+    return [Site(t, where, text) for where, text in _strings(dict(workflow), ())
+            for t in TOKEN.findall(text)]
 
 
 def tokens(workflow: Mapping[str, Any]) -> set[str]:

@@ -9,6 +9,7 @@ from typing import Any
 
 import yaml
 
+from . import specfiles
 from .errors import Problem, SpecError, UsageError
 
 PathKey = tuple  # a path into the data: mapping keys (str) and list indices (int)
@@ -30,6 +31,7 @@ class Document:
     keys: dict[PathKey, Mark] = field(default_factory=dict)
     origins: dict[PathKey, str] = field(default_factory=dict)  # overridden paths
     duplicates: list[Problem] = field(default_factory=list)
+    allow_outside: bool = False  # may name files outside its own folder tree (--allow-outside)
 
     def locate(self, where: PathKey, key: bool = False) -> Problem:
         """A Problem skeleton at `where` (the key itself when `key`), nearest known parent else."""
@@ -62,9 +64,15 @@ def dotted(where: PathKey) -> str:
 def read(path: Path) -> Document:
     """Read one YAML document; SpecError (with its line) for anything that is not a mapping."""
     text = _read_text(path)
-    loader = yaml.SafeLoader(text)
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a control character: the reader checks first
+        raise _at(path, text, exc.position, f"a control character (U+{exc.character:04X}) is not "
+                  "allowed in YAML; remove it or write it as an escape inside double quotes") \
+            from None
     try:
         node = loader.get_single_node()
+        _refuse_alias_bombs(path, node)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
@@ -72,6 +80,8 @@ def read(path: Path) -> Document:
         raise _unreadable(path, f"not valid YAML: {exc.problem or exc}", line, col) from None
     except yaml.YAMLError as exc:
         raise _unreadable(path, f"not valid YAML: {exc}") from None
+    except RecursionError:
+        raise _unreadable(path, "nested too deeply to be a spec") from None
     finally:
         loader.dispose()
     if data is None:
@@ -84,21 +94,53 @@ def read(path: Path) -> Document:
     return doc
 
 
+ALIAS_GROWTH = 10_000  # values that aliases may add; a spec needs a handful at most
+
+
+def _refuse_alias_bombs(path: Path, node: yaml.Node | None) -> None:
+    """Aliases reuse a node; nested, a few lines become billions of values (a "billion
+    laughs"). Count what they would expand to before anything walks the tree."""
+    sizes: dict[int, int] = {}
+    unique = 0
+
+    def size(n: yaml.Node, open_: set[int]) -> int:
+        nonlocal unique
+        if id(n) in sizes:
+            return sizes[id(n)]
+        if id(n) in open_:
+            raise _unreadable(path, "an alias refers to a node that contains it (a loop)",
+                              n.start_mark.line + 1, n.start_mark.column + 1)
+        unique += 1
+        children = [c for pair in n.value for c in pair] if isinstance(n, yaml.MappingNode) \
+            else n.value if isinstance(n, yaml.SequenceNode) else []
+        total = 1 + sum(size(c, open_ | {id(n)}) for c in children)
+        if total - unique > ALIAS_GROWTH:
+            raise _unreadable(path, f"its aliases expand to more than {ALIAS_GROWTH:,} values "
+                              "(a YAML bomb?); a spec needs no aliases that large",
+                              n.start_mark.line + 1, n.start_mark.column + 1)
+        sizes[id(n)] = total
+        return total
+
+    if node is not None:
+        size(node, set())
+
+
+def _at(path: Path, text: str, position: int, message: str) -> SpecError:
+    line = text.count("\n", 0, position) + 1
+    return _unreadable(path, message, line, position - text.rfind("\n", 0, position))
+
+
 def _unreadable(path: Path, message: str, line: int = 0, col: int = 0) -> SpecError:
     return SpecError(Problem(str(path), "", message, line, col))
 
 
 def _read_text(path: Path) -> str:
-    if not path.exists():
-        raise _unreadable(path, "no such file")
     if path.is_dir():
         raise _unreadable(path, "is a directory; give the path of a spec file (.yaml)")
     try:
-        return path.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise _unreadable(path, f"not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
-    except OSError as exc:
-        raise _unreadable(path, f"cannot read it: {exc.strerror}") from None
+        return specfiles.read_text(path, specfiles.SPEC_CAP)
+    except specfiles.Unreadable as exc:
+        raise _unreadable(path, str(exc)) from None
 
 
 def _index(doc: Document, node: yaml.Node, where: PathKey) -> None:

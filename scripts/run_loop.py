@@ -65,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         with cli.reported():
-            loaded = spec.from_data(build(args), Path.cwd())
+            # The workflow is the one the user named on the command line, wherever it is.
+            loaded = spec.from_data(build(args), Path.cwd(), allow_outside=True)
             return terminal.drive(Run.begin(loaded, args.runs_dir), yes=args.yes)
     except typer.Exit as exit_:
         return exit_.exit_code

@@ -22,8 +22,9 @@ runner = CliRunner()
 
 
 def spec_files(tmp_path: Path, n: int) -> list[Path]:
-    text = DEMO.read_text().replace("demo_workflow.json",
-                                    str(ROOT / "imitatoes" / "data" / "demo_workflow.json"))
+    workflow = ROOT / "imitatoes" / "data" / "demo_workflow.json"
+    (tmp_path / workflow.name).write_bytes(workflow.read_bytes())  # a spec reads its own files
+    text = DEMO.read_text()
     paths = []
     for i in range(n):
         path = tmp_path / f"spec{i}.yaml"

@@ -103,10 +103,10 @@ def test_doctor_finds_bounds_beyond_the_node(servers, tmp_path: Path) -> None:
                                  "steps: {min: 10, max: 10000, max_delta: 10}")
                     .replace("cfg: {min: 3.0, max: 12.0, max_delta: 1.5}",
                              "cfg: {min: 3.0, max: 100, max_delta: 1.5}"))
-    ok = runner.invoke(app, ["doctor", str(spec), *urls(servers)])
+    ok = runner.invoke(app, ["doctor", str(spec), *urls(servers), "--allow-outside"])
     assert ok.exit_code == 0  # 100 and 10000 are KSampler's own maxima
     spec.write_text(text.replace("model: qwen2.5vl:7b", "model: llama3.2:3b"))
-    blind = runner.invoke(app, ["doctor", str(spec), *urls(servers)])
+    blind = runner.invoke(app, ["doctor", str(spec), *urls(servers), "--allow-outside"])
     assert blind.exit_code == 1 and "cannot see images" in blind.stdout
 
 

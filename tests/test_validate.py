@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import os
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from imitatoes.cli import app
@@ -108,3 +111,98 @@ def test_schema_command_prints_the_schema() -> None:
     schema = json.loads(result.stdout)
     assert schema["$schema"].endswith("2020-12/schema")
     assert schema["additionalProperties"] is False
+
+
+# -- specs from someone else's repository ------------------------------------------------------
+
+def write_spec(folder: Path, **fields: object) -> Path:
+    """The minimal valid spec, its workflow beside it, with `fields` replacing its own."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "sd15.json").write_bytes((SPECS / "workflows" / "sd15.json").read_bytes())
+    data = yaml.safe_load((SPECS / "valid" / "minimal.yaml").read_text())
+    data.update({"workflow": "sd15.json", **fields})
+    path = folder / "spec.yaml"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    return path
+
+
+def validate(path: Path, *extra: str):
+    return runner.invoke(app, ["validate", str(path), *extra])
+
+
+def test_a_spec_reads_only_files_in_its_own_tree(tmp_path: Path) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "elsewhere" / "wf.json").write_bytes((SPECS / "workflows" / "sd15.json")
+                                                     .read_bytes())
+    spec = write_spec(tmp_path / "mine", workflow="../elsewhere/wf.json",
+                      critic={"model": "llava", "prompt_template": "/etc/passwd"})
+    result = validate(spec)
+    assert result.exit_code == 2
+    assert "critic.prompt_template: /etc/passwd is outside" in result.stdout
+    assert f"workflow: {tmp_path}/elsewhere/wf.json is outside {tmp_path}/mine" in \
+        result.stdout
+    assert "unless --allow-outside is given" in result.stdout
+    assert validate(spec, "--allow-outside").exit_code == 0
+    (tmp_path / "mine" / "link.json").symlink_to(tmp_path / "elsewhere" / "wf.json")
+    linked = write_spec(tmp_path / "mine", workflow="link.json")
+    assert "is outside" in validate(linked).stdout  # where it really is, not where it claims
+
+
+def test_a_git_work_tree_is_the_spec_s_home(tmp_path: Path) -> None:
+    (tmp_path / ".git").mkdir()
+    write_spec(tmp_path / "workflows")
+    spec = write_spec(tmp_path / "specs", workflow="../workflows/sd15.json")
+    result = validate(spec)
+    assert result.exit_code == 0, result.output
+
+
+@pytest.mark.parametrize("kind", ["device", "fifo", "huge"])
+def test_only_regular_files_of_a_sane_size(tmp_path: Path, kind: str) -> None:
+    target = tmp_path / "spec" / "wf.json"
+    target.parent.mkdir()
+    if kind == "device":
+        target.symlink_to("/dev/zero")
+    elif kind == "fifo":
+        os.mkfifo(target)
+    else:
+        target.write_bytes(b" " * (16 * 2**20 + 1))
+    spec = write_spec(tmp_path / "spec", workflow="wf.json")
+    started = time.monotonic()
+    result = validate(spec, "--allow-outside")
+    assert time.monotonic() - started < 5
+    assert result.exit_code == 2
+    assert ("more than the 16,777,216 a spec" if kind == "huge" else
+            "is not a regular file") in result.stdout
+
+
+def test_a_yaml_bomb_is_refused_quickly(tmp_path: Path) -> None:
+    lines = ["a0: &a0 [lol, lol, lol, lol, lol, lol, lol, lol, lol]"]
+    lines += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 10)]
+    bomb = tmp_path / "bomb.yaml"
+    bomb.write_text("\n".join(lines) + "\n")
+    started = time.monotonic()
+    result = validate(bomb)
+    assert time.monotonic() - started < 2
+    assert result.exit_code == 2 and "aliases expand to more than 10,000 values" in \
+        result.stdout
+
+
+@pytest.mark.parametrize("byte", ["\x1b", "\x00", "\x07"])
+def test_a_control_byte_is_located(tmp_path: Path, byte: str) -> None:
+    spec = write_spec(tmp_path)
+    text = spec.read_text().replace("goal: Anything.", f"goal: Any{byte}thing.")
+    spec.write_text(text)
+    result = validate(spec)
+    assert result.exit_code == 2
+    assert f"{spec}:2:10: a control character (U+{ord(byte):04X})" in result.stdout
+
+
+def test_ten_thousand_requirements_give_short_messages(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, requirements=[f"thing {i}" for i in range(10_000)])
+    result = validate(spec)
+    assert result.exit_code == 2
+    assert "requirements: a list of 10,000 items is too long" in result.stdout
+    assert max(len(line) for line in result.stdout.splitlines()) < 400
+    many = write_spec(tmp_path, requirements=[""] * 200)
+    lines = validate(many).stdout.splitlines()
+    assert len(lines) == 50 and "and 152 more problems" in lines[-1]
