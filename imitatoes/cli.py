@@ -249,6 +249,8 @@ def batch(
         help="A Celery broker (redis://...): submit to `imitatoes worker`s instead.")] = None,
     runs_dir: Annotated[Path | None, typer.Option(help="Where run folders go.")] = None,
     queue: QueueOption = "imitatoes",
+    timeout: Annotated[float | None, typer.Option(
+        help="With --broker: stop waiting for the workers after this many seconds.")] = None,
     allow_outside: AllowOutside = False,
 ) -> None:
     """Run many specs: over several backends here, or over Celery workers with --broker.
@@ -260,7 +262,7 @@ def batch(
         loaded = [spec.load(p, allow_outside=allow_outside) for p in specs]
         if broker:
             from .cluster import Remote
-            pool: Any = Remote(broker, loaded, queue)
+            pool: Any = Remote(broker, loaded, queue, timeout)
         else:
             pool = batching.Batch(loaded, batching.pair(comfy or [], ollama or []), runs_dir)
         batch_ui.watch(pool.jobs, pool.run)

@@ -137,8 +137,10 @@ def submit(app: Any, spec: specs.Spec, run_id: str) -> Any:
         queue=app.conf.task_default_queue)
 
 
-def follow(app: Any, jobs: list[Job], stamp: str, on_change: Any, poll: float = 0.5) -> None:
-    """Submit every job's spec and keep the rows current until all have a result."""
+def follow(app: Any, jobs: list[Job], stamp: str, on_change: Any, poll: float = 0.5,
+           timeout: float | None = None) -> None:
+    """Submit every job's spec and keep the rows current until all have a result, or until
+    `timeout` seconds have passed (the runs left then are reported failed, not waited on)."""
     results = [submit(app, job.spec, f"{stamp}_{i:02d}_{job.spec.name}")
                for i, job in enumerate(jobs)]
     pending = dict(enumerate(results))
@@ -146,6 +148,13 @@ def follow(app: Any, jobs: list[Job], stamp: str, on_change: Any, poll: float = 
     for job in jobs:
         job.started = started
     while pending:
+        if timeout is not None and time.monotonic() - started > timeout:
+            for i in pending:
+                jobs[i].status = "failed"
+                jobs[i].error = (f"no result from the workers within {timeout:g} s; is an "
+                                 "`imitatoes worker` serving this broker and queue?")
+            on_change()
+            return
         for i, result in list(pending.items()):
             _update(jobs[i], result)
             if result.ready():
@@ -177,10 +186,13 @@ def _update(job: Any, result: Any) -> None:
 class Remote:
     """`imitatoes batch --broker`: the specs submitted to the workers, their rows followed."""
 
-    def __init__(self, broker: str, loaded: list[specs.Spec], queue: str = QUEUE) -> None:
+    def __init__(self, broker: str, loaded: list[specs.Spec], queue: str = QUEUE,
+                 timeout: float | None = None) -> None:
         self.app = make_app(broker, queue=queue)
+        self.timeout = timeout
         self.jobs = [Job(s) for s in loaded]
         self.dead: set[Backend] = set()  # workers are Celery's to watch, not ours
 
     def run(self, on_change: Any) -> None:
-        follow(self.app, self.jobs, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), on_change)
+        follow(self.app, self.jobs, time.strftime("%Y%m%dT%H%M%SZ", time.gmtime()), on_change,
+               timeout=self.timeout)

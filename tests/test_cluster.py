@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,7 +81,8 @@ def worker(broker: str, name: str, comfy: str, ollama: str, runs: Path,
 
 def follow(broker: str, jobs: list[batch.Job], on_change=lambda: None) -> None:
     from imitatoes import cluster
-    cluster.follow(cluster.make_app(broker, queue=QUEUE), jobs, "t", on_change, poll=0.1)
+    cluster.follow(cluster.make_app(broker, queue=QUEUE), jobs, "t", on_change, poll=0.1,
+                   timeout=120)  # a worker that never answers fails the test, not hangs it
 
 
 def test_celery_runs_specs_on_two_workers(tmp_path: Path, broker: str) -> None:
@@ -125,3 +127,15 @@ def test_a_killed_worker_s_run_is_resumed_elsewhere(tmp_path: Path, broker: str)
     assert resumed.backend == "w2"
     for name, mtime in killed["mtimes"].items():  # resumed from its saved state, not restarted
         assert (run_dir / name).stat().st_mtime_ns == mtime
+
+
+def test_no_worker_on_the_queue_ends_in_time(tmp_path: Path, broker: str) -> None:
+    from imitatoes import cluster
+
+    jobs = [batch.Job(specs.load(p)) for p in spec_files(tmp_path, 1)]
+    started = time.monotonic()
+    cluster.follow(cluster.make_app(broker, queue=QUEUE + "-nobody"), jobs, "t", lambda: None,
+                   poll=0.05, timeout=0.5)
+    assert time.monotonic() - started < 5
+    assert jobs[0].status == "failed" and "no result from the workers within 0.5 s" in \
+        jobs[0].error
