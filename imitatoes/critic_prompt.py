@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from . import template
+from . import checklist, template
 from .spec import Bounds, Params, Spec
 from .state import Tried
 
@@ -31,11 +31,14 @@ def history_text(tried: Sequence[Tried], limit: int) -> str:
 
 
 def critic_prompt(spec: Spec, params: Params, loop: int, iteration: int,
-                  tried: Sequence[Tried] = (), instruction: str = "") -> str:
+                  tried: Sequence[Tried] = (), instructions: Sequence[str] = ()) -> str:
+    wanted = checklist.requirements(spec.requirements, instructions)
+    first_users = len(spec.requirements) + 1
     values = {
         "goal": spec.goal,
-        "instruction": f"Further instruction: {instruction}\n" if instruction else "",
-        "requirements": "\n".join(f"{i}. {r}" for i, r in enumerate(spec.requirements, 1)),
+        "instruction": (f"Further instruction from the user: {'; '.join(instructions)} "
+                        f"(checklist item {first_users} on).\n") if instructions else "",
+        "requirements": "\n".join(f"{i}. {r}" for i, (r, _) in enumerate(wanted, 1)),
         "prompt": params.prompt, "negative": params.negative or "(empty)",
         "cfg": f"{params.cfg:g}", "steps": params.steps, "seed": params.seed,
         "bounds": bounds_text(spec.bounds), "loop": loop, "iteration": iteration,

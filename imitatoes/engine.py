@@ -8,7 +8,7 @@ import random
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
-from . import critic_prompt, patch
+from . import checklist, critic_prompt, patch
 from . import events as ev
 from .errors import ImitatoesError
 from .events import Listener
@@ -72,10 +72,11 @@ class Engine:
         rendered = self._render(state, k, params, saved[0] if saved else None)
         self.emit(ev.Critiquing, state, key=k)
         prompt = critic_prompt.critic_prompt(self.spec, params, state.loop, state.iteration,
-                                             state.history, state.instruction)
+                                             state.history, state.instructions)
         judgement = self.critic.judge(rendered.image, prompt)
         self.emit(ev.Judged, state, key=k, judgement=judgement, prompt=prompt)
-        self._apply(state, k, params, judgement)
+        judgement, items = self._matched(judgement, state)
+        self._apply(state, k, params, judgement, items)
         state.pending, state.in_progress = None, False
         self._next(state, k)
 
@@ -107,14 +108,27 @@ class Engine:
                   params=params, state=state.snapshot())
         return rendered
 
-    def _apply(self, state: RunState, k: str, params: Params, judgement: Judgement) -> None:
+    def _matched(self, judgement: Judgement, state: RunState
+                 ) -> tuple[Judgement, tuple[checklist.Item, ...]]:
+        """Score and done from the spec's requirements and the user's instructions, each
+        matched to the critic's item for it (an item left out counts as unmet)."""
+        verdict = judgement.verdict
+        if verdict is None or not verdict.checklist:
+            return judgement, ()
+        wanted = checklist.requirements(self.spec.requirements, state.instructions)
+        items = checklist.match(wanted, verdict.checklist)
+        verdict = replace(verdict, done=all(i.met for i in items), score=checklist.score(items))
+        return replace(judgement, verdict=verdict), items
+
+    def _apply(self, state: RunState, k: str, params: Params, judgement: Judgement,
+               items: tuple[checklist.Item, ...] = ()) -> None:
         verdict = judgement.verdict
         if verdict is None:
             state.failures += 1
             state.stalled = False  # asking again may help: the critic did not answer
             state.remember(Tried(state.loop, state.iteration, params, None,
                                  f"(no usable verdict: {judgement.error})", "nothing"))
-            self._applied(state, k, None, None, None)
+            self._applied(state, k, None, None, None, items)
             if state.failures >= MAX_CRITIC_FAILURES:
                 raise CriticFailing(f"the critic gave no usable verdict {state.failures} times "
                                     f"in a row (last: {judgement.error}); check the model and "
@@ -134,7 +148,7 @@ class Engine:
             state.done_key = k
             state.remember(Tried(state.loop, state.iteration, params, verdict.score,
                                  verdict.reason, "nothing (done)"))
-            self._applied(state, k, None, None, verdict.score)
+            self._applied(state, k, None, None, verdict.score, items)
             return
         p = patch.apply(base, verdict.changes, self.spec.bounds, self.spec.seed, self.rng)
         state.params = p.params
@@ -144,12 +158,12 @@ class Engine:
         applied = p.summary() if reverted is None else f"back to {reverted}; {p.summary()}"
         state.remember(Tried(state.loop, state.iteration, params, verdict.score,
                              verdict.reason, applied))
-        self._applied(state, k, p, reverted, verdict.score)
+        self._applied(state, k, p, reverted, verdict.score, items)
 
     def _applied(self, state: RunState, k: str, p: patch.Patch | None, reverted: str | None,
-                 score: float | None) -> None:
+                 score: float | None, items: tuple[checklist.Item, ...]) -> None:
         self.emit(ev.Applied, state, key=k, patch=p, reverted=reverted, score=score,
-                  state=state.snapshot())
+                  requirements=items, state=state.snapshot())
 
     def _next(self, state: RunState, k: str) -> None:
         if state.done_key:

@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
+from .checklist import Item
 from .patch import Patch
 from .ports import Rendered
 from .spec import Params
@@ -106,6 +107,7 @@ class Applied(Event):
     reverted: str | None  # the best iteration the change started from, after a regression
     score: float | None
     state: RunState
+    requirements: tuple[Item, ...] = ()  # each requirement, met or not, as judged
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -25,6 +25,7 @@ import yaml
 
 from . import spec as specs
 from . import template
+from .checklist import Item
 from .errors import ImitatoesError
 from .imagecheck import MAX_PIXELS, NotAnImage
 from .imagecheck import check as check_image
@@ -161,6 +162,7 @@ class IterationRecord:
     reverted_to: str | None = None
     refused: list[Refusal] = field(default_factory=list)
     next_params: Params | None = None
+    requirements: list[Item] = field(default_factory=list)  # each one as the critic judged it
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"key": self.key, "loop": self.loop, "iteration": self.iteration,
@@ -171,7 +173,8 @@ class IterationRecord:
         if self.applied is not None:
             d.update(score=self.score, reverted_to=self.reverted_to, applied=list(self.applied),
                      refused=[asdict(r) for r in self.refused],
-                     next_params=asdict(self.next_params) if self.next_params else None)
+                     next_params=asdict(self.next_params) if self.next_params else None,
+                     requirements=[asdict(i) for i in self.requirements])
         return d
 
     @staticmethod
@@ -182,7 +185,8 @@ class IterationRecord:
             dict(d.get("seconds", {})),
             CriticRecord.from_dict(d["critic"]) if d.get("critic") else None,
             d.get("applied"), d.get("score"), d.get("reverted_to"),
-            [Refusal(**r) for r in d.get("refused", [])], Params(**nxt) if nxt else None)
+            [Refusal(**r) for r in d.get("refused", [])], Params(**nxt) if nxt else None,
+            [Item(**i) for i in d.get("requirements", [])])
 
     @property
     def reason(self) -> str:

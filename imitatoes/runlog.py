@@ -75,6 +75,7 @@ class RunLog(ev.Handler):
         r.applied = list(p.applied) if p else []
         r.refused = list(p.refused) if p else []
         r.next_params = p.params if p else None
+        r.requirements = list(event.requirements)
         runfolder.write_record(self.dir, r)
 
     def on_iteration_ended(self, event: ev.IterationEnded) -> None:

@@ -43,7 +43,7 @@ class RunState:
     best: Best | None = None
     done_key: str | None = None
     history: list[Tried] = field(default_factory=list)
-    instruction: str = ""
+    instructions: list[str] = field(default_factory=list)  # the user's, each a requirement
     failures: int = 0  # critic failures in a row
     pending: dict[str, Any] | None = None  # a render saved but not yet judged
     in_progress: bool = False  # saved mid-iteration (a crash, an error, Ctrl-C)
@@ -51,7 +51,7 @@ class RunState:
 
     def snapshot(self) -> RunState:
         """A copy a listener may keep: every field is immutable except the two containers."""
-        return replace(self, history=list(self.history),
+        return replace(self, history=list(self.history), instructions=list(self.instructions),
                        pending=dict(self.pending) if self.pending is not None else None)
 
     def remember(self, tried: Tried) -> None:
@@ -74,7 +74,9 @@ class RunState:
             best=Best(best["key"], best["score"], Params(**best["params"])) if best else None,
             done_key=d.get("done_key"),
             history=[Tried(**{**t, "params": Params(**t["params"])}) for t in d["history"]],
-            instruction=d.get("instruction", ""), failures=d.get("failures", 0),
+            instructions=list(d.get("instructions") or
+                              ([d["instruction"]] if d.get("instruction") else [])),
+            failures=d.get("failures", 0),
             pending=d.get("pending"), stalled=d.get("stalled", False))
 
 
@@ -102,9 +104,10 @@ def within_limits(state: RunState, spec: Spec) -> tuple[RunState, tuple[str, ...
 
 
 def continued(state: RunState, spec: Spec, instruction: str) -> RunState:
-    """A finished run with a further instruction: a fresh loop budget after the last loop."""
+    """A finished run taken further: a fresh loop budget after the last loop, and the user's
+    instruction, if any, one more requirement the image must meet."""
     next_loop = state.loop + 1 if state.iteration else state.loop
     return replace(state, loop=next_loop, iteration=0, status="running", done_key=None,
                    budget_start=next_loop, last_loop=next_loop + spec.limits.max_loops - 1,
                    failures=0, stalled=False,
-                   instruction=" ".join(filter(None, [state.instruction, instruction])))
+                   instructions=[*state.instructions, *([instruction] if instruction else [])])

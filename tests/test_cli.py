@@ -67,11 +67,21 @@ def test_resume_a_done_run_needs_an_instruction(servers, tmp_path: Path) -> None
     run_dir = only_run(tmp_path)
     result = runner.invoke(app, ["resume", str(run_dir), *urls(servers)])
     assert result.exit_code == 0 and "give --instruction" in result.stdout
+    done_before = json.loads((run_dir / "state.json").read_text())["done_key"]
     result = runner.invoke(app, ["resume", str(run_dir), *urls(servers),
-                                 "--instruction", "make the circle bigger"])
+                                 "--instruction", "Add a yellow square"])
     assert result.exit_code == 0, result.output
     state = json.loads((run_dir / "state.json").read_text())
-    assert state["instruction"] == "make the circle bigger" and state["loop"] > 1
+    assert state["instructions"] == ["Add a yellow square"] and state["loop"] > 1
+    # The instruction is a requirement: not met by the image that was done before it ...
+    first = json.loads((run_dir / f"loop_{state['loop']:02d}_iter_01.json").read_text())
+    assert first["requirements"][-1] == {"requirement": "Add a yellow square", "met": False,
+                                         "observation": "I see: red circle", "by": "text",
+                                         "user": True}
+    assert "yellow square" in first["next_params"]["prompt"]
+    # ... and the run is done only once it is.
+    last = json.loads((run_dir / f"{state['done_key']}.json").read_text())
+    assert state["done_key"] != done_before and last["requirements"][-1]["met"] is True
 
 
 def test_resume_something_that_is_not_a_run(tmp_path: Path) -> None:
@@ -224,4 +234,4 @@ def test_at_a_terminal_done_asks_for_further_instruction(servers, tmp_path: Path
     assert os.waitstatus_to_exitcode(status) == 0, text[-2000:]
     assert answered and "seed·cfg·steps" in text  # the live table, not plain lines
     state = json.loads((only_run(tmp_path) / "state.json").read_text())
-    assert state["instruction"] == "add a green square" and state["loop"] >= 2
+    assert state["instructions"] == ["add a green square"] and state["loop"] >= 2

@@ -144,7 +144,9 @@ def test_further_instruction_after_done_gets_a_fresh_budget() -> None:
     again = engine.run(continued(state, spec, "make the circle bigger"))
     assert (again.loop, again.last_loop, again.status) == (2, 2, "limits")
     assert len(renderer.workflows) == 3
-    assert "Further instruction: make the circle bigger" in critic.prompts[-1]
+    assert "Further instruction from the user: make the circle bigger (checklist item 5 on)" \
+        in critic.prompts[-1]
+    assert "\n5. make the circle bigger\n" in critic.prompts[-1]
 
 
 def test_a_verdict_that_changes_nothing_stops_instead_of_repeating_the_image() -> None:

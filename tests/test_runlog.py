@@ -151,8 +151,8 @@ def test_resume_a_finished_run_with_an_instruction(tmp_path: Path) -> None:
     state, renderer = resume(run_dir, critic, instruction="add a yellow square")
     assert state.status == "done" and state.done_key == "loop_02_iter_02"
     assert len(renderer.workflows) == 2
-    assert "Further instruction: add a yellow square" in critic.prompts[0]
-    assert state.instruction == "add a yellow square"
+    assert "Further instruction from the user: add a yellow square" in critic.prompts[0]
+    assert state.instructions == ["add a yellow square"]
 
 
 def test_not_a_run_folder(tmp_path: Path) -> None:

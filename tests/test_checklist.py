@@ -1,0 +1,64 @@
+"""Done means every requirement was judged met: the critic's checklist matched to the spec's
+requirements and the user's instructions, whatever the critic left out or reworded."""
+
+from __future__ import annotations
+
+import random
+
+from imitatoes import checklist
+from imitatoes.engine import Engine
+from imitatoes.state import first_state
+from imitatoes.verdict import Changes, Check, Verdict
+
+from .doubles import FakeCritic, FakeRenderer
+from .test_engine import make
+
+WANTED = checklist.requirements(["A red circle", "The background is blue"], ["Add a square"])
+
+
+def test_matched_by_text_whatever_the_order_numbering_and_case() -> None:
+    items = checklist.match(WANTED, [Check("3. add a SQUARE!", False, "none"),
+                                     Check("a red circle", True), Check("2) The background "
+                                                                        "is blue.", True)])
+    assert [(i.met, i.by, i.user) for i in items] == [(True, "text", False),
+                                                      (True, "text", False),
+                                                      (False, "text", True)]
+    assert checklist.score(items) == 2 / 3
+
+
+def test_a_skipped_requirement_counts_as_unmet() -> None:
+    items = checklist.match(WANTED, [Check("A red circle", True)])
+    assert [(i.met, i.by) for i in items] == [(True, "text"), (None, "missing"),
+                                              (None, "missing")]
+    assert checklist.score(items) == 1 / 3
+
+
+def test_paraphrases_are_matched_by_position_only_when_every_item_is_there() -> None:
+    three = [Check("circle is red", True), Check("blue bg", True), Check("square", False)]
+    assert [i.by for i in checklist.match(WANTED, three)] == ["position"] * 3
+    two = three[:2]
+    assert [i.met for i in checklist.match(WANTED, two)] == [None, None, None]
+
+
+def claims_done(*checks: Check) -> Verdict:
+    return Verdict(True, Changes(prompt_append="more"), "Looks done.", checks, 1.0, True)
+
+
+def test_a_done_claim_with_a_short_checklist_does_not_stop_the_run() -> None:
+    spec = make(ipl=2, loops=1)  # the demo: four requirements
+    critic = FakeCritic(claims_done(Check("A red circle", True)),
+                        claims_done(*(Check(r, True) for r in spec.requirements)))
+    events: list = []
+    state = Engine(spec, FakeRenderer(), critic, [events.append],
+                   rng=random.Random(0)).run(first_state(spec))
+    assert state.status == "done" and state.done_key == "loop_01_iter_02"
+    first = next(e for e in events if getattr(e, "kind", "") == "applied")
+    assert first.score == 0.25 and [i.met for i in first.requirements] == [True, None, None,
+                                                                           None]
+
+
+def test_paraphrased_items_that_are_not_the_spec_s_do_not_count() -> None:
+    spec = make(ipl=1, loops=1)
+    critic = FakeCritic(claims_done(Check("Looks great", True), Check("Nice colours", True)))
+    state = Engine(spec, FakeRenderer(), critic, rng=random.Random(0)).run(first_state(spec))
+    assert state.status == "limits" and state.best.score == 0.0
