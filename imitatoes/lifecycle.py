@@ -19,6 +19,7 @@ from .critic import make_critic
 from .engine import Engine
 from .errors import ImitatoesError
 from .events import Listener
+from .report import ReportWriter
 from .runlog import RunLog
 from .spec import Spec
 from .state import RunState, continued, first_state, within_limits
@@ -161,7 +162,8 @@ class Run:
                              max_image_bytes=int(c.max_image_mb * 2**20))
         critic = make_critic(self.spec.critic)
         engine = Engine(self.spec, ComfyRenderer(client, c.render_timeout, c.max_image_pixels),
-                        critic, [RunLog(self.dir), *listeners], rng=random.Random(),
+                        critic, [RunLog(self.dir), ReportWriter(self.dir), *listeners],
+                        rng=random.Random(),
                         reuse=lambda key: runfolder.saved_render(self.dir, key,
                                                                  c.max_image_pixels))
         try:

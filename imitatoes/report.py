@@ -1,22 +1,23 @@
-"""report.html: one self-contained page per run folder, to see oscillation, seed changes and
-prompt bloat at a glance. Everything that came from the critic or a server is escaped."""
+"""report.html: one self-contained page per run folder, rewritten after every iteration while
+the run goes (the page reloads itself until the run ends), to see at a glance what was asked,
+what the critic saw requirement by requirement, and where cfg, steps, seed and the prompt went.
+Everything that came from the critic or a server is escaped; the page fetches nothing."""
 
 from __future__ import annotations
 
 import base64
-import io
 from html import escape
 from pathlib import Path
+from typing import Any
 
 import yaml
-from PIL import Image, UnidentifiedImageError
 
-from . import patch, runfolder
-from .imagecheck import NotAnImage
-from .imagecheck import check as check_image
+from . import charts, patch, runfolder, thumbs
+from . import events as ev
 from .runfolder import IterationRecord
+from .state import RunState
 
-THUMB = 320
+REFRESH_SECONDS = 5
 
 CSS = """
 body{font:14px/1.45 system-ui,sans-serif;margin:24px;color:#222;background:#fafafa}
@@ -26,25 +27,202 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
 .card.best{border-color:#2a7;box-shadow:0 0 0 2px #2a7} .card.done{border-color:#27a}
 .card img{width:100%;border-radius:4px;display:block}
 .k{font-weight:600} .score{float:right;font-variant-numeric:tabular-nums}
-table{border-collapse:collapse;background:#fff;width:100%}
+table{border-collapse:collapse;background:#fff} .wide{width:100%}
 td,th{border:1px solid #ddd;padding:4px 6px;vertical-align:top;text-align:left}
-mark{background:#ffe58a} .refused{color:#a33} .muted{color:#888}
-.final img{max-width:512px;border:1px solid #ccc}
+mark{background:#ffe58a} .refused{color:#a33} .muted{color:#888} .yours{color:#a60}
+.final img{max-width:100%;border:1px solid #ccc}
+.matrix td{text-align:center;min-width:2.2em} .met{background:#dff3e4;color:#185}
+.unmet{background:#fbe3e3;color:#a22} .unjudged{background:#eee;color:#888}
+.chart{background:#fff;border:1px solid #ddd;margin:0 12px 12px 0} .chart text{font-size:11px}
+.chart .title{font-size:13px;font-weight:600} .axis{stroke:#555} .grid{stroke:#eee}
+.compare{display:flex;gap:12px} .compare figure{margin:0;flex:1} .compare img{width:100%}
+"""
+
+COMPARE_JS = """
+function show(side){var key=document.getElementById('pick'+side).value;
+var card=document.getElementById('card-'+key);
+document.getElementById('img'+side).src=card?card.querySelector('img').src:'';
+document.getElementById('cap'+side).textContent=card?card.dataset.caption:'';}
+show('a');show('b');
 """
 
 
-def thumbnail(path: Path) -> str:
-    """A small JPEG data URI, so the page stands alone without carrying every full PNG."""
-    try:
-        data = path.read_bytes()
-        check_image(data)  # a huge or broken file gets no thumbnail, not a crash
-        img = Image.open(io.BytesIO(data)).convert("RGB")
-    except (OSError, UnidentifiedImageError, NotAnImage):
+class ReportWriter(ev.Handler):
+    """A listener: the report after every iteration, from thumbnails made as verdicts come."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.dir = run_dir
+
+    def on_verdict(self, event: ev.Judged) -> None:
+        thumbs.save(self.dir, event.key, event.judgement.image.data)
+
+    def _write(self, event: ev.IterationEnded | ev.LoopEnded | ev.Done | ev.LimitsReached
+               | ev.Interrupted | ev.Failed) -> None:
+        write(self.dir, event.state)
+
+    on_iteration_ended = on_loop_ended = on_done = on_limits_reached = _write
+    on_interrupted = on_error = _write
+
+
+def write(run_dir: Path, state: RunState | None = None) -> Path:
+    path = run_dir / runfolder.REPORT
+    runfolder.write_atomic(path, build(run_dir, state).encode("utf-8"))
+    return path
+
+
+def build(run_dir: Path, state: RunState | None = None) -> str:
+    state = state or runfolder.read_state(run_dir)
+    spec = yaml.safe_load((run_dir / "spec.yaml").read_text()) or {}
+    records = runfolder.records(run_dir)
+    running = state.status == "running"
+    refresh = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' if running else ""
+    name = escape(str(spec.get("name", "")))
+    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
+<meta name="viewport" content="width=device-width">{refresh}<title>imitatoes · {name}</title>
+<style>{CSS}</style></head><body>
+<h1>{name}</h1>
+{_summary(spec, state, records)}
+<h2>Requirements</h2>{_requirements(spec, state)}
+{_final(run_dir, state)}
+<h2>Requirement by requirement</h2>{_matrix(spec, state, records)}
+<h2>Score, cfg and steps</h2>{_charts(spec, records)}
+<h2>Compare two iterations</h2>{_compare(records, state)}
+<h2>Iterations</h2><div class="sheet">{_cards(run_dir, state, records)}</div>
+<h2>Prompts, changes and timings</h2>{_table(records)}
+{f"<script>{COMPARE_JS}</script>" if len(records) > 1 else ""}
+</body></html>
+"""
+
+
+def _summary(spec: dict[str, Any], state: RunState, records: list[IterationRecord]) -> str:
+    status = {"done": f"done at {state.done_key}", "limits": "limits reached without done",
+              "running": f"running (this page reloads every {REFRESH_SECONDS} s)"}.get(
+        state.status, state.status)
+    best = f"{state.best.key} (score {state.best.score:.2f})" if state.best else "none yet"
+    render = sum(r.seconds.get("render", 0) for r in records)
+    critique = sum(r.seconds.get("critique", 0) for r in records)
+    critic, comfy = spec.get("critic") or {}, spec.get("comfyui") or {}
+    return (f'<div class="meta">{escape(str(spec.get("goal", "")))}<br>{escape(status)} · '
+            f"{state.renders} render(s) · loop {state.loop} of {state.last_loop} · best "
+            f"{escape(best)}<br>time: {render:.1f} s rendering, {critique:.1f} s critiquing"
+            f"<br>critic: {escape(str(critic.get('model', '?')))} at "
+            f"{escape(str(critic.get('url', '?')))} · ComfyUI at "
+            f"{escape(str(comfy.get('url', '?')))}</div>")
+
+
+def _requirements(spec: dict[str, Any], state: RunState) -> str:
+    spec_items = "".join(f"<li>{escape(str(q))}</li>" for q in spec.get("requirements", []))
+    yours = "".join(f'<li>{escape(i)} <span class="yours">(your instruction)</span></li>'
+                    for i in state.instructions)
+    return f"<ol>{spec_items}{yours}</ol>"
+
+
+def _final(run_dir: Path, state: RunState) -> str:
+    """The final image at full size once the run has ended; the best so far while it runs."""
+    chosen = state.done_key or (state.best.key if state.best else None)
+    final = run_dir / f"{chosen}.png"  # what final.png is a copy of
+    if state.status != "running" and chosen and final.is_file():
+        src = "data:image/png;base64," + base64.b64encode(final.read_bytes()).decode()
+        title = f"Final image: {chosen}"
+    elif state.best:
+        src, title = thumbs.data_uri(run_dir, state.best.key), f"Best so far: {state.best.key}"
+    else:
         return ""
-    img.thumbnail((THUMB, THUMB))
-    out = io.BytesIO()
-    img.save(out, "JPEG", quality=80)
-    return "data:image/jpeg;base64," + base64.b64encode(out.getvalue()).decode()
+    return f'<div class="final"><h2>{escape(title)}</h2><img alt="final" src="{src}"></div>'
+
+
+def _matrix(spec: dict[str, Any], state: RunState, records: list[IterationRecord]) -> str:
+    """Iteration by requirement: met, unmet, or not judged; the critic's words on hover."""
+    wanted = [str(q) for q in spec.get("requirements", [])] + list(state.instructions)
+    head = "".join(f"<th>{escape(_short(r.key))}</th>" for r in records)
+    rows = []
+    for n, text in enumerate(wanted):
+        cells = "".join(_cell(r.requirements[n] if n < len(r.requirements) else None)
+                        for r in records)
+        rows.append(f"<tr><th>{n + 1}. {escape(text)}</th>{cells}</tr>")
+    return f'<table class="matrix"><tr><th>requirement</th>{head}</tr>{"".join(rows)}</table>'
+
+
+def _cell(item: Any) -> str:
+    if item is None or item.met is None:
+        return '<td class="unjudged" title="not judged">–</td>'
+    cls, mark = ("met", "✓") if item.met else ("unmet", "✗")
+    return f'<td class="{cls}" title="{escape(item.observation)}">{mark}</td>'
+
+
+def _charts(spec: dict[str, Any], records: list[IterationRecord]) -> str:
+    bounds = spec.get("bounds") or {}
+    labels = [_short(r.key) for r in records]
+
+    def span(name: str, values: list[float]) -> tuple[float, float]:
+        b = bounds.get(name) or {}
+        return (min([b.get("min", min(values))] + values),
+                max([b.get("max", max(values))] + values))
+
+    cfgs, steps = [r.params.cfg for r in records], [float(r.params.steps) for r in records]
+    return "".join([
+        charts.line_chart("score (share of requirements met)", labels,
+                          [r.score for r in records], 0.0, 1.0, "#2a7"),
+        charts.line_chart("cfg (scale: the spec's bounds)", labels, cfgs, *span("cfg", cfgs),
+                          "#d55") if records else "",
+        charts.line_chart("steps (scale: the spec's bounds)", labels, steps,
+                          *span("steps", steps), "#36c") if records else ""])
+
+
+def _compare(records: list[IterationRecord], state: RunState) -> str:
+    if len(records) < 2:
+        return '<p class="muted">after the second image</p>'
+    best = state.best.key if state.best else records[-1].key
+
+    def picker(side: str, chosen: str) -> str:
+        options = "".join(f'<option value="{escape(r.key)}"'
+                          f'{" selected" if r.key == chosen else ""}>{escape(r.key)}</option>'
+                          for r in records)
+        return (f'<figure><select id="pick{side}" onchange="show(\'{side}\')">{options}'
+                f'</select><img id="img{side}" alt=""><figcaption id="cap{side}"></figcaption>'
+                "</figure>")
+
+    return f'<div class="compare">{picker("a", records[0].key)}{picker("b", best)}</div>'
+
+
+def _cards(run_dir: Path, state: RunState, records: list[IterationRecord]) -> str:
+    best = state.best.key if state.best else None
+    cards = []
+    for r in records:
+        score = "—" if r.score is None else f"{r.score:.2f}"
+        cls = " ".join(c for c, on in (("best", r.key == best), ("done", r.key == state.done_key))
+                       if on)
+        caption = f"{r.key} · score {score} · seed {r.params.seed} · cfg {r.params.cfg:g} · " \
+                  f"steps {r.params.steps}"
+        cards.append(
+            f'<div class="card {cls}" id="card-{escape(r.key)}" data-caption="'
+            f'{escape(caption)}"><a href="{escape(r.key)}.png"><img alt="{escape(r.key)}" '
+            f'src="{thumbs.data_uri(run_dir, r.key)}"></a><span class="k">{escape(r.key)}'
+            f'</span><span class="score">{score}</span><div class="muted">seed '
+            f"{r.params.seed} · cfg {r.params.cfg:g} · steps {r.params.steps}</div>"
+            f"<div>{escape(r.reason)}</div></div>")
+    return "".join(cards)
+
+
+def _table(records: list[IterationRecord]) -> str:
+    rows, previous = [], {"prompt": "", "negative": ""}
+    for r in records:
+        p = r.params
+        score = "—" if r.score is None else f"{r.score:.2f}"
+        refused = "".join(f'<div class="refused">refused {escape(x.field)}: '
+                          f"{escape(str(x.asked)[:200])} ({escape(x.reason)})</div>"
+                          for x in r.refused)
+        timing = f"{r.seconds.get('render', 0):.1f} / {r.seconds.get('critique', 0):.1f}"
+        rows.append(f"<tr><td>{escape(r.key)}</td><td>{marked(p.prompt, previous['prompt'])}"
+                    f"</td><td>{marked(p.negative, previous['negative'])}</td><td>{p.cfg:g}"
+                    f"</td><td>{p.steps}</td><td>{p.seed}</td><td>{score}</td><td>{timing}</td>"
+                    f"<td>{escape(r.reason)}</td><td>"
+                    f"{escape('; '.join(r.applied or []) or 'nothing')}{refused}</td></tr>")
+        previous = {"prompt": p.prompt, "negative": p.negative}
+    return ('<table class="wide"><tr><th>image</th><th>prompt (new terms marked)</th>'
+            "<th>negative</th><th>cfg</th><th>steps</th><th>seed</th><th>score</th>"
+            "<th>render / critique s</th><th>critic</th><th>applied</th></tr>"
+            f'{"".join(rows)}</table>')
 
 
 def marked(text: str, before: str) -> str:
@@ -54,80 +232,7 @@ def marked(text: str, before: str) -> str:
                      else escape(t) for t in patch.terms(text))
 
 
-def chart(records: list[IterationRecord]) -> str:
-    """cfg, steps and score across iterations as a small inline SVG (no scripts, no fetches)."""
-    if len(records) < 2:
-        return ""
-    w, h, pad = 640, 160, 24
-    series = {"cfg": [r.params.cfg for r in records],
-              "steps": [r.params.steps for r in records],
-              "score": [r.score or 0 for r in records]}
-    colours = {"cfg": "#d55", "steps": "#36c", "score": "#2a7"}
-    lines = []
-    for name, values in series.items():
-        lo, hi = min(values), max(values)
-        span = (hi - lo) or 1
-        pts = " ".join(f"{pad + i * (w - 2 * pad) / (len(values) - 1):.1f},"
-                       f"{h - pad - (v - lo) / span * (h - 2 * pad):.1f}"
-                       for i, v in enumerate(values))
-        lines.append(f'<polyline fill="none" stroke="{colours[name]}" stroke-width="2" '
-                     f'points="{pts}"/><text x="{pad}" y="{14 + 14 * len(lines)}" '
-                     f'fill="{colours[name]}">{name} {lo:g}–{hi:g}</text>')
-    return f'<svg width="{w}" height="{h}" role="img" aria-label="cfg, steps and score">' \
-        + "".join(lines) + "</svg>"
-
-
-def build(run_dir: Path) -> str:
-    state = runfolder.read_state(run_dir)
-    spec = yaml.safe_load((run_dir / "spec.yaml").read_text()) or {}
-    records = runfolder.records(run_dir)
-    best = state.best.key if state.best else None
-    done = state.done_key
-    cards, rows, previous = [], [], {"prompt": "", "negative": ""}
-    for r in records:
-        k, params = r.key, r.params
-        score = "—" if r.score is None else f"{r.score:.2f}"
-        cls = " ".join(c for c, on in (("best", k == best), ("done", k == done)) if on)
-        cards.append(f'<div class="card {cls}"><a href="{escape(k)}.png"><img alt="{escape(k)}" '
-                     f'src="{thumbnail(run_dir / f"{k}.png")}"></a><span class="k">{escape(k)}'
-                     f'</span><span class="score">{score}</span><div class="muted">seed '
-                     f'{params.seed} · cfg {params.cfg:g} · steps {params.steps}</div>'
-                     f'<div>{escape(r.reason)}</div></div>')
-        refused = "".join(f'<div class="refused">refused {escape(x.field)}: '
-                          f'{escape(str(x.asked)[:200])} ({escape(x.reason)})</div>'
-                          for x in r.refused)
-        prompt = marked(params.prompt, previous["prompt"])
-        rows.append(f"<tr><td>{escape(k)}</td><td>{prompt}"
-                    f"</td><td>{marked(params.negative, previous['negative'])}</td>"
-                    f"<td>{params.cfg:g}</td><td>{params.steps}</td><td>{params.seed}"
-                    f"</td><td>{score}</td><td>{escape(r.reason)}</td><td>"
-                    f"{escape('; '.join(r.applied or []) or 'nothing')}{refused}</td></tr>")
-        previous = {"prompt": params.prompt, "negative": params.negative}
-    requirements = "".join(f"<li>{escape(str(q))}</li>" for q in spec.get("requirements", []))
-    final = '<div class="final"><h2>Final image</h2><a href="final.png"><img alt="final" ' \
-        f'src="{thumbnail(run_dir / "final.png")}"></a></div>' \
-        if (run_dir / "final.png").exists() else ""
-    status = {"done": f"done at {done}", "limits": "limits reached without done"}.get(
-        state.status, state.status)
-    name, goal = escape(str(spec.get("name", ""))), escape(str(spec.get("goal", "")))
-    return f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
-<meta name="viewport" content="width=device-width"><title>imitatoes · {name}</title>
-<style>{CSS}</style></head><body>
-<h1>{name}</h1>
-<div class="meta">{goal}<br>{escape(status)} · {state.renders}
-render(s) · best {escape(str(best))}</div>
-<h2>Requirements</h2><ol>{requirements}</ol>
-{final}
-<h2>Iterations</h2><div class="sheet">{"".join(cards)}</div>
-<h2>cfg, steps and score</h2>{chart(records)}
-<h2>Prompts and changes</h2><table><tr><th>image</th><th>prompt (new terms marked)</th>
-<th>negative</th><th>cfg</th><th>steps</th><th>seed</th><th>score</th><th>critic</th>
-<th>applied</th></tr>{"".join(rows)}</table>
-</body></html>
-"""
-
-
-def write(run_dir: Path) -> Path:
-    path = run_dir / runfolder.REPORT
-    runfolder.write_atomic(path, build(run_dir).encode("utf-8"))
-    return path
+def _short(key: str) -> str:
+    """loop_02_iter_03 -> 2.3"""
+    parts = key.split("_")
+    return f"{int(parts[1])}.{int(parts[3])}" if len(parts) == 4 else key
