@@ -19,7 +19,7 @@ import typer
 
 from . import __version__, lint, report, spec, terminal
 from .errors import ImitatoesError, InvalidSpec, Problem, SpecError, UsageError
-from .lifecycle import Run
+from .lifecycle import Outcome, Run
 from .safe_text import printable
 
 if TYPE_CHECKING:
@@ -224,8 +224,16 @@ def demo(
         env = {**os.environ, "IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
         loaded = spec.load(resources.files("imitatoes") / "data" / "demo.yaml", env=env)
         typer.echo(f"stand-ins: ComfyUI {comfy.url}, Ollama {ollama.url} (no GPU needed)")
-        code = terminal.drive(Run.begin(loaded, root), yes=True)
+        code = terminal.drive(Run.begin(loaded, root), yes=True, next_step=_after_demo)
     raise typer.Exit(code)
+
+
+def _after_demo(outcome: Outcome) -> str:
+    """The demo's stand-ins stop with it, so `resume` needs them started again."""
+    return ("the demo's stand-ins stopped with it. To take this run further, start them in "
+            "two other terminals (imitatoes standin comfyui, imitatoes standin ollama), then:\n"
+            f"  imitatoes resume {outcome.run_dir} --comfy-url http://127.0.0.1:8188 "
+            '--ollama-url http://127.0.0.1:11434 --instruction "..."')
 
 
 @app.command("report")

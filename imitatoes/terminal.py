@@ -5,6 +5,7 @@ go on. `run`, `resume`, `demo` and scripts/run_loop.py all end here."""
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 
 import typer
 
@@ -12,8 +13,10 @@ from . import ui
 from .lifecycle import Outcome, Run
 
 
-def drive(run: Run, yes: bool = False, instruction: str = "") -> int:
-    """Run to the end, asking for more after done at a terminal; returns the exit code."""
+def drive(run: Run, yes: bool = False, instruction: str = "",
+          next_step: Callable[[Outcome], str] = Outcome.next_step) -> int:
+    """Run to the end, asking for more after done at a terminal; returns the exit code.
+    `next_step` says how to go on (the demo's stand-ins are gone by then: it says so)."""
     interactive = sys.stdout.isatty()
     while True:
         outcome = _once(run, interactive, instruction)
@@ -23,7 +26,7 @@ def drive(run: Run, yes: bool = False, instruction: str = "") -> int:
                                        show_default=False).strip()
             if instruction:
                 continue
-        typer.echo(outcome.next_step())
+        typer.echo(next_step(outcome))
         return outcome.exit_code
 
 
