@@ -17,18 +17,23 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from . import __version__, lint, report, spec, terminal
+from . import __version__, lint, spec
 from .errors import ImitatoesError, InvalidSpec, Problem, SpecError, UsageError
-from .lifecycle import Outcome, Run
 from .safe_text import printable
 
 if TYPE_CHECKING:
+    from .lifecycle import Outcome
     from .standins.server import BackgroundServer
+
+# The commands that run something import the run machinery (requests, PIL, rich's live
+# display) when they start, so `validate` and `--help` stay quick.
 
 EXIT_CODES = "Exit codes: 0 done/clean, 1 error, 2 invalid spec or usage, 3 limits reached " \
              "without done, 130 interrupted."
 
+# rich_markup_mode None: click's plain help, which shows no "<bool>" after every flag.
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  rich_markup_mode=None,
                   help="A self-improving image loop: ComfyUI renders, a local vision model "
                        "critiques, imitatoes patches the parameters. " + EXIT_CODES)
 
@@ -73,7 +78,8 @@ class Format(str, Enum):
 
 
 SetOption = Annotated[list[str] | None, typer.Option(
-    "--set", help="Override a spec value: --set limits.max_loops=2 (repeatable).")]
+    "--set", metavar="KEY=VALUE",
+    help="Override a spec value: --set limits.max_loops=2 (repeatable).")]
 AllowOutside = Annotated[bool, typer.Option(
     "--allow-outside", help="Let the spec name files outside its own folder (or git work "
     "tree): only for specs you trust.")]
@@ -120,10 +126,11 @@ def schema_cmd() -> None:
     typer.echo(json.dumps(lint.schema(), indent=2))
 
 
-ComfyUrl = Annotated[str | None, typer.Option(help="ComfyUI URL (default: "
+ComfyUrl = Annotated[str | None, typer.Option(metavar="URL", help="ComfyUI URL (default: "
                                              "$IMITATOES_COMFY_URL, then the spec's).")]
-OllamaUrl = Annotated[str | None, typer.Option(help="Critic URL (default: "
+OllamaUrl = Annotated[str | None, typer.Option(metavar="URL", help="Critic URL (default: "
                                                "$IMITATOES_OLLAMA_URL, then the spec's).")]
+RunsDir = Annotated[Path | None, typer.Option(metavar="DIR", help="Where run folders go.")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for further instruction "
                                    "after done.")]
 
@@ -133,25 +140,31 @@ def _url_overrides(comfy_url: str | None, ollama_url: str | None) -> list[str]:
         ([f"critic.url={ollama_url}"] if ollama_url else [])
 
 
-@app.command()
+@app.command(help="Run the loop: render, critique, patch, until the critic finds every "
+             "requirement met or the limits are reached. Checks the spec and both servers "
+             "before anything is rendered. " + EXIT_CODES)
 def run(
     spec_file: Annotated[Path, typer.Argument(metavar="SPEC", help="A goal spec (YAML).")],
     set_: SetOption = None,
     comfy_url: ComfyUrl = None,
     ollama_url: OllamaUrl = None,
-    iterations_per_loop: Annotated[int | None, typer.Option(min=1)] = None,
-    max_loops: Annotated[int | None, typer.Option(min=1)] = None,
-    runs_dir: Annotated[Path | None, typer.Option(help="Where run folders go.")] = None,
+    iterations_per_loop: Annotated[int | None, typer.Option(
+        min=1, help="Renders per loop (limits.iterations_per_loop).")] = None,
+    max_loops: Annotated[int | None, typer.Option(
+        min=1, help="Loops at most (limits.max_loops).")] = None,
+    runs_dir: RunsDir = None,
     yes: Yes = False,
     allow_outside: AllowOutside = False,
 ) -> None:
-    """Run the loop: render, critique, patch, until done or the limits. """ + EXIT_CODES
     overrides = [*(set_ or []), *_url_overrides(comfy_url, ollama_url)]
     if iterations_per_loop:
         overrides.append(f"limits.iterations_per_loop={iterations_per_loop}")
     if max_loops:
         overrides.append(f"limits.max_loops={max_loops}")
     with reported():
+        from . import terminal
+        from .lifecycle import Run
+
         loaded = spec.load(spec_file, overrides, allow_outside=allow_outside)
         code = terminal.drive(Run.begin(loaded, runs_dir), yes=yes)
     raise typer.Exit(code)
@@ -165,13 +178,20 @@ def resume(
     comfy_url: ComfyUrl = None,
     ollama_url: OllamaUrl = None,
     yes: Yes = False,
+    refresh: Annotated[bool, typer.Option(
+        "--refresh", help="Read the spec and workflow again from where the run came from "
+        "(after a fix there), list what changed, and go on with them.")] = False,
 ) -> None:
     """Continue a run: an interrupted or crashed one where it stopped, a finished one with a
     further instruction and a fresh loop budget."""
     with reported():
-        run = Run.reopen(run_dir, [*(set_ or []), *_url_overrides(comfy_url, ollama_url)])
+        from . import terminal
+        from .lifecycle import Run
+
+        overrides = [*(set_ or []), *_url_overrides(comfy_url, ollama_url)]
+        run = Run.refresh(run_dir, overrides) if refresh else Run.reopen(run_dir, overrides)
         typer.echo(f"resuming with {run.spec.path} and {run.spec.workflow_path} (the run's own "
-                   "copies: edit those to change what it renders)")
+                   "copies: edit those, or fix the originals and resume with --refresh)")
         for note in run.notes:
             typer.echo(f"changed since the run was saved: {note}")
         if run.state and run.state.status == "done" and not instruction:
@@ -187,6 +207,8 @@ def doctor(
     spec_file: Annotated[Path | None, typer.Argument(metavar="[SPEC]")] = None,
     comfy_url: ComfyUrl = None,
     ollama_url: OllamaUrl = None,
+    model: Annotated[str | None, typer.Option(
+        help="Without a spec: the critic model to check (e.g. qwen2.5vl:7b).")] = None,
     allow_outside: AllowOutside = False,
 ) -> None:
     """Check ComfyUI, the workflow's nodes and limits, Ollama and the model; say what to fix."""
@@ -200,7 +222,7 @@ def doctor(
     rows = checks.examine(
         loaded, comfy_url or os.environ.get("IMITATOES_COMFY_URL", "http://127.0.0.1:8188"),
         ollama_url or os.environ.get("IMITATOES_OLLAMA_URL") or
-        spec.ollama_host_url(os.environ.get("OLLAMA_HOST", "")))
+        spec.ollama_host_url(os.environ.get("OLLAMA_HOST", "")), model)
     Console(width=max(100, Console().width)).print(checks.table(rows))
     raise typer.Exit(1 if any(r.status == "fail" for r in rows) else 0)
 
@@ -224,6 +246,9 @@ def demo(
         env = {**os.environ, "IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
         loaded = spec.load(resources.files("imitatoes") / "data" / "demo.yaml", env=env)
         typer.echo(f"stand-ins: ComfyUI {comfy.url}, Ollama {ollama.url} (no GPU needed)")
+        from . import terminal
+        from .lifecycle import Run
+
         code = terminal.drive(Run.begin(loaded, root), yes=True, next_step=_after_demo)
     raise typer.Exit(code)
 
@@ -239,6 +264,8 @@ def _after_demo(outcome: Outcome) -> str:
 @app.command("report")
 def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
     """Write report.html in a run folder (runs write it themselves when they end)."""
+    from . import report
+
     with reported():
         typer.echo(str(report.write(run_dir)))
 
@@ -255,7 +282,7 @@ def batch(
         help="A critic URL: one for all backends, or one per --comfy in order.")] = None,
     broker: Annotated[str | None, typer.Option(
         help="A Celery broker (redis://...): submit to `imitatoes worker`s instead.")] = None,
-    runs_dir: Annotated[Path | None, typer.Option(help="Where run folders go.")] = None,
+    runs_dir: RunsDir = None,
     queue: QueueOption = "imitatoes",
     timeout: Annotated[float | None, typer.Option(
         help="With --broker: stop waiting for the workers after this many seconds.")] = None,
@@ -305,12 +332,14 @@ def worker(
                           f"--hostname={name or socket.gethostname()}@%h"])
 
 
-standin_app = typer.Typer(no_args_is_help=True, help="Run a loopback stand-in server (no GPU).")
+standin_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                          help="Run a loopback stand-in server (no GPU).")
 app.add_typer(standin_app, name="standin")
 
 
 def _serve_forever(server: BackgroundServer, what: str) -> None:
     with reported():
+        server.log = sys.stdout  # a line per request, as ComfyUI and `ollama serve` print
         try:
             server.start()
         except OSError as exc:
@@ -332,11 +361,14 @@ def standin_comfyui(
     step_seconds: Annotated[float, typer.Option(help="Render time per sampler step.")] = 0.05,
     checkpoint: Annotated[list[str] | None, typer.Option(
         help="A checkpoint name to pretend to have (repeatable).")] = None,
+    grain: Annotated[float, typer.Option(
+        help="Grain over every render (0.1: photo-like to compress and decode).")] = 0.0,
 ) -> None:
     """A ComfyUI that draws the prompt's colours and shapes; faults via POST /imitatoes/knobs."""
     from .standins.comfyui import DEFAULT_CHECKPOINTS, ComfyStandin, Knobs
 
-    knobs = Knobs(step_seconds=step_seconds, checkpoints=checkpoint or list(DEFAULT_CHECKPOINTS))
+    knobs = Knobs(step_seconds=step_seconds, checkpoints=checkpoint or list(DEFAULT_CHECKPOINTS),
+                  grain=grain)
     _serve_forever(ComfyStandin(knobs, host, port), "ComfyUI")
 
 

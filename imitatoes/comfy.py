@@ -18,14 +18,16 @@ from .comfy_ws import EventStream, Progress
 from .errors import ImitatoesError
 from .imagecheck import MAX_PIXELS, NotAnImage
 from .imagecheck import check as check_image
-from .net import LimitExceeded, bounded, session_for
+from .net import LimitExceeded, bounded, port_of, reason, session_for
 from .ports import Rendered, RenderRejected
 
 JSON_CAP = 64 * 2**20  # the full /object_info of a well-stocked ComfyUI is a few MiB
 IMAGE_CAP = 100 * 2**20  # the default for comfyui.max_image_mb
 
-HOW_TO_START = ("Start ComfyUI (python main.py --listen 127.0.0.1 --port 8188), or point imitatoes "
-                "at it with --comfy-url or IMITATOES_COMFY_URL.")
+def how_to_start(url: str) -> str:
+    """What to do when ComfyUI does not answer at `url` (its own port, not always 8188)."""
+    return (f"Start ComfyUI (python main.py --listen 127.0.0.1 --port {port_of(url, 8188)}), or "
+            "point imitatoes at it with --comfy-url or IMITATOES_COMFY_URL.")
 
 
 class ComfyError(ImitatoesError):
@@ -130,7 +132,7 @@ class ComfyClient:
                                    f"{seconds:g} s; is it overloaded or stuck?") from None
         except requests.exceptions.RequestException as exc:
             raise ComfyUnreachable(f"ComfyUI is not reachable at {self.url} ({method} {path}: "
-                                   f"{_reason(exc)}). {HOW_TO_START}") from None
+                                   f"{reason(exc)}). {how_to_start(self.url)}") from None
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         resp = self._request(method, path, **kwargs)
@@ -240,7 +242,7 @@ class ComfyClient:
                 raise RenderTimeout(f"prompt {prompt_id} did not finish in time in "
                                     f"ComfyUI at {self.url}")
             time.sleep(min(interval, left))
-            interval = min(interval * 1.5, 1.0)
+            interval = min(interval * 1.5, 0.25)  # a finished render is noticed within 250 ms
 
     def _finished(self, prompt_id: str) -> bool:
         """True once the history has the prompt; PromptLost when it never will."""
@@ -363,18 +365,6 @@ def _safe_json(resp: requests.Response) -> Any:
                                  f"{resp.text[:120]!r}") from None
 
 
-def _reason(exc: requests.exceptions.RequestException) -> str:
-    text = str(exc)
-    for needle, reason in (("Connection refused", "connection refused"),
-                           ("Name or service not known", "unknown host"),
-                           ("RemoteDisconnected", "the connection closed without an answer"),
-                           ("Connection aborted", "the connection closed without an answer"),
-                           ("Connection reset", "the connection was reset")):
-        if needle in text:
-            return reason
-    return type(exc).__name__
-
-
 class ComfyRenderer:
     """The engine's renderer: one workflow in, the first output image out."""
 
@@ -406,6 +396,9 @@ class ComfyRenderer:
                                  f"{submitted.prompt_id} is {exc}; it was kept aside in the run "
                                  "folder's rejected/ and not saved as a render", data) from None
         return Rendered(data, submitted.prompt_id, time.monotonic() - start)
+
+    def free(self) -> None:
+        self.client.free()
 
     def interrupt(self) -> None:
         """Stop our prompt (and only ours) if it is still running; never raise on the way out."""

@@ -15,15 +15,19 @@ import requests
 from . import verdict as verdicts
 from .critic_image import Prepared, prepare
 from .errors import ImitatoesError
-from .net import LimitExceeded, bounded, session_for
+from .net import LimitExceeded, bounded, port_of, reason, session_for
 from .spec import Critic as CriticSpec
 from .verdict import Attempt, Judgement
 
 ANSWER_CAP = 16 * 2**20  # a verdict is a few kB; a server streaming forever stops here
 SYSTEM = ("You are a meticulous visual critic. You look at the attached image, check it against "
           "a checklist and answer only with a JSON object in the requested shape.")
-HOW_TO_START = ("Start Ollama (ollama serve), or point imitatoes at it with --ollama-url or "
-                "IMITATOES_OLLAMA_URL.")
+def how_to_start(url: str) -> str:
+    """What to do when the critic does not answer at `url`."""
+    port = port_of(url, 11434)
+    serve = "ollama serve" if port == 11434 else f"OLLAMA_HOST=127.0.0.1:{port} ollama serve"
+    return (f"Start Ollama ({serve}), or point imitatoes at it with --ollama-url or "
+            "IMITATOES_OLLAMA_URL.")
 
 
 class CriticError(ImitatoesError):
@@ -71,7 +75,7 @@ class _Base:
                                     "connection open?") from None
         except requests.exceptions.RequestException as exc:
             raise CriticUnreachable(f"the critic is not reachable at {self.url} ({path}: "
-                                    f"{type(exc).__name__}). {HOW_TO_START}") from None
+                                    f"{reason(exc)}). {how_to_start(self.url)}") from None
 
     def judge(self, image: bytes, prompt: str) -> Judgement:
         """Ask for a verdict; retry a bad answer with what was wrong, up to spec.retries times."""
@@ -181,8 +185,9 @@ class OllamaCritic(_Base):
         """Reachable, model pulled, model sees images; raises the CriticError that says which."""
         version = self.version()
         tags = _json(self._get("/api/tags"), self.url).get("models") or []
-        names = {m.get("name") for m in tags} | {m.get("model") for m in tags}
-        if _tagged(self.spec.model) not in {_tagged(str(n)) for n in names if n}:
+        mine = [m for m in tags if isinstance(m, dict) and _tagged(self.spec.model) in
+                {_tagged(str(m.get("name"))), _tagged(str(m.get("model")))}]
+        if not mine:
             raise ModelMissing(f"the model {self.spec.model!r} is not pulled in Ollama at "
                                f"{self.url}; run: ollama pull {self.spec.model}")
         resp = self._post("/api/show", {"model": self.spec.model}, 30.0)
@@ -192,7 +197,9 @@ class OllamaCritic(_Base):
             raise ModelBlind(f"the model {self.spec.model!r} cannot see images (capabilities: "
                              f"{', '.join(capabilities)}); choose a vision model such as "
                              "qwen2.5vl:7b, gemma3 or llava")
-        return {"version": version, "model": self.spec.model, "capabilities": capabilities}
+        size = mine[0].get("size")
+        return {"version": version, "model": self.spec.model, "capabilities": capabilities,
+                "size": size if isinstance(size, int) else None}
 
     def unload(self, wait: float = 30.0) -> None:
         """Free the GPU for ComfyUI: keep_alive 0 unloads the model; then wait (at most `wait`

@@ -6,13 +6,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import requests
-
+from . import spec as specs
 from . import workflow
-from .comfy import HOW_TO_START as COMFY_HOW_TO
 from .comfy import ComfyClient, ComfyError
-from .critic import HOW_TO_START as OLLAMA_HOW_TO
+from .comfy import how_to_start as comfy_how_to
 from .critic import CriticError, OllamaCritic, make_critic
+from .critic import how_to_start as ollama_how_to
 from .safe_text import markup_safe
 from .spec import Critic, Spec
 
@@ -23,6 +22,8 @@ class Check:
     status: str  # ok fail warn skip
     detail: str
     fix: str = ""
+    vram: tuple[int, int] = (0, 0)  # ComfyUI's device: bytes in all, bytes in use
+    model_bytes: int = 0  # the critic model's size, as Ollama lists it
 
 
 def comfy_checks(url: str, spec: Spec | None) -> list[Check]:
@@ -30,7 +31,7 @@ def comfy_checks(url: str, spec: Spec | None) -> list[Check]:
     try:
         stats = client.system_stats()
     except ComfyError as exc:
-        return [Check("ComfyUI reachable", "fail", str(exc).split(". ")[0], COMFY_HOW_TO)]
+        return [Check("ComfyUI reachable", "fail", str(exc).split(". ")[0], comfy_how_to(url))]
     finally:
         client.close()
     system = stats.get("system", {})
@@ -40,7 +41,8 @@ def comfy_checks(url: str, spec: Spec | None) -> list[Check]:
     detail = (f"{url} · ComfyUI {system.get('comfyui_version', '?')} · {device.get('name', '?')}"
               + (f" · VRAM {vram / 2**30:.1f} GiB ({device.get('vram_free', 0) / 2**30:.1f} free)"
                  if vram else ""))
-    out = [Check("ComfyUI reachable", "ok", detail)]
+    out = [Check("ComfyUI reachable", "ok", detail,
+                 vram=(vram or 0, vram - device.get("vram_free", 0) if vram else 0))]
     if spec is None:
         return out
     try:
@@ -55,9 +57,11 @@ def node_checks(spec: Spec, info: dict[str, Any]) -> list[Check]:
     classes = sorted({n.get("class_type") for n in spec.workflow.values()})
     missing = [c for c in classes if c not in info]
     out = [Check("workflow nodes", "fail" if missing else "ok",
-                 f"missing: {', '.join(missing)}" if missing else f"all {len(classes)} present",
-                 "install the custom nodes that provide them (ComfyUI-Manager: Install Missing "
-                 "Custom Nodes), then restart ComfyUI" if missing else "")]
+                 f"this ComfyUI does not know: {', '.join(missing)}" if missing
+                 else f"all {len(classes)} present",
+                 "install the node pack that provides each (ComfyUI-Manager: Install Missing "
+                 "Custom Nodes), or update ComfyUI if they are core nodes of a newer version; "
+                 "then restart it" if missing else "")]
     out += [limit_check(spec, info, name) for name in ("cfg", "steps", "seed")]
     return [c for c in out if c is not None]
 
@@ -102,14 +106,16 @@ def limit_check(spec: Spec, info: dict[str, Any], parameter: str) -> Check | Non
                  f"narrow {where} in the spec" if problems else "")
 
 
-def ollama_only(url: str) -> list[Check]:
-    """Without a spec there is no model to check: is Ollama there at all?"""
+def ollama_only(url: str, model: str | None) -> list[Check]:
+    """Without a spec: is Ollama there, and the model given with --model (if any)?"""
+    if model:
+        return critic_checks(specs.critic_for(url, model))
     try:
-        version = requests.get(url.rstrip("/") + "/api/version", timeout=(3, 10)).json()["version"]
-    except (requests.RequestException, ValueError, KeyError, TypeError) as exc:
-        return [Check("Ollama reachable", "fail", f"{url}: {type(exc).__name__}", OLLAMA_HOW_TO)]
+        version = OllamaCritic(specs.critic_for(url, "none")).version()
+    except CriticError as exc:
+        return [Check("Ollama reachable", "fail", str(exc).split(". ")[0], ollama_how_to(url))]
     return [Check("Ollama reachable", "ok", f"{url} · version {version}"),
-            Check("model", "skip", "give a spec to check its model")]
+            Check("model", "skip", "give a spec, or --model NAME, to check a model")]
 
 
 def critic_checks(critic: Critic) -> list[Check]:
@@ -124,29 +130,52 @@ def critic_checks(critic: Critic) -> list[Check]:
     try:
         version = ollama.version()
     except CriticError as exc:
-        return [Check("Ollama reachable", "fail", str(exc).split(". ")[0], OLLAMA_HOW_TO)]
+        return [Check("Ollama reachable", "fail", str(exc).split(". ")[0],
+                      ollama_how_to(critic.url))]
     out = [Check("Ollama reachable", "ok", f"{critic.url} · version {version}")]
     try:
         info = ollama.check()
     except CriticError as exc:
         pulled = "not pulled" not in str(exc) and "not in Ollama" not in str(exc)
         out.append(Check("model pulled", "ok" if pulled else "fail", critic.model if pulled
-                         else str(exc), "" if pulled else f"ollama pull {critic.model}"))
+                         else f"{critic.model} is not in Ollama at {critic.url}",
+                         "" if pulled else f"ollama pull {critic.model}"))
         if pulled:
             out.append(Check("model sees images", "fail", str(exc),
                              "choose a vision model, e.g. qwen2.5vl:7b, gemma3, llava"))
         return out
     caps = info.get("capabilities")
-    return out + [Check("model pulled", "ok", critic.model),
+    return out + [Check("model pulled", "ok", critic.model, model_bytes=info.get("size") or 0),
                   Check("model sees images", "ok" if caps else "warn",
                         f"capabilities: {', '.join(caps)}" if caps else
                         "this Ollama does not report capabilities (older than 0.6.4)")]
 
 
-def examine(spec: Spec | None, comfy_url: str, ollama_url: str) -> list[Check]:
-    """Every check, for a spec's servers or, without a spec, for the URLs given."""
+def examine(spec: Spec | None, comfy_url: str, ollama_url: str,
+            model: str | None = None) -> list[Check]:
+    """Every check, for a spec's servers or, without a spec, for the URLs (and model) given."""
     rows = comfy_checks(spec.comfyui.url if spec else comfy_url, spec)
-    return rows + (critic_checks(spec.critic) if spec else ollama_only(ollama_url))
+    critic = spec.critic if spec else specs.critic_for(ollama_url, model) if model else None
+    rows += critic_checks(critic) if critic else ollama_only(ollama_url, None)
+    return rows + memory_check(rows, critic, spec)
+
+
+def memory_check(rows: list[Check], critic: Critic | None, spec: Spec | None) -> list[Check]:
+    """One GPU for both servers, as most users have: do ComfyUI's models and the critic fit?"""
+    vram_total, comfy_used = next((r.vram for r in rows if r.vram), (0, 0))
+    size = next((r.model_bytes for r in rows if r.model_bytes), 0)
+    if not (vram_total and size and critic):
+        return []
+    shares = spec and (spec.critic.unload_before_render or spec.comfyui.free_before_critique)
+    need = comfy_used + size
+    detail = (f"ComfyUI holds {comfy_used / 2**30:.1f} GiB, {critic.model} needs "
+              f"{size / 2**30:.1f} GiB, the device has {vram_total / 2**30:.1f} GiB")
+    if need <= vram_total or shares:
+        return [Check("one GPU for both", "ok", detail + (" (the spec takes turns)" if shares
+                                                         and need > vram_total else ""))]
+    return [Check("one GPU for both", "warn", detail,
+                  "let them take turns: comfyui.free_before_critique: true and "
+                  "critic.unload_before_render: true in the spec")]
 
 
 def table(rows: list[Check]) -> Any:

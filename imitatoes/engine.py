@@ -5,6 +5,7 @@ It never touches the network or the disk itself."""
 from __future__ import annotations
 
 import random
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
@@ -70,6 +71,8 @@ class Engine:
         params = state.params
         self.emit(ev.IterationStarted, state, key=k, params=params)
         rendered = self._render(state, k, params, saved[0] if saved else None)
+        if self.spec.comfyui.free_before_critique:
+            self._free(state, k, "comfyui", self.renderer.free)
         self.emit(ev.Critiquing, state, key=k)
         prompt = critic_prompt.critic_prompt(self.spec, params, state.loop, state.iteration,
                                              state.history, state.instructions)
@@ -93,7 +96,7 @@ class Engine:
                       params=params, state=state.snapshot())
             return rendered
         if self.spec.critic.unload_before_render and state.renders:
-            self.critic.unload()
+            self._free(state, k, "critic", self.critic.unload)
         try:
             rendered = self.renderer.render(
                 self.spec.bind(params),
@@ -107,6 +110,13 @@ class Engine:
         self.emit(ev.ImageRendered, state, key=k, rendered=rendered, reused=False,
                   params=params, state=state.snapshot())
         return rendered
+
+    def _free(self, state: RunState, k: str, server: str, free: Callable[[], None]) -> None:
+        """One GPU for both: a server lets go of its models first, and the log says so."""
+        started = time.monotonic()
+        free()
+        self.emit(ev.Freed, state, key=k, server=server,
+                  seconds=round(time.monotonic() - started, 3))
 
     def _matched(self, judgement: Judgement, state: RunState
                  ) -> tuple[Judgement, tuple[checklist.Item, ...]]:

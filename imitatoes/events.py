@@ -84,6 +84,16 @@ class RenderRefused(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class Freed(Event):
+    """One server let go of its models so the other has the GPU."""
+
+    kind = "freed"
+    key: str
+    server: str  # "comfyui" (before a critique) or "critic" (before a render)
+    seconds: float
+
+
+@dataclass(frozen=True, kw_only=True)
 class Critiquing(Event):
     kind = "critiquing"
     key: str
@@ -160,7 +170,7 @@ class Failed(Event):
 
 KINDS: dict[str, type[Event]] = {cls.kind: cls for cls in (
     RunStarted, LoopStarted, IterationStarted, Progress, ImageRendered, RenderRefused,
-    Critiquing, Judged,
+    Freed, Critiquing, Judged,
     Applied, IterationEnded, LoopEnded, Stalled, Done, LimitsReached, Interrupted, Failed)}
 
 Listener = Callable[[Event], None]

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from . import report, runfolder
+from . import spec as specs
 from .comfy import ComfyClient, ComfyRenderer
 from .critic import make_critic
 from .engine import Engine
@@ -92,6 +93,24 @@ class Run:
         return Run(spec, run_dir, state, notes=notes)
 
     @staticmethod
+    def refresh(run_dir: Path, overrides: list[str] | None = None,
+                env: dict[str, str] | None = None) -> Run:
+        """`resume --refresh`: the spec and workflow read again from where the run came from
+        (a fix made there takes effect), validated, written into the folder, with every
+        difference listed in the notes."""
+        runfolder.read_state(run_dir)  # a run folder, before anything is written into it
+        fresh = specs.load(runfolder.source_spec(run_dir), overrides, env)
+        before = runfolder.load_spec(run_dir, [], env)
+        changed = [f"spec: {d}" for d in runfolder.differences(
+            runfolder.snapshot(before), runfolder.snapshot(fresh))]
+        changed += [f"workflow: node {d}" for d in runfolder.differences(
+            dict(before.workflow), dict(fresh.workflow))]
+        runfolder.write_start(run_dir, runfolder.snapshot(fresh), dict(fresh.workflow))
+        run = Run.reopen(run_dir, overrides, env)
+        run.notes = (*(changed or ["spec and workflow: no differences"]), *run.notes)
+        return run
+
+    @staticmethod
     def adopt(run_dir: Path, spec_data: dict[str, Any], workflow: dict[str, Any]) -> Run:
         """The folder for a spec sent from elsewhere (a Celery worker): made on first delivery,
         reopened on a later one."""
@@ -123,7 +142,8 @@ class Run:
         except ImitatoesError as exc:
             self.state = state
             exc.hint = f"the run folder is consistent; after fixing this, continue with: " \
-                       f"{self.resume_command}"
+                       f"{self.resume_command} (add --refresh if you fixed the spec or " \
+                       "workflow it came from)"
             raise
         finally:
             self.write_report()

@@ -10,6 +10,7 @@ import socket
 import threading
 import time
 from typing import Any
+from urllib.parse import urlsplit
 
 import requests
 
@@ -46,7 +47,7 @@ def bounded(session: requests.Session, method: str, url: str, seconds: float, ma
     watchdog.start()
     try:
         body = bytearray()
-        for chunk in resp.iter_content(65536):
+        for chunk in resp.iter_content(2**20):  # whatever has arrived, up to 1 MiB a read
             body += chunk
             if len(body) > max_bytes:
                 raise LimitExceeded(f"its answer passed {size_text(max_bytes)}")
@@ -63,6 +64,24 @@ def bounded(session: requests.Session, method: str, url: str, seconds: float, ma
         watchdog.cancel()
     resp._content = bytes(body)  # what requests itself does when it reads a body
     return resp
+
+
+def reason(exc: requests.exceptions.RequestException) -> str:
+    """Why a connection failed, in words (requests' own text is a nested repr)."""
+    text = str(exc)
+    for needle, words in (("Connection refused", "connection refused"),
+                          ("Name or service not known", "unknown host"),
+                          ("RemoteDisconnected", "the connection closed without an answer"),
+                          ("Connection aborted", "the connection closed without an answer"),
+                          ("Connection reset", "the connection was reset")):
+        if needle in text:
+            return words
+    return type(exc).__name__
+
+
+def port_of(url: str, default: int) -> int:
+    """The port a URL names, or the scheme's default server port given."""
+    return urlsplit(url).port or default
 
 
 def size_text(n: int) -> str:

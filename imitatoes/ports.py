@@ -34,6 +34,9 @@ class Renderer(Protocol):
 
     def interrupt(self) -> None: ...
 
+    def free(self) -> None:
+        """Unload the models so the critic has the GPU (comfyui.free_before_critique)."""
+
 
 class Critic(Protocol):
     def judge(self, image: bytes, prompt: str) -> Judgement: ...

@@ -6,6 +6,9 @@ Everything that came from the critic or a server is escaped; the page fetches no
 from __future__ import annotations
 
 import base64
+import contextlib
+import time
+from concurrent.futures import ThreadPoolExecutor
 from html import escape
 from pathlib import Path
 from typing import Any
@@ -14,6 +17,7 @@ import yaml
 
 from . import charts, patch, runfolder, thumbs
 from . import events as ev
+from .errors import ImitatoesError
 from .runfolder import IterationRecord
 from .state import RunState
 
@@ -48,31 +52,56 @@ show('a');show('b');
 
 
 class ReportWriter(ev.Handler):
-    """A listener: the report after every iteration, from thumbnails made as verdicts come."""
+    """A listener: the report after every iteration (at most every MIN_GAP seconds while the
+    run goes, always at its end), from thumbnails made as verdicts come."""
+
+    MIN_GAP = 2.0  # iterations faster than this (instant stand-ins) need no page of their own
 
     def __init__(self, run_dir: Path) -> None:
         self.dir = run_dir
+        self.spec: dict[str, Any] | None = None  # the spec as run: parsed once
+        self.last = float("-inf")
+        # Off the loop's path: thumbnails and pages are made while the loop waits on the
+        # servers, in order, by one thread; the end of the run waits for them.
+        self.worker = ThreadPoolExecutor(1, thread_name_prefix="report")
 
     def on_verdict(self, event: ev.Judged) -> None:
-        thumbs.save(self.dir, event.key, event.judgement.image.data)
+        self.worker.submit(thumbs.save, self.dir, event.key, event.judgement.image.data)
 
-    def _write(self, event: ev.IterationEnded | ev.LoopEnded | ev.Done | ev.LimitsReached
-               | ev.Interrupted | ev.Failed) -> None:
-        write(self.dir, event.state)
+    def _running(self, event: ev.IterationEnded | ev.LoopEnded) -> None:
+        if time.monotonic() - self.last >= self.MIN_GAP:
+            self.last = time.monotonic()
+            self.worker.submit(self._write, event.state)
 
-    on_iteration_ended = on_loop_ended = on_done = on_limits_reached = _write
-    on_interrupted = on_error = _write
+    def _final(self, event: ev.Done | ev.LimitsReached | ev.Interrupted | ev.Failed) -> None:
+        self.worker.submit(self._write, event.state)
+        self.worker.shutdown(wait=True)  # the page is whole before the run says it ended
+
+    def _write(self, state: RunState) -> None:
+        if self.spec is None:
+            self.spec = _spec(self.dir)
+        with contextlib.suppress(ImitatoesError, OSError, ValueError):  # never stops a run
+            write(self.dir, state, self.spec)
+
+    on_iteration_ended = on_loop_ended = _running
+    on_done = on_limits_reached = on_interrupted = on_error = _final
 
 
-def write(run_dir: Path, state: RunState | None = None) -> Path:
+def write(run_dir: Path, state: RunState | None = None,
+          spec: dict[str, Any] | None = None) -> Path:
     path = run_dir / runfolder.REPORT
-    runfolder.write_atomic(path, build(run_dir, state).encode("utf-8"))
+    runfolder.write_atomic(path, build(run_dir, state, spec).encode("utf-8"))
     return path
 
 
-def build(run_dir: Path, state: RunState | None = None) -> str:
+def _spec(run_dir: Path) -> dict[str, Any]:
+    return yaml.safe_load((run_dir / "spec.yaml").read_text()) or {}
+
+
+def build(run_dir: Path, state: RunState | None = None,
+          spec: dict[str, Any] | None = None) -> str:
     state = state or runfolder.read_state(run_dir)
-    spec = yaml.safe_load((run_dir / "spec.yaml").read_text()) or {}
+    spec = spec if spec is not None else _spec(run_dir)
     records = runfolder.records(run_dir)
     running = state.status == "running"
     refresh = f'<meta http-equiv="refresh" content="{REFRESH_SECONDS}">' if running else ""

@@ -40,6 +40,7 @@ REPORT = "report.html"
 FINAL = "final.png"
 REJECTED = "rejected"
 LOCK = ".lock"
+SOURCE = "source.json"
 
 
 class RunFolderError(ImitatoesError):
@@ -257,7 +258,39 @@ def create(spec: Spec, root: Path | None = None) -> Path:
             raise RunFolderError(f"cannot create a run folder in {root}: {exc.strerror}; "
                                  "choose another with --runs-dir or IMITATOES_RUNS") from None
     write_start(run_dir, snapshot(spec), dict(spec.workflow))
+    if spec.path.is_file():  # where it came from, for `resume --refresh`
+        write_atomic(run_dir / SOURCE, to_json({"spec": str(spec.path.resolve())}))
     return run_dir
+
+
+def source_spec(run_dir: Path) -> Path:
+    """The spec file a run was started from (`resume --refresh` reads it again)."""
+    try:
+        path = Path(json.loads((run_dir / SOURCE).read_text())["spec"])
+    except (OSError, ValueError, KeyError, TypeError):
+        raise RunFolderError(f"{run_dir} does not say which spec file it came from (it was "
+                             "built in code, or by an older imitatoes); edit its spec.yaml and "
+                             "workflow.json instead, then resume") from None
+    if not path.is_file():
+        raise RunFolderError(f"the spec {run_dir} came from, {path}, is gone; edit the run's "
+                             "own spec.yaml and workflow.json instead, then resume")
+    return path
+
+
+def differences(old: Any, new: Any, where: str = "") -> list[str]:
+    """What changed between two JSON-like values, one line per changed leaf."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        return [line for key in sorted(set(old) | set(new), key=str)
+                for line in differences(old.get(key), new.get(key),
+                                        f"{where}.{key}" if where else str(key))]
+    if old == new:
+        return []
+    return [f"{where}: {_brief(old)} -> {_brief(new)}"]
+
+
+def _brief(value: Any) -> str:
+    text = json.dumps(value, ensure_ascii=False) if value is not None else "(none)"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def write_start(run_dir: Path, spec_data: dict[str, Any], workflow: dict[str, Any]) -> None:

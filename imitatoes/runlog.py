@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
+from typing import TextIO
 
 from . import events as ev
 from . import runfolder
@@ -21,6 +22,7 @@ class RunLog(ev.Handler):
         self.dir = run_dir
         self.record: IterationRecord | None = None
         self.started = time.monotonic()
+        self.events: TextIO | None = None  # events.jsonl, open while the run goes
 
     def __call__(self, event: ev.Event) -> None:
         super().__call__(event)
@@ -31,8 +33,13 @@ class RunLog(ev.Handler):
         line = {"t": round(time.monotonic() - self.started, 3), "event": event.kind,
                 **event.scalars()}
         try:
-            with open(self.dir / runfolder.EVENTS, "a", encoding="utf-8") as f:
-                f.write(json.dumps(line) + "\n")
+            if self.events is None:
+                self.events = open(self.dir / runfolder.EVENTS, "a", encoding="utf-8")  # noqa: SIM115
+            self.events.write(json.dumps(line) + "\n")
+            self.events.flush()  # a line is whole on disk before the next step
+            if isinstance(event, ev.Done | ev.LimitsReached | ev.Interrupted | ev.Failed):
+                self.events.close()
+                self.events = None
         except OSError as exc:
             raise RunFolderError(f"cannot write {self.dir / runfolder.EVENTS}: "
                                  f"{exc.strerror}") from None

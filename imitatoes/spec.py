@@ -83,6 +83,7 @@ class Comfy:
     connect_timeout: float
     render_timeout: float
     timeout: float = 30.0
+    free_before_critique: bool = False
     max_image_mb: float = 100.0
     max_image_pixels: int = 8192 * 8192
 
@@ -196,6 +197,12 @@ def _bounds(d: Mapping[str, Any]) -> Bounds:
                   steps=Range(int(steps["min"]), int(steps["max"]), int(steps["max_delta"])),
                   prompt_max_chars=d["prompt"]["max_chars"],
                   negative_max_terms=d["negative"]["max_terms"])
+
+
+def critic_for(url: str, model: str) -> Critic:
+    """A critic with every other setting at its default (doctor without a spec)."""
+    d = lint.with_defaults({"critic": {"model": model, "url": url}})["critic"]
+    return _critic(d, Path.cwd())
 
 
 def _critic(d: Mapping[str, Any], spec_dir: Path) -> Critic:

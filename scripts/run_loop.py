@@ -12,10 +12,18 @@ is saved in the run folder, so `imitatoes resume` and later runs can use it.
 from __future__ import annotations
 
 import argparse
+import os
+import re
 import sys
 from pathlib import Path
 
-import typer
+try:
+    import typer
+except ImportError:  # started with a python that is not the project's: use the project's
+    VENV = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "python"
+    if not VENV.is_file() or Path(sys.executable).resolve() == VENV.resolve():
+        sys.exit("imitatoes is not installed for this python; run ./scripts/install.sh first")
+    os.execv(VENV, [str(VENV), __file__, *sys.argv[1:]])
 
 from imitatoes import cli, spec, terminal, workflow
 from imitatoes.errors import UsageError
@@ -33,7 +41,8 @@ def build(args: argparse.Namespace) -> dict:
                          "prompt's text input (and __NEG__, __CFG__, __STEPS__, __SEED__ where "
                          "the loop may change them)")
     requirements = args.requirement or [f"The image shows: {args.prompt}"]
-    data = {"name": "run-loop", "goal": args.goal or args.prompt, "requirements": requirements,
+    data = {"name": args.name or name_for(Path(args.workflow)), "goal": args.goal or args.prompt,
+            "requirements": requirements,
             "workflow": str(Path(args.workflow).resolve()),
             "bindings": {t: p for t, p in TOKENS.items() if t in found},
             "start": {"prompt": args.prompt, "negative": args.negative_prompt},
@@ -45,6 +54,12 @@ def build(args: argparse.Namespace) -> dict:
     if args.ollama_url:
         data["critic"]["url"] = args.ollama_url
     return data
+
+
+def name_for(workflow_path: Path) -> str:
+    """A run name from the workflow's file name (run folders are named after it)."""
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", workflow_path.stem).strip("-._")[:80]
+    return slug or "run-loop"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -60,7 +75,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--comfy-url")
     parser.add_argument("--ollama-url")
     parser.add_argument("--model", default="qwen2.5vl:7b", help="an Ollama vision model")
-    parser.add_argument("--runs-dir", type=Path, default=Path("runs"))
+    parser.add_argument("--name", help="names the run folders (default: the workflow's name)")
+    parser.add_argument("--runs-dir", type=Path,
+                        help="where run folders go (default: $IMITATOES_RUNS, then ./runs)")
     parser.add_argument("--yes", action="store_true", help="do not ask for more after done")
     args = parser.parse_args(argv)
     try:

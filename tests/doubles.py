@@ -25,6 +25,7 @@ class FakeRenderer:
                  exc: type[BaseException] = RuntimeError) -> None:
         self.workflows: list[dict[str, Any]] = []
         self.interrupted = 0
+        self.frees = 0
         self.fail_at, self.exc = fail_at, exc
 
     def render(self, workflow: dict[str, Any],
@@ -38,6 +39,9 @@ class FakeRenderer:
 
     def interrupt(self) -> None:
         self.interrupted += 1
+
+    def free(self) -> None:
+        self.frees += 1
 
     def params(self, n: int) -> dict[str, Any]:
         """cfg, steps, seed and texts of the n-th render (1-based) of the standard workflow."""

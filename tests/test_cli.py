@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -93,10 +94,31 @@ def test_resume_something_that_is_not_a_run(tmp_path: Path) -> None:
 def test_doctor_explains_what_is_missing_when_nothing_runs(monkeypatch) -> None:
     monkeypatch.setenv("IMITATOES_COMFY_URL", "http://127.0.0.1:9")
     monkeypatch.setenv("IMITATOES_OLLAMA_URL", "http://127.0.0.1:9")
+    monkeypatch.setenv("COLUMNS", "300")  # one line per check, to read it whole
     result = runner.invoke(app, ["doctor"])
     assert result.exit_code == 1
     assert "ComfyUI reachable" in result.stdout and "FAIL" in result.stdout
-    assert "python main.py" in result.stdout and "ollama serve" in result.stdout
+    # what to do, for the ports it tried (not the defaults), and why it failed in words
+    assert "python main.py --listen 127.0.0.1 --port 9)" in result.stdout
+    assert "OLLAMA_HOST=127.0.0.1:9 ollama serve" in result.stdout
+    assert "(/api/version: connection refused)" in result.stdout
+    assert "ConnectionError" not in result.stdout
+
+
+def test_doctor_without_a_spec_checks_a_model_and_whether_both_fit(servers, monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "300")
+    comfy, ollama = servers
+    args = ["doctor", *urls(servers)]
+    ok = runner.invoke(app, [*args, "--model", "llava-llama3"])
+    assert ok.exit_code == 0, ok.stdout
+    assert re.search(r"one GPU for both +│ ok +│ ComfyUI holds 2.0 GiB, llava-llama3 needs 5.6",
+                     ok.stdout)
+    missing = runner.invoke(app, [*args, "--model", "nope"])
+    assert missing.exit_code == 1 and missing.stdout.count("ollama pull nope") == 1
+    comfy.knobs.vram_free = 1 << 30  # ComfyUI holds 7 of 8 GiB; the critic needs 5.6 more
+    tight = runner.invoke(app, [*args, "--model", "qwen2.5vl:7b"])
+    assert re.search(r"one GPU for both +│ warn", tight.stdout)
+    assert "comfyui.free_before_critique: true" in tight.stdout
 
 
 def test_doctor_with_a_spec_checks_nodes_limits_and_model(servers) -> None:
@@ -171,6 +193,25 @@ def test_run_loop_script_builds_a_spec_and_runs(servers, tmp_path: Path) -> None
     assert (run_dir / "spec.yaml").is_file() and (run_dir / "loop_01_iter_01.png").is_file()
     assert run_loop.main(["--workflow", str(ROOT / "tests/specs/workflows/no_tokens.json"),
                           "--prompt", "x"]) == 2
+
+
+def test_run_loop_script_as_the_readme_writes_it(servers, tmp_path: Path) -> None:
+    """Started as `scripts/run_loop.py` (its shebang's python, not the venv's): it finds the
+    project's python itself, honours IMITATOES_RUNS and names runs after the workflow."""
+    env = {k: v for k, v in os.environ.items() if k not in ("VIRTUAL_ENV", "PYTHONPATH")}
+    env.update(PATH="/usr/local/bin:/usr/bin:/bin", IMITATOES_RUNS=str(tmp_path / "elsewhere"))
+    script = str(ROOT / "scripts" / "run_loop.py")
+    shown = subprocess.run([script, "--help"], env=env, capture_output=True, text=True,
+                           timeout=60)
+    assert shown.returncode == 0 and "--workflow" in shown.stdout, shown.stderr
+    done = subprocess.run(
+        [script, "--workflow", str(ROOT / "workflows" / "txt2img_sd15.json"), "--prompt",
+         "a red circle", "--requirement", "A red circle", "--iterations-per-loop", "1",
+         "--max-loops", "1", "--comfy-url", servers[0].url, "--ollama-url", servers[1].url],
+        env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode in (0, 3), done.stderr
+    [run_dir] = list((tmp_path / "elsewhere").iterdir())
+    assert run_dir.name.endswith("_txt2img_sd15")
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "kill"])

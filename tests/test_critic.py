@@ -117,8 +117,8 @@ def test_old_server_gets_json_mode(ollama: OllamaStandin) -> None:
 def test_checks_before_any_render(ollama: OllamaStandin) -> None:
     info = OllamaCritic(critic_spec(ollama.url)).check()
     assert info["version"] == "0.33.0" and "vision" in info["capabilities"]
-    with pytest.raises(ModelMissing, match="run: ollama pull llava-llama3"):
-        OllamaCritic(critic_spec(ollama.url, model="llava-llama3")).check()
+    with pytest.raises(ModelMissing, match="run: ollama pull moondream"):
+        OllamaCritic(critic_spec(ollama.url, model="moondream")).check()
     with pytest.raises(ModelBlind, match="cannot see images .*choose a vision model"):
         OllamaCritic(critic_spec(ollama.url, model="llama3.2:3b")).check()
     assert OllamaCritic(critic_spec(ollama.url, model="llava")).check()  # llava == llava:latest

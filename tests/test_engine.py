@@ -162,3 +162,17 @@ def test_with_per_loop_seeds_a_stall_moves_on_to_the_next_loop() -> None:
     seeds = [renderer.params(n)["seed"] for n in range(1, len(renderer.workflows) + 1)]
     assert len(seeds) == 2 and seeds[0] != seeds[1]  # loop 1 ended early; loop 2: new seed
     assert state.status == "limits" and state.loop == 2
+
+
+def test_one_gpu_for_both_servers_takes_turns_and_says_so() -> None:
+    spec = make(ipl=3, loops=1, unload_before_render=True)
+    spec = dataclasses.replace(spec, comfyui=dataclasses.replace(spec.comfyui,
+                                                                 free_before_critique=True))
+    critic, renderer = FakeCritic(), FakeRenderer()
+    events: list[Event] = []
+    Engine(spec, renderer, critic, [events.append], rng=random.Random(0)).run(first_state(spec))
+    assert renderer.frees == 3 and critic.unloads == 2  # no unload before the first render
+    freed = [(e.key, e.server) for e in events if e.kind == "freed"]
+    assert freed == [("loop_01_iter_01", "comfyui"), ("loop_01_iter_02", "critic"),
+                     ("loop_01_iter_02", "comfyui"), ("loop_01_iter_03", "critic"),
+                     ("loop_01_iter_03", "comfyui")]

@@ -278,3 +278,26 @@ def test_resume_ties_up_what_a_kill_after_the_end_left(servers, tmp_path: Path) 
     assert again.exit_code == 0 and "is done" in again.stdout, again.output
     assert (run_dir / "report.html").is_file() and (run_dir / "final.png").is_file()
     assert json.loads((run_dir / "state.json").read_text())["renders"] == renders
+
+
+def test_resume_after_a_fix_to_the_workflow_it_came_from(servers, tmp_path: Path) -> None:
+    data = Path(DEMO).parent
+    (tmp_path / "demo.yaml").write_text((data / "demo.yaml").read_text())
+    flow_file = tmp_path / "demo_workflow.json"
+    good = (data / "demo_workflow.json").read_text()
+    flow_file.write_text(good.replace("v1-5-pruned-emaonly.safetensors", "missing.safetensors"))
+    failed = runner.invoke(app, ["run", str(tmp_path / "demo.yaml"), *urls(servers)])
+    assert failed.exit_code == 2 and "ckpt_name" in failed.stderr, failed.output
+    error, hint = failed.stderr.strip().splitlines()[-2:]
+    assert "imitatoes resume" in hint and "--refresh" in hint
+    run_dir = only_run(tmp_path)
+    flow_file.write_text(good)  # the user fixes their own file, not the run's copy ...
+    again = runner.invoke(app, ["resume", str(run_dir), *urls(servers)])
+    assert again.exit_code == 2  # ... so a plain resume still renders the run's copy
+    fixed = runner.invoke(app, ["resume", str(run_dir), *urls(servers), "--refresh"])
+    assert fixed.exit_code == 0, fixed.output
+    assert ('changed since the run was saved: workflow: node 4.inputs.ckpt_name: '
+            '"missing.safetensors" -> "v1-5-pruned-emaonly.safetensors"') in fixed.stdout
+    assert json.loads((run_dir / "workflow.json").read_text())["4"]["inputs"]["ckpt_name"] == \
+        "v1-5-pruned-emaonly.safetensors"
+    consistent(run_dir)

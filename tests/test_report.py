@@ -6,6 +6,7 @@ import json
 import re
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -28,12 +29,16 @@ def demo_run(servers, tmp_path: Path, listeners=()) -> Path:
     return Run.begin(spec, tmp_path / "runs").execute(list(listeners)).run_dir
 
 
-def test_the_report_is_rewritten_after_every_iteration(servers, tmp_path: Path) -> None:
+def test_the_report_is_rewritten_while_the_run_goes(servers, tmp_path: Path) -> None:
     seen: list[str] = []
 
-    def peek(event: ev.Event) -> None:
+    def peek(event: ev.Event) -> None:  # the page is made off the loop's path: wait for it
         if isinstance(event, ev.IterationStarted) and event.iteration == 2:
-            seen.append((only_run(tmp_path) / "report.html").read_text())
+            page = only_run(tmp_path) / "report.html"
+            deadline = time.monotonic() + 10
+            while not page.is_file() and time.monotonic() < deadline:
+                time.sleep(0.01)
+            seen.append(page.read_text())
 
     run_dir = demo_run(servers, tmp_path, [peek])
     assert 'http-equiv="refresh"' in seen[0] and seen[0].count('class="card') == 1

@@ -55,7 +55,8 @@ def test_a_run_leaves_the_documented_folder(tmp_path: Path) -> None:
     assert run_dir.name.endswith("_demo-red-circle")
     assert files(run_dir) == ["events.jsonl", "final.png", "loop_01_iter_01.json",
                               "loop_01_iter_01.png", "loop_01_iter_02.json",
-                              "loop_01_iter_02.png", "spec.yaml", "state.json", "workflow.json"]
+                              "loop_01_iter_02.png", "source.json", "spec.yaml", "state.json",
+                              "workflow.json"]
     first = json.loads((run_dir / "loop_01_iter_01.json").read_text())
     assert first["params"]["prompt"] == "a circle, simple poster"
     assert first["prompt_id"] == "prompt-1"

@@ -27,12 +27,13 @@ def recorded_object_info() -> dict[str, Any]:
 
 
 def object_info(checkpoints: list[str], custom: dict[str, type] | None = None,
-                display: dict[str, str] | None = None) -> dict[str, Any]:
-    """The node catalogue, with this server's pretend checkpoint list in the combo and the
-    custom nodes it loaded, described as ComfyUI's node_info describes them."""
+                display: dict[str, str] | None = None, loras: list[str] | None = None
+                ) -> dict[str, Any]:
+    """The node catalogue, with this server's pretend checkpoint and LoRA lists in the combos
+    and the custom nodes it loaded, described as ComfyUI's node_info describes them."""
     info = json.loads(json.dumps(recorded_object_info()))
-    ckpt = info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"]
-    ckpt[0] = list(checkpoints)
+    info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] = list(checkpoints)
+    info["LoraLoader"]["input"]["required"]["lora_name"][0] = list(loras or [])
     for name, cls in (custom or {}).items():
         info[name] = node_info(name, cls, (display or {}).get(name, name))
     return info
@@ -270,6 +271,7 @@ def _regex(inputs: dict[str, Any], node_id: str, step: StepHook) -> tuple:
 
 EXECUTORS: dict[str, Executor] = {
     "CheckpointLoaderSimple": lambda i, n, s: ("MODEL", "CLIP", "VAE"),
+    "LoraLoader": lambda i, n, s: (i["model"], i["clip"]),  # a LoRA changes no stand-in pixel
     "CLIPTextEncode": lambda i, n, s: (str(i["text"]),),
     "EmptyLatentImage": lambda i, n, s: (Latent(int(i["width"]), int(i["height"]),
                                                 int(i["batch_size"])),),

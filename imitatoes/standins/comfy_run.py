@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from PIL import Image, PngImagePlugin
 
-from . import comfy_graph
+from . import comfy_graph, picture
 
 if TYPE_CHECKING:
     from .comfyui import ComfyStandin
@@ -149,7 +149,10 @@ class Run:
         if class_type in self.server.custom:
             return comfy_graph.custom_executor(self.server.custom[class_type])(
                 inputs, node_id, self._step), None
-        return comfy_graph.EXECUTORS[class_type](inputs, node_id, self._step), None
+        result = comfy_graph.EXECUTORS[class_type](inputs, node_id, self._step)
+        if class_type == "VAEDecode" and self.server.knobs.grain:
+            result = ([picture.grained(im, self.server.knobs.grain) for im in result[0]],)
+        return result, None
 
     def _step(self, node_id: str, value: int, maximum: int) -> None:
         if self.server._interrupt.wait(self.server.knobs.step_seconds):

@@ -38,6 +38,11 @@ class Knobs:
 
     step_seconds: float = 0.0  # render time per sampler step
     checkpoints: list[str] = field(default_factory=lambda: list(DEFAULT_CHECKPOINTS))
+    loras: list[str] = field(default_factory=lambda: ["add_detail.safetensors"])
+    vram_total: int = 8 << 30  # what /system_stats reports for the device
+    vram_free: int = 6 << 30
+    frees: int = 0  # POST /free calls received (a count, for tests)
+    grain: float = 0.0  # 0.1: renders compress and decode like photos (for benchmarks)
     fail_prompt: int = 0  # the next N POST /prompt answer ComfyUI's 500
     drop: int = 0  # the next N requests lose their connection without an answer
     history_delay: float = 0.0  # seconds before each /history answer
@@ -210,6 +215,7 @@ class ComfyStandin(BackgroundServer):
 
     async def _post_free(self, request: web.Request) -> web.Response:
         await request.json()  # an empty body is ComfyUI's 500
+        self.knobs.frees += 1
         return web.Response()
 
     async def _get_view(self, request: web.Request) -> web.Response:
@@ -252,9 +258,10 @@ class ComfyStandin(BackgroundServer):
                        "0.1.95", "required_templates_version": "0.1.95",
                        "python_version": "stand-in", "pytorch_version": "none",
                        "embedded_python": False, "argv": ["imitatoes", "standin", "comfyui"]},
-            "devices": [{"name": "cpu", "type": "cpu", "index": None, "vram_total": 8 << 30,
-                         "vram_free": 6 << 30, "torch_vram_total": 8 << 30,
-                         "torch_vram_free": 6 << 30}]})
+            "devices": [{"name": "cpu", "type": "cpu", "index": None,
+                         "vram_total": self.knobs.vram_total, "vram_free": self.knobs.vram_free,
+                         "torch_vram_total": self.knobs.vram_total,
+                         "torch_vram_free": self.knobs.vram_free}]})
 
     async def _features(self, request: web.Request) -> web.Response:
         return web.json_response({"supports_preview_metadata": True,
@@ -326,7 +333,8 @@ class ComfyStandin(BackgroundServer):
                 self.call(outbox.put_nowait, message)
 
     def object_info(self) -> dict[str, Any]:
-        return comfy_graph.object_info(self.knobs.checkpoints, self.custom, self.display)
+        return comfy_graph.object_info(self.knobs.checkpoints, self.custom, self.display,
+                                       self.knobs.loras)
 
     def queue_remaining(self) -> int:
         with self._lock:

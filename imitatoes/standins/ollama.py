@@ -24,7 +24,8 @@ from . import eye
 from .server import BackgroundServer
 
 VISION = ["completion", "vision"]
-DEFAULT_MODELS = {"qwen2.5vl:7b": VISION, "llava:latest": VISION, "gemma3:4b": VISION,
+DEFAULT_MODELS = {"qwen2.5vl:7b": VISION, "llava:latest": VISION, "llava-llama3:latest": VISION,
+                  "gemma3:4b": VISION,
                   "llama3.2:3b": ["completion", "tools"]}
 
 
@@ -247,8 +248,8 @@ class OllamaStandin(BackgroundServer):
                                            "invalid_request_error")) from None
         if self.knobs.never_done and verdict["done"]:
             verdict.update(done=False, reason="Not yet: the stand-in was told never to approve.")
-            verdict["checklist"] = [*verdict["checklist"], {
-                "requirement": "never done", "met": False, "observation": "knob never_done"}]
+            if verdict["checklist"]:  # a picky critic: the last requirement is never quite met
+                verdict["checklist"][-1].update(met=False, observation="knob never_done")
             verdict["changes"]["seed"] = "new"
         if self.knobs.wild > 0:
             self.knobs.wild -= 1

@@ -85,6 +85,14 @@ def paint(scene: Scene, width: int, height: int, seed: int) -> Image.Image:
     return img
 
 
+def grained(img: Image.Image, amount: float) -> Image.Image:
+    """Blurred detail and sensor-like grain, so a render compresses and decodes like a photo
+    (the knob `grain`, for benchmarks), the same for the same picture."""
+    rng = random.Random(img.size[0] * 7919 + img.size[1])
+    grain = Image.frombytes("L", img.size, rng.randbytes(img.size[0] * img.size[1]))
+    return Image.blend(img, grain.convert("RGB"), amount)
+
+
 def _box(k: int, n: int, width: int, height: int, rng: random.Random) -> tuple[int, ...]:
     """Shapes side by side in the middle band, jittered by the seed, clear of the corners."""
     cell = width / n

@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
+import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TextIO
 
 from aiohttp import web
 
@@ -16,12 +17,34 @@ for _name in ("aiohttp.server", "aiohttp.access", "aiohttp.web"):
     logging.getLogger(_name).propagate = False
 
 
+def _access_log(out: TextIO) -> Any:
+    """One line per request: time, status, duration, client, method and path."""
+    @web.middleware
+    async def log(request: web.Request, handler: Any) -> web.StreamResponse:
+        start = time.perf_counter()
+        status = 500
+        try:
+            response = await handler(request)
+            status = response.status
+            return response
+        except web.HTTPException as exc:
+            status = exc.status
+            raise
+        finally:
+            out.write(f"{time.strftime('%Y/%m/%d - %H:%M:%S')} | {status} | "
+                      f"{(time.perf_counter() - start) * 1000:8.1f}ms | {request.remote} | "
+                      f'{request.method} "{request.path}"\n')
+            out.flush()
+    return log
+
+
 class BackgroundServer:
     """Start with `start()` (or `with`); `url` is then http://127.0.0.1:PORT."""
 
     def __init__(self, make_app: Callable[[], web.Application], host: str = "127.0.0.1",
                  port: int = 0) -> None:
         self._make_app, self.host, self.port = make_app, host, port
+        self.log: TextIO | None = None  # a line per request here, as `ollama serve` prints
         self.loop: asyncio.AbstractEventLoop | None = None
         self._runner: web.AppRunner | None = None
         self._thread: threading.Thread | None = None
@@ -55,7 +78,10 @@ class BackgroundServer:
         self.loop.close()
 
     async def _setup(self) -> None:
-        self._runner = web.AppRunner(self._make_app(), access_log=None, handle_signals=False,
+        app = self._make_app()
+        if self.log is not None:
+            app.middlewares.append(_access_log(self.log))
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False,
                                      shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
