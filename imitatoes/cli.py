@@ -198,6 +198,8 @@ def resume(
             run.tidy()
             typer.echo(f"{run_dir} is done; give --instruction to take it further")
             raise typer.Exit(0)
+        for change in run.prepare():  # ComfyUI, its nodes and models, the critic model
+            typer.echo(f"changed since the run last went: {change}")
         code = terminal.drive(run, yes=yes, instruction=instruction)
     raise typer.Exit(code)
 
@@ -268,6 +270,39 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -
 
     with reported():
         typer.echo(str(report.write(run_dir)))
+
+
+@app.command("replay")
+def replay_cmd(
+    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    key: Annotated[str | None, typer.Argument(
+        help="The iteration, e.g. loop_01_iter_02 (default: the final image).")] = None,
+    comfy_url: ComfyUrl = None,
+    format: Annotated[Format, typer.Option(help="text, or json for machines.")] = Format.text,
+) -> None:
+    """Render an iteration again exactly as recorded; say whether the image is the same and
+    what changed that could explain it. Writes only RUN_DIR/replays/. Exit 0 identical, 3 not."""
+    from . import replay
+
+    with reported():
+        result = replay.replay(run_dir, key, _url_overrides(comfy_url, None))
+        typer.echo(json.dumps(replay.to_dict(result), indent=2) if format is Format.json
+                   else replay.describe(result))
+    raise typer.Exit(result.exit_code)
+
+
+@app.command("diff")
+def diff_cmd(
+    run_a: Annotated[Path, typer.Argument(metavar="RUN_A", help="A run folder.")],
+    run_b: Annotated[Path, typer.Argument(metavar="RUN_B", help="Another run folder.")],
+    format: Annotated[Format, typer.Option(help="text, or json for machines.")] = Format.text,
+) -> None:
+    """Two runs side by side: spec, workflow, what made the images, parameters and scores."""
+    from . import rundiff
+
+    with reported():
+        result = rundiff.compare(run_a, run_b)
+    typer.echo(json.dumps(result, indent=2) if format is Format.json else rundiff.text(result))
 
 
 QueueOption = Annotated[str, typer.Option(help="The Celery queue (workers and batch must "

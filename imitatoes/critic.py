@@ -192,14 +192,19 @@ class OllamaCritic(_Base):
                                f"{self.url}; run: ollama pull {self.spec.model}")
         resp = self._post("/api/show", {"model": self.spec.model}, 30.0)
         self._raise_for(resp)
-        capabilities = _json(resp, self.url).get("capabilities")
+        shown = _json(resp, self.url)
+        capabilities = shown.get("capabilities")
         if capabilities is not None and "vision" not in capabilities:
             raise ModelBlind(f"the model {self.spec.model!r} cannot see images (capabilities: "
                              f"{', '.join(capabilities)}); choose a vision model such as "
                              "qwen2.5vl:7b, gemma3 or llava")
-        size = mine[0].get("size")
+        size, details = mine[0].get("size"), shown.get("details") or mine[0].get("details")
         return {"version": version, "model": self.spec.model, "capabilities": capabilities,
-                "size": size if isinstance(size, int) else None}
+                "size": size if isinstance(size, int) else None,
+                "digest": str(mine[0].get("digest") or "") or None,
+                "details": {k: details.get(k) for k in ("family", "parameter_size",
+                                                         "quantization_level", "format")}
+                if isinstance(details, dict) else None}
 
     def unload(self, wait: float = 30.0) -> None:
         """Free the GPU for ComfyUI: keep_alive 0 unloads the model; then wait (at most `wait`

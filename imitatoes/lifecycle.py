@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import report, runfolder
+from . import provenance, report, runfolder
 from . import spec as specs
 from .comfy import ComfyClient, ComfyRenderer
 from .critic import make_critic
@@ -73,6 +73,7 @@ class Run:
     state: RunState | None = None
     checked: bool = False  # the servers answered for this spec
     notes: tuple[str, ...] = ()  # what resuming changed (new limits or bounds)
+    recorded: bool = False  # provenance gathered for this execution
 
     @staticmethod
     def begin(spec: Spec, runs_root: Path | None = None, check_servers: bool = True) -> Run:
@@ -80,6 +81,17 @@ class Run:
         if check_servers:
             check(spec)
         return Run(spec, runfolder.create(spec, runs_root), None, checked=check_servers)
+
+    def prepare(self) -> list[str]:
+        """Before the first render of this execution: the servers checked, and what makes the
+        images recorded (provenance.json); returns what changed since the run last went."""
+        if not self.checked:
+            check(self.spec)
+            self.checked = True
+        if self.recorded:
+            return []
+        self.recorded = True
+        return provenance.record(self.spec, self.dir)
 
     @staticmethod
     def reopen(run_dir: Path, overrides: list[str] | None = None,
@@ -126,9 +138,7 @@ class Run:
     def execute(self, listeners: Iterable[Listener] = (), instruction: str = "") -> Outcome:
         """Drive the run to its end. The report is written however it ends; an error leaves
         the folder consistent and carries the command that continues the run."""
-        if not self.checked:
-            check(self.spec)
-            self.checked = True
+        self.prepare()
         state = self._starting_state(instruction)
         started = time.monotonic()
         try:

@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from . import charts, patch, runfolder, thumbs
+from . import charts, patch, provenance, runfolder, thumbs
 from . import events as ev
 from .errors import ImitatoesError
 from .runfolder import IterationRecord
@@ -110,7 +110,7 @@ def build(run_dir: Path, state: RunState | None = None,
 <meta name="viewport" content="width=device-width">{refresh}<title>imitatoes · {name}</title>
 <style>{CSS}</style></head><body>
 <h1>{name}</h1>
-{_summary(spec, state, records)}
+{_summary(spec, state, records)}{_made_with(run_dir)}
 <h2>Requirements</h2>{_requirements(spec, state)}
 {_final(run_dir, state)}
 <h2>Requirement by requirement</h2>{_matrix(spec, state, records)}
@@ -137,6 +137,26 @@ def _summary(spec: dict[str, Any], state: RunState, records: list[IterationRecor
             f"<br>critic: {escape(str(critic.get('model', '?')))} at "
             f"{escape(str(critic.get('url', '?')))} · ComfyUI at "
             f"{escape(str(comfy.get('url', '?')))}</div>")
+
+
+def _made_with(run_dir: Path) -> str:
+    """What made the images, from provenance.json: enough to tell two setups apart."""
+    p = provenance.latest(run_dir)
+    if not p:
+        return ""
+    comfy, critic, git = p.get("comfyui") or {}, p.get("critic") or {}, \
+        (p.get("spec") or {}).get("git")
+    device = ", ".join(str(d.get("name")) for d in comfy.get("devices") or [])
+    details = critic.get("details") or {}
+    where = (f"spec at {str(git.get('commit'))[:10]}" + (" (with uncommitted changes)"
+                                                          if git.get("dirty") else "")
+             if git else "spec not in git")
+    return (f'<div class="meta">made with imitatoes {escape(str(p.get("imitatoes")))} · '
+            f"ComfyUI {escape(str(comfy.get('version')))} on {escape(device or '?')} · "
+            f"{escape(str(critic.get('model')))} {escape(str(details.get('parameter_size', '')))} "
+            f"{escape(str(details.get('quantization_level', '')))} digest "
+            f"{escape(str(critic.get('digest') or '?')[:12])} · {escape(where)} "
+            "(provenance.json has it all)</div>")
 
 
 def _requirements(spec: dict[str, Any], state: RunState) -> str:

@@ -290,7 +290,7 @@ def differences(old: Any, new: Any, where: str = "") -> list[str]:
 
 def _brief(value: Any) -> str:
     text = json.dumps(value, ensure_ascii=False) if value is not None else "(none)"
-    return text if len(text) <= 60 else text[:57] + "..."
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 def write_start(run_dir: Path, spec_data: dict[str, Any], workflow: dict[str, Any]) -> None:

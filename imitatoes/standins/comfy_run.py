@@ -152,6 +152,9 @@ class Run:
         result = comfy_graph.EXECUTORS[class_type](inputs, node_id, self._step)
         if class_type == "VAEDecode" and self.server.knobs.grain:
             result = ([picture.grained(im, self.server.knobs.grain) for im in result[0]],)
+        if class_type == "VAEDecode" and self.server.knobs.drift:
+            shift = self.server.knobs.drift
+            result = ([im.point(lambda v: min(255, v + shift)) for im in result[0]],)
         return result, None
 
     def _step(self, node_id: str, value: int, maximum: int) -> None:

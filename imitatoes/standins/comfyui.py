@@ -43,6 +43,7 @@ class Knobs:
     vram_free: int = 6 << 30
     frees: int = 0  # POST /free calls received (a count, for tests)
     grain: float = 0.0  # 0.1: renders compress and decode like photos (for benchmarks)
+    drift: int = 0  # brighten every render by this much: an upgrade that changes the images
     fail_prompt: int = 0  # the next N POST /prompt answer ComfyUI's 500
     drop: int = 0  # the next N requests lose their connection without an answer
     history_delay: float = 0.0  # seconds before each /history answer
@@ -214,8 +215,10 @@ class ComfyStandin(BackgroundServer):
         return web.Response()
 
     async def _post_free(self, request: web.Request) -> web.Response:
-        await request.json()  # an empty body is ComfyUI's 500
+        body = await request.json()  # an empty body is ComfyUI's 500
         self.knobs.frees += 1
+        if isinstance(body, dict) and body.get("free_memory"):
+            self._cache.clear()  # ComfyUI: PromptExecutor.reset(), so nothing is served cached
         return web.Response()
 
     async def _get_view(self, request: web.Request) -> web.Response:

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import hashlib
 import io
 import json
 import re
@@ -44,6 +45,7 @@ class Knobs:
     version: str = "0.33.0"
     structured_outputs: bool = True  # False: an Ollama older than 0.5 (format must be "json")
     models: dict[str, list[str]] = field(default_factory=lambda: dict(DEFAULT_MODELS))
+    repulled: int = 0  # bump it: every model's digest changes, as after `ollama pull`
 
 
 def _dumps(data: Any) -> str:
@@ -103,7 +105,8 @@ class OllamaStandin(BackgroundServer):
     def _model(self, name: str) -> dict[str, Any]:
         family = re.sub(r"[^a-z0-9]", "", name.split(":")[0])
         return {"name": name, "model": name, "modified_at": "2026-08-20T09:12:44.532112784-07:00",
-                "size": 5969245856, "digest": "0" * 64,
+                "size": 5969245856, "digest": hashlib.sha256(
+                    f"{name}{self.knobs.repulled}".encode()).hexdigest(),
                 "details": {"parent_model": "", "format": "gguf", "family": family,
                             "families": [family], "parameter_size": "7B",
                             "quantization_level": "Q4_K_M"}}
