@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import re
 
-from rich.markup import escape
-
 # ESC sequences (CSI, OSC, and two-byte ones), then any C0/C1 control, DEL, and the Unicode
 # controls that reorder or hide text. Newlines and tabs survive unless one_line is asked for.
 _ESCAPES = re.compile(r"\x1b(?:\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(?:\x07|\x1b\\)?|[ -~])?"
@@ -22,4 +20,6 @@ def printable(text: object, one_line: bool = False) -> str:
 
 def markup_safe(text: object, one_line: bool = False) -> str:
     """For strings that rich reads as markup (table cells given as plain str)."""
+    from rich.markup import escape  # rich loads only where a table is drawn
+
     return escape(printable(text, one_line))

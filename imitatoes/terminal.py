@@ -33,6 +33,8 @@ def drive(run: Run, yes: bool = False, instruction: str = "",
 def _once(run: Run, interactive: bool, instruction: str) -> Outcome:
     board = ui.board_for(run.spec, run.dir)
     if interactive:
-        with ui.LiveTable(board) as table:
+        from .live import LiveTable  # rich, only for a terminal
+
+        with LiveTable(board) as table:
             return run.execute([table], instruction)
     return run.execute([ui.PlainLines(board, sys.stdout)], instruction)

@@ -7,7 +7,7 @@ import re
 
 from rich.console import Console
 
-from imitatoes import ui
+from imitatoes import live, ui
 from imitatoes.spec import Params
 
 REASON = "Not yet: The background is blue (the background is a muddy gray-green)."
@@ -33,7 +33,7 @@ def board(rows: int, rendering: bool = False) -> ui.Board:
 
 def text(b: ui.Board, width: int) -> str:
     console = Console(width=width, record=True, file=open("/dev/null", "w"))  # noqa: SIM115
-    console.print(ui.render(b, width))
+    console.print(live.render(b, width))
     return console.export_text()
 
 
