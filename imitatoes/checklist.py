@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .verdict import Check
 
@@ -48,6 +48,19 @@ def match(wanted: Sequence[tuple[str, bool]], checks: Sequence[Check]) -> tuple[
         out.append(Item(text, check.met if check else None,
                           check.observation if check else "", by, user))
     return tuple(out)
+
+
+def reminder(items: Sequence[Item]) -> str:
+    """What to tell a critic that left requirements out (it is asked once more)."""
+    skipped = [f"{n}. {i.requirement}" for n, i in enumerate(items, 1) if i.met is None]
+    return ("\n\nYour last answer did not judge these checklist items: " + "; ".join(skipped)
+            + ". Judge every item of the checklist, one entry each, in the order given.")
+
+
+def merged(first: Sequence[Item], again: Sequence[Item]) -> tuple[Item, ...]:
+    """The first answer's items, with what it skipped taken from the second answer."""
+    return tuple(replace(b, by="asked again") if a.met is None and b.met is not None else a
+                 for a, b in zip(first, again, strict=True))
 
 
 def score(judged: Sequence[Item]) -> float:

@@ -8,6 +8,7 @@ import contextlib
 import json
 import math
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import requests
@@ -49,6 +50,7 @@ class ModelBlind(CriticError):
 class _Base:
     def __init__(self, spec: CriticSpec, read_timeout: float | None = None) -> None:
         self.spec = spec
+        self.checklist: tuple[str, ...] = ()  # the requirements of the question being asked
         self.url = spec.url.rstrip("/")
         self.timeout = (5.0, read_timeout or spec.timeout)
         self.session = session_for(self.url)
@@ -77,8 +79,10 @@ class _Base:
             raise CriticUnreachable(f"the critic is not reachable at {self.url} ({path}: "
                                     f"{reason(exc)}). {how_to_start(self.url)}") from None
 
-    def judge(self, image: bytes, prompt: str) -> Judgement:
-        """Ask for a verdict; retry a bad answer with what was wrong, up to spec.retries times."""
+    def judge(self, image: bytes, prompt: str, checklist: Sequence[str] = ()) -> Judgement:
+        """Ask for a verdict; retry a bad answer with what was wrong, up to spec.retries times.
+        With `checklist`, the schema sent asks for exactly those items, in order."""
+        self.checklist = tuple(checklist)
         start = time.monotonic()
         g = self.spec.image
         prepared = prepare(image, g.max_edge, g.format, g.quality)
@@ -134,20 +138,21 @@ class OllamaCritic(_Base):
 
     def __init__(self, spec: CriticSpec, read_timeout: float | None = None) -> None:
         super().__init__(spec, read_timeout)
-        self.format: Any = verdicts.schema()
+        self.structured = True  # False once a server older than 0.5 refused a schema
 
     def _messages(self, prompt: str, image: Prepared) -> list[dict[str, Any]]:
         return [{"role": "system", "content": SYSTEM},
                 {"role": "user", "content": prompt, "images": [image.base64()]}]
 
     def _ask(self, messages: list[dict[str, Any]]) -> Attempt:
+        fmt: Any = verdicts.schema_for(self.checklist) if self.structured else "json"
         body = {"model": self.spec.model, "messages": messages, "stream": False,
-                "format": self.format, "keep_alive": self.spec.keep_alive,
+                "format": fmt, "keep_alive": self.spec.keep_alive,
                 "options": {"temperature": self.spec.temperature, "seed": self.spec.seed,
                             "num_ctx": self.spec.num_ctx}}
         resp = self._post("/api/chat", body)
-        if resp.status_code == 400 and self.format != "json" and "format" in _error_text(resp):
-            self.format = "json"  # a server older than 0.5 takes only "json"
+        if resp.status_code == 400 and self.structured and "format" in _error_text(resp):
+            self.structured = False  # a server older than 0.5 takes only "json"
             return self._ask(messages)
         if resp.status_code >= 500 and not _blind(_error_text(resp)):
             return Attempt("", "", f"Ollama answered {resp.status_code}: {_error_text(resp)}")
@@ -238,7 +243,8 @@ class OpenAICritic(_Base):
         body = {"model": self.spec.model, "messages": messages, "stream": False,
                 "temperature": self.spec.temperature, "seed": self.spec.seed,
                 "response_format": {"type": "json_schema", "json_schema": {
-                    "name": "verdict", "strict": True, "schema": verdicts.schema()}}}
+                    "name": "verdict", "strict": True,
+                    "schema": verdicts.schema_for(self.checklist)}}}
         resp = self._post("/v1/chat/completions", body)
         if resp.status_code != 200:
             text = _error_text(resp)

@@ -76,9 +76,8 @@ class Engine:
         self.emit(ev.Critiquing, state, key=k)
         prompt = critic_prompt.critic_prompt(self.spec, params, state.loop, state.iteration,
                                              state.history, state.instructions)
-        judgement = self.critic.judge(rendered.image, prompt)
+        judgement, items = self._critique(rendered.image, prompt, state)
         self.emit(ev.Judged, state, key=k, judgement=judgement, prompt=prompt)
-        judgement, items = self._matched(judgement, state)
         self._apply(state, k, params, judgement, items)
         state.pending, state.in_progress = None, False
         self._next(state, k)
@@ -118,17 +117,33 @@ class Engine:
         self.emit(ev.Freed, state, key=k, server=server,
                   seconds=round(time.monotonic() - started, 3))
 
-    def _matched(self, judgement: Judgement, state: RunState
-                 ) -> tuple[Judgement, tuple[checklist.Item, ...]]:
-        """Score and done from the spec's requirements and the user's instructions, each
-        matched to the critic's item for it (an item left out counts as unmet)."""
-        verdict = judgement.verdict
-        if verdict is None or not verdict.checklist:
-            return judgement, ()
+    def _critique(self, image: bytes, prompt: str, state: RunState
+                  ) -> tuple[Judgement, tuple[checklist.Item, ...]]:
+        """The critic's verdict with every requirement (the spec's and the user's) matched to
+        its item; a critic that skipped some is asked once more for those. Score and done
+        come from the matched items: one still unjudged counts as unmet."""
         wanted = checklist.requirements(self.spec.requirements, state.instructions)
-        items = checklist.match(wanted, verdict.checklist)
+        texts = [text for text, _ in wanted]
+        judgement = self.critic.judge(image, prompt, texts)
+        items = self._items(judgement, wanted)
+        if any(i.met is None for i in items):
+            again = self.critic.judge(image, prompt + checklist.reminder(items), texts)
+            items = checklist.merged(items, self._items(again, wanted) or items)
+            judgement = replace(judgement, attempts=judgement.attempts + again.attempts,
+                                seconds=judgement.seconds + again.seconds)
+        verdict = judgement.verdict
+        if verdict is None or not items:
+            return judgement, items
         verdict = replace(verdict, done=all(i.met for i in items), score=checklist.score(items))
         return replace(judgement, verdict=verdict), items
+
+    @staticmethod
+    def _items(judgement: Judgement, wanted: list[tuple[str, bool]]
+               ) -> tuple[checklist.Item, ...]:
+        verdict = judgement.verdict
+        if verdict is None or not verdict.checklist:
+            return ()
+        return checklist.match(wanted, verdict.checklist)
 
     def _apply(self, state: RunState, k: str, params: Params, judgement: Judgement,
                items: tuple[checklist.Item, ...] = ()) -> None:
@@ -179,6 +194,11 @@ class Engine:
         if state.done_key:
             state.status = "done"
             self.emit(ev.Done, state, key=k, state=state.snapshot())
+            return
+        cap = self.spec.limits.max_renders
+        if cap is not None and state.renders >= cap:
+            state.status = "limits"  # the render budget is spent, whatever the loops allow
+            self.emit(ev.LimitsReached, state, state=state.snapshot())
             return
         if state.stalled and not (self.spec.seed.policy == "per_loop"
                                   and state.loop < state.last_loop):

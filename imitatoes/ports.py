@@ -4,7 +4,7 @@ tests' in-memory doubles."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -39,6 +39,7 @@ class Renderer(Protocol):
 
 
 class Critic(Protocol):
-    def judge(self, image: bytes, prompt: str) -> Judgement: ...
+    def judge(self, image: bytes, prompt: str, checklist: Sequence[str] = ()) -> Judgement:
+        """A verdict on the image; `checklist` is what it must judge, item by item."""
 
     def unload(self) -> None: ...

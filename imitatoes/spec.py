@@ -75,6 +75,7 @@ class Critic:
 class Limits:
     iterations_per_loop: int
     max_loops: int
+    max_renders: int | None = None  # a cap on renders in all, across loops and resumes
 
 
 @dataclass(frozen=True)

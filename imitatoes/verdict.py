@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from importlib import resources
@@ -28,6 +30,24 @@ class VerdictInvalid(ImitatoesError):
 def schema() -> dict[str, Any]:
     text = resources.files("imitatoes").joinpath("schemas/verdict.schema.json").read_text("utf-8")
     return json.loads(text)
+
+
+def schema_for(checklist: Sequence[str]) -> dict[str, Any]:
+    """The verdict schema for one question: exactly one checklist entry per requirement, in
+    order, each naming its requirement, so a model held to the schema (Ollama's `format`)
+    cannot skip one or judge one it made up."""
+    out = copy.deepcopy(schema())
+    if not checklist:
+        return out
+    item = out["properties"]["checklist"]["items"]
+    out["properties"]["checklist"] = {
+        **{k: v for k, v in out["properties"]["checklist"].items() if k != "items"},
+        "prefixItems": [{**item, "required": ["requirement", "met", "observation"],
+                         "properties": {**item["properties"], "requirement": {"const": text}}}
+                        for text in checklist],
+        "items": False, "minItems": len(checklist), "maxItems": len(checklist)}
+    out["required"] = ["checklist", *out["required"]]
+    return out
 
 
 @dataclass(frozen=True)

@@ -4,7 +4,7 @@ from a queue (after simonw/llm's test doubles)."""
 from __future__ import annotations
 
 import io
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from PIL import Image
@@ -60,13 +60,15 @@ class FakeCritic:
     def __init__(self, *answers: Verdict | None | BaseException) -> None:
         self.queue = list(answers)
         self.prompts: list[str] = []
+        self.checklists: list[list[str]] = []
         self.unloads = 0
 
     def enqueue(self, *answers: Verdict | None | BaseException) -> None:
         self.queue += answers
 
-    def judge(self, image: bytes, prompt: str) -> Judgement:
+    def judge(self, image: bytes, prompt: str, checklist: Sequence[str] = ()) -> Judgement:
         self.prompts.append(prompt)
+        self.checklists.append(list(checklist))
         # By default a critic that always asks for one new thing, so the loop keeps moving.
         answer = self.queue.pop(0) if self.queue else verdict(
             prompt_append=f"detail {len(self.prompts)}")

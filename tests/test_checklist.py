@@ -5,10 +5,13 @@ from __future__ import annotations
 
 import random
 
+import jsonschema
+import pytest
+
 from imitatoes import checklist
 from imitatoes.engine import Engine
 from imitatoes.state import first_state
-from imitatoes.verdict import Changes, Check, Verdict
+from imitatoes.verdict import Changes, Check, Verdict, schema_for
 
 from .doubles import FakeCritic, FakeRenderer
 from .test_engine import make
@@ -47,14 +50,38 @@ def claims_done(*checks: Check) -> Verdict:
 def test_a_done_claim_with_a_short_checklist_does_not_stop_the_run() -> None:
     spec = make(ipl=2, loops=1)  # the demo: four requirements
     critic = FakeCritic(claims_done(Check("A red circle", True)),
+                        claims_done(Check("The background is blue", True)),  # asked again
                         claims_done(*(Check(r, True) for r in spec.requirements)))
     events: list = []
     state = Engine(spec, FakeRenderer(), critic, [events.append],
                    rng=random.Random(0)).run(first_state(spec))
     assert state.status == "done" and state.done_key == "loop_01_iter_02"
     first = next(e for e in events if getattr(e, "kind", "") == "applied")
-    assert first.score == 0.25 and [i.met for i in first.requirements] == [True, None, None,
-                                                                           None]
+    assert first.score == 0.5
+    assert [(i.met, i.by) for i in first.requirements] == [
+        (True, "text"), (True, "asked again"), (None, "missing"), (None, "missing")]
+    # the second question names exactly what the first answer skipped
+    assert "did not judge these checklist items: 2. The background is blue; 3. No " \
+        "watermark or text; 4. Sharp and clean, no noise." in critic.prompts[1]
+    assert critic.checklists[0] == list(spec.requirements)  # and the schema asks for them all
+    judged = next(e for e in events if getattr(e, "kind", "") == "verdict")
+    assert len(judged.judgement.attempts) == 2  # both answers are in the record
+
+
+def test_the_schema_sent_asks_for_exactly_the_checklist() -> None:
+    s = schema_for(["A red circle", "Add a square"])
+    items = s["properties"]["checklist"]
+    assert items["minItems"] == items["maxItems"] == 2 and items["items"] is False
+    assert [i["properties"]["requirement"]["const"] for i in items["prefixItems"]] == [
+        "A red circle", "Add a square"]
+    assert s["required"][0] == "checklist"
+    ok = {"checklist": [{"requirement": "A red circle", "met": True, "observation": ""},
+                        {"requirement": "Add a square", "met": False, "observation": "none"}],
+          "done": False, "reason": "r", "changes": {"prompt_append": "", "neg_append": "",
+                                                    "cfg": None, "steps": None, "seed": "keep"}}
+    jsonschema.validate(ok, s)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate({**ok, "checklist": ok["checklist"][:1]}, s)
 
 
 def test_paraphrased_items_that_are_not_the_spec_s_do_not_count() -> None:

@@ -176,3 +176,11 @@ def test_one_gpu_for_both_servers_takes_turns_and_says_so() -> None:
     assert freed == [("loop_01_iter_01", "comfyui"), ("loop_01_iter_02", "critic"),
                      ("loop_01_iter_02", "comfyui"), ("loop_01_iter_03", "critic"),
                      ("loop_01_iter_03", "comfyui")]
+
+
+def test_max_renders_caps_the_run_whatever_the_loops_allow() -> None:
+    spec = make(ipl=3, loops=3)
+    spec = dataclasses.replace(spec, limits=specs.Limits(3, 3, max_renders=4))
+    state, renderer, events = run(spec, FakeCritic())
+    assert state.status == "limits" and state.renders == 4 and len(renderer.workflows) == 4
+    assert len(kinds(events, "limits_reached")) == 1

@@ -70,9 +70,9 @@ class _Critic:
     def __init__(self, answer: Changes) -> None:
         self.answer = answer
 
-    def judge(self, image: bytes, prompt: str):
+    def judge(self, image: bytes, prompt: str, checklist=()):
         from .doubles import FakeCritic, verdict
-        return FakeCritic(verdict(0.5, **self.answer.__dict__)).judge(image, prompt)
+        return FakeCritic(verdict(0.5, **self.answer.__dict__)).judge(image, prompt, checklist)
 
     def unload(self) -> None:
         pass
