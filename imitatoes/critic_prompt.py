@@ -47,3 +47,35 @@ def critic_prompt(spec: Spec, params: Params, loop: int, iteration: int,
         "history": history_text(tried, spec.critic.history),
     }
     return template.render(spec.critic.prompt_template, values)
+
+
+VERIFY = """You are checking a claim that the attached image meets every requirement below. Be
+strict: a requirement is met only when you can clearly see it in the image; when in doubt, it
+is not met. Another judge already said yes; your job is to catch what it missed.
+
+Goal: {goal}
+Checklist (the image is done only when every item holds):
+{requirements}
+
+How the image was made:
+- prompt: {prompt}
+- negative prompt: {negative}
+
+For each checklist item say met or not and what you see. If every item is met, answer
+done: true with no changes. Otherwise answer done: false and ONE small change for the most
+important unmet item (a few words for prompt_append or neg_append).
+
+Answer with JSON only, in this shape:
+{{"checklist": [{{"requirement": "...", "met": true, "observation": "..."}}],
+ "done": false,
+ "changes": {{"prompt_append": "", "neg_append": "", "cfg": null, "steps": null, "seed": "keep"}},
+ "reason": "one short sentence"}}"""
+
+
+def verify_prompt(spec: Spec, params: Params, instructions: Sequence[str] = ()) -> str:
+    """The strict second question asked before a done verdict ends the run."""
+    wanted = checklist.requirements(spec.requirements, instructions)
+    return VERIFY.format(goal=spec.goal, prompt=params.prompt,
+                         negative=params.negative or "(empty)",
+                         requirements="\n".join(f"{i}. {r}" for i, (r, _) in
+                                                 enumerate(wanted, 1)))

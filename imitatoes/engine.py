@@ -28,8 +28,10 @@ class CriticFailing(ImitatoesError):
 class Engine:
     def __init__(self, spec: Spec, renderer: Renderer, critic: Critic,
                  listeners: Iterable[Listener] = (), rng: random.Random | None = None,
-                 reuse: Callable[[str], tuple[bytes, Params] | None] | None = None) -> None:
+                 reuse: Callable[[str], tuple[bytes, Params] | None] | None = None,
+                 verifier: Critic | None = None) -> None:
         self.spec, self.renderer, self.critic = spec, renderer, critic
+        self.verifier = verifier or critic  # checks done claims (search.verify_done)
         self.listeners = list(listeners)
         self.rng = rng or random.Random()
         # A render saved before a crash (image and the params it was made with), judged
@@ -77,6 +79,8 @@ class Engine:
         prompt = critic_prompt.critic_prompt(self.spec, params, state.loop, state.iteration,
                                              state.history, state.instructions)
         judgement, items = self._critique(rendered.image, prompt, state)
+        if judgement.verdict and judgement.verdict.done and self.spec.search.verify_done:
+            judgement, items = self._verify(rendered.image, params, state, k, judgement, items)
         self.emit(ev.Judged, state, key=k, judgement=judgement, prompt=prompt)
         self._apply(state, k, params, judgement, items)
         state.pending, state.in_progress = None, False
@@ -136,6 +140,29 @@ class Engine:
             return judgement, items
         verdict = replace(verdict, done=all(i.met for i in items), score=checklist.score(items))
         return replace(judgement, verdict=verdict), items
+
+    def _verify(self, image: bytes, params: Params, state: RunState, k: str,
+                judgement: Judgement, items: tuple[checklist.Item, ...]
+                ) -> tuple[Judgement, tuple[checklist.Item, ...]]:
+        """A done claim checked once more with a strict question before it ends the run; a
+        rejected claim goes on with the checker's items and its change."""
+        wanted = checklist.requirements(self.spec.requirements, state.instructions)
+        prompt = critic_prompt.verify_prompt(self.spec, params, state.instructions)
+        check = self.verifier.judge(image, prompt, [text for text, _ in wanted])
+        found = self._items(check, wanted)
+        both = replace(judgement, attempts=judgement.attempts + check.attempts,
+                       seconds=judgement.seconds + check.seconds)
+        if check.verdict is not None and found and all(i.met for i in found):
+            return both, items  # confirmed
+        failed = tuple(i.requirement for i in found if not i.met) or (
+            "(the check gave no usable answer)",)
+        self.emit(ev.DoneRejected, state, key=k, failed=failed,
+                  by=self.spec.critic.verifier or self.spec.critic.model)
+        verdict = check.verdict or judgement.verdict
+        assert verdict is not None  # a done claim always has a verdict
+        verdict = replace(verdict, done=False,
+                          score=checklist.score(found) if found else verdict.score)
+        return replace(both, verdict=verdict), found or items
 
     @staticmethod
     def _items(judgement: Judgement, wanted: list[tuple[str, bool]]

@@ -108,6 +108,16 @@ class Judged(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class DoneRejected(Event):
+    """The critic said done; the strict second look (search.verify_done) did not agree."""
+
+    kind = "done_rejected"
+    key: str
+    failed: tuple[str, ...]  # the requirements the verifier found unmet
+    by: str  # the model that checked
+
+
+@dataclass(frozen=True, kw_only=True)
 class Applied(Event):
     """The verdict was folded into the state: the best so far, and the next parameters."""
 
@@ -170,7 +180,7 @@ class Failed(Event):
 
 KINDS: dict[str, type[Event]] = {cls.kind: cls for cls in (
     RunStarted, LoopStarted, IterationStarted, Progress, ImageRendered, RenderRefused,
-    Freed, Critiquing, Judged,
+    Freed, Critiquing, Judged, DoneRejected,
     Applied, IterationEnded, LoopEnded, Stalled, Done, LimitsReached, Interrupted, Failed)}
 
 Listener = Callable[[Event], None]

@@ -6,6 +6,7 @@ say how to continue. Every run folder gets the same files because only this modu
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import random
 import time
 from collections.abc import Iterable
@@ -191,13 +192,19 @@ class Run:
         client = ComfyClient(c.url, c.connect_timeout, c.timeout,
                              max_image_bytes=int(c.max_image_mb * 2**20))
         critic = make_critic(self.spec.critic)
+        verifier = make_critic(dataclasses.replace(self.spec.critic,
+                                                   model=self.spec.critic.verifier)) \
+            if self.spec.critic.verifier else None
         engine = Engine(self.spec, ComfyRenderer(client, c.render_timeout, c.max_image_pixels),
                         critic, [RunLog(self.dir), ReportWriter(self.dir), *listeners],
                         rng=random.Random(),
                         reuse=lambda key: runfolder.saved_render(self.dir, key,
-                                                                 c.max_image_pixels))
+                                                                 c.max_image_pixels),
+                        verifier=verifier)
         try:
             return engine.run(state)
         finally:
             client.close()
             critic.close()
+            if verifier:
+                verifier.close()

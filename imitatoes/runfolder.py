@@ -164,6 +164,7 @@ class IterationRecord:
     refused: list[Refusal] = field(default_factory=list)
     next_params: Params | None = None
     requirements: list[Item] = field(default_factory=list)  # each one as the critic judged it
+    done_rejected: list[str] | None = None  # a done claim the strict check did not confirm
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"key": self.key, "loop": self.loop, "iteration": self.iteration,
@@ -176,6 +177,8 @@ class IterationRecord:
                      refused=[asdict(r) for r in self.refused],
                      next_params=asdict(self.next_params) if self.next_params else None,
                      requirements=[asdict(i) for i in self.requirements])
+            if self.done_rejected is not None:
+                d["done_rejected"] = list(self.done_rejected)
         return d
 
     @staticmethod
@@ -187,7 +190,7 @@ class IterationRecord:
             CriticRecord.from_dict(d["critic"]) if d.get("critic") else None,
             d.get("applied"), d.get("score"), d.get("reverted_to"),
             [Refusal(**r) for r in d.get("refused", [])], Params(**nxt) if nxt else None,
-            [Item(**i) for i in d.get("requirements", [])])
+            [Item(**i) for i in d.get("requirements", [])], d.get("done_rejected"))
 
     @property
     def reason(self) -> str:

@@ -23,6 +23,7 @@ class RunLog(ev.Handler):
         self.record: IterationRecord | None = None
         self.started = time.monotonic()
         self.events: TextIO | None = None  # events.jsonl, open while the run goes
+        self.rejected: list[str] | None = None
 
     def __call__(self, event: ev.Event) -> None:
         super().__call__(event)
@@ -74,6 +75,9 @@ class RunLog(ev.Handler):
              "height": j.image.height})
         self.record.seconds["critique"] = round(j.seconds, 3)
 
+    def on_done_rejected(self, event: ev.DoneRejected) -> None:
+        self.rejected = list(event.failed)  # the verdict that follows is this one's record
+
     def on_applied(self, event: ev.Applied) -> None:
         assert self.record is not None
         p = event.patch
@@ -83,6 +87,7 @@ class RunLog(ev.Handler):
         r.refused = list(p.refused) if p else []
         r.next_params = p.params if p else None
         r.requirements = list(event.requirements)
+        r.done_rejected, self.rejected = self.rejected, None
         runfolder.write_record(self.dir, r)
 
     def on_iteration_ended(self, event: ev.IterationEnded) -> None:

@@ -69,6 +69,12 @@ class Critic:
     history: int
     image: ImageGuard
     prompt_template: str  # the template text, read from its file when the spec names one
+    verifier: str | None = None  # the model that checks a done claim (search.verify_done)
+
+
+@dataclass(frozen=True)
+class Search:
+    verify_done: bool = False
 
 
 @dataclass(frozen=True)
@@ -103,6 +109,7 @@ class Spec:
     seed: SeedPolicy
     critic: Critic
     limits: Limits
+    search: Search
     comfyui: Comfy
     output_dir: Path
     data: Mapping[str, Any]  # the document as run (overrides applied), for the run folder
@@ -181,7 +188,8 @@ def build(doc: Document) -> Spec:
         bindings=tuple(d["bindings"].items()), start=_params(d["start"]),
         bounds=_bounds(d["bounds"]), seed=SeedPolicy(**d["seed"]), critic=_critic(d["critic"],
                                                                                    spec_dir),
-        limits=Limits(**d["limits"]), comfyui=Comfy(**{**d["comfyui"],
+        limits=Limits(**d["limits"]), search=Search(**d.get("search") or {"verify_done": False}),
+        comfyui=Comfy(**{**d["comfyui"],
                                                        "url": d["comfyui"]["url"].rstrip("/")}),
         output_dir=Path(runs) if runs else yamldoc.relative_path(spec_dir, d["output"]["dir"]),
         data=doc.data)
@@ -213,6 +221,7 @@ def _critic(d: Mapping[str, Any], spec_dir: Path) -> Critic:
     else:
         path = template.template_path(value, spec_dir)
         text = specfiles.read_text(path, specfiles.TEMPLATE_CAP) if path else value
-    fields = {k: v for k, v in d.items() if k not in ("image", "prompt_template")}
+    fields = {k: v for k, v in d.items() if k not in ("image", "prompt_template", "verifier")}
+    fields["verifier"] = (d.get("verifier") or {}).get("model")
     fields["url"] = fields["url"].rstrip("/")
     return Critic(**fields, image=ImageGuard(**d["image"]), prompt_template=text)

@@ -3,17 +3,23 @@ requirements and the user's instructions, whatever the critic left out or reword
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import random
 
 import jsonschema
 import pytest
+from typer.testing import CliRunner
 
 from imitatoes import checklist
+from imitatoes import spec as specs
+from imitatoes.cli import app
 from imitatoes.engine import Engine
 from imitatoes.state import first_state
 from imitatoes.verdict import Changes, Check, Verdict, schema_for
 
 from .doubles import FakeCritic, FakeRenderer
+from .standins import DEMO, only_run, urls
 from .test_engine import make
 
 WANTED = checklist.requirements(["A red circle", "The background is blue"], ["Add a square"])
@@ -89,3 +95,41 @@ def test_paraphrased_items_that_are_not_the_spec_s_do_not_count() -> None:
     critic = FakeCritic(claims_done(Check("Looks great", True), Check("Nice colours", True)))
     state = Engine(spec, FakeRenderer(), critic, rng=random.Random(0)).run(first_state(spec))
     assert state.status == "limits" and state.best.score == 0.0
+
+
+def with_verify(spec, verifier: str | None = None):
+    spec = dataclasses.replace(spec, search=specs.Search(verify_done=True))
+    return dataclasses.replace(spec, critic=dataclasses.replace(spec.critic, verifier=verifier))
+
+
+def test_a_done_claim_is_checked_before_it_stops_the_run() -> None:
+    spec = with_verify(make(ipl=3, loops=1), "strict:7b")
+    everything = [Check(r, True) for r in spec.requirements]
+    critic = FakeCritic(claims_done(*everything), claims_done(*everything))
+    strict = FakeCritic(Verdict(False, Changes(prompt_append="blue background"), "Gray.",
+                                (everything[0], Check(spec.requirements[1], False, "gray"),
+                                 *everything[2:]), 0.75, False),
+                        claims_done(*everything))
+    events: list = []
+    state = Engine(spec, FakeRenderer(), critic, [events.append], rng=random.Random(0),
+                   verifier=strict).run(first_state(spec))
+    assert state.status == "done" and state.done_key == "loop_01_iter_02"
+    [rejected] = [e for e in events if getattr(e, "kind", "") == "done_rejected"]
+    assert rejected.key == "loop_01_iter_01" and rejected.failed == ("The background is blue",)
+    assert rejected.by == "strict:7b"
+    assert "Another judge already said yes" in strict.prompts[0]
+    first = next(e for e in events if getattr(e, "kind", "") == "applied")
+    assert first.score == 0.75 and first.patch.applied == ('prompt + "blue background"',)
+
+
+def test_verified_done_against_the_stand_ins(servers, tmp_path) -> None:
+    servers[1].knobs.lenient = 1  # the first verdict calls a noisy gray image done
+    result = CliRunner().invoke(app, ["run", DEMO, *urls(servers),
+                                      "--set", "search.verify_done=true"])
+    assert result.exit_code == 0, result.output
+    run_dir = only_run(tmp_path)
+    first = json.loads((run_dir / "loop_01_iter_01.json").read_text())
+    assert "The background is blue" in first["done_rejected"]
+    assert len(first["critic"]["answers"]) == 2  # the claim and the check
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["done_key"] != "loop_01_iter_01" and state["status"] == "done"

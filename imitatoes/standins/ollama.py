@@ -46,6 +46,7 @@ class Knobs:
     structured_outputs: bool = True  # False: an Ollama older than 0.5 (format must be "json")
     models: dict[str, list[str]] = field(default_factory=lambda: dict(DEFAULT_MODELS))
     repulled: int = 0  # bump it: every model's digest changes, as after `ollama pull`
+    lenient: int = 0  # the next N verdicts call every requirement met: a false done
 
 
 def _dumps(data: Any) -> str:
@@ -249,6 +250,11 @@ class OllamaStandin(BackgroundServer):
         except (UnidentifiedImageError, OSError):
             raise BadRequest(_runner_error("Failed to load image or audio file", 400,
                                            "invalid_request_error")) from None
+        if self.knobs.lenient > 0:  # what real vision models do: "looks done to me"
+            self.knobs.lenient -= 1
+            for item in verdict["checklist"]:
+                item.update(met=True, observation="looks fine")
+            verdict.update(done=True, reason="Looks done.")
         if self.knobs.never_done and verdict["done"]:
             verdict.update(done=False, reason="Not yet: the stand-in was told never to approve.")
             if verdict["checklist"]:  # a picky critic: the last requirement is never quite met
