@@ -63,6 +63,20 @@ def merged(first: Sequence[Item], again: Sequence[Item]) -> tuple[Item, ...]:
                  for a, b in zip(first, again, strict=True))
 
 
+def majority(answers: Sequence[Sequence[Item]]) -> tuple[Item, ...]:
+    """Each requirement as most answers judged it (an answer that left it out votes no); the
+    first answer's item stands for the result, with the votes in its observation."""
+    first = answers[0]
+    out = []
+    for n, item in enumerate(first):
+        said = [a[n].met is True for a in answers if n < len(a)] + \
+            [False] * sum(1 for a in answers if n >= len(a))
+        met = sum(said) * 2 > len(said)
+        note = f"{sum(said)} of {len(said)} answers: met" if len(said) > 1 else item.observation
+        out.append(replace(item, met=met, observation=note))
+    return tuple(out)
+
+
 def score(judged: Sequence[Item]) -> float:
     return sum(j.met is True for j in judged) / len(judged) if judged else 0.0
 

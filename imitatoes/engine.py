@@ -144,25 +144,33 @@ class Engine:
     def _verify(self, image: bytes, params: Params, state: RunState, k: str,
                 judgement: Judgement, items: tuple[checklist.Item, ...]
                 ) -> tuple[Judgement, tuple[checklist.Item, ...]]:
-        """A done claim checked once more with a strict question before it ends the run; a
-        rejected claim goes on with the checker's items and its change."""
+        """A done claim checked with a strict question before it ends the run. When the check
+        disagrees, it is asked once more and each requirement goes by the majority of the
+        three answers (a noisy model's single "no" would otherwise reject true dones as
+        often as the check catches false ones). A rejected claim goes on with the check's
+        change."""
         wanted = checklist.requirements(self.spec.requirements, state.instructions)
         prompt = critic_prompt.verify_prompt(self.spec, params, state.instructions)
-        check = self.verifier.judge(image, prompt, [text for text, _ in wanted])
-        found = self._items(check, wanted)
-        both = replace(judgement, attempts=judgement.attempts + check.attempts,
-                       seconds=judgement.seconds + check.seconds)
-        if check.verdict is not None and found and all(i.met for i in found):
-            return both, items  # confirmed
-        failed = tuple(i.requirement for i in found if not i.met) or (
-            "(the check gave no usable answer)",)
+        texts = [text for text, _ in wanted]
+        checks = [self.verifier.judge(image, prompt, texts)]
+        found = [self._items(checks[0], wanted)]
+        if not (found[0] and all(i.met for i in found[0])):
+            checks.append(self.verifier.judge(image, prompt, texts))
+            found.append(self._items(checks[1], wanted))
+        votes = checklist.majority([items, *found])
+        both = replace(judgement, attempts=judgement.attempts + tuple(
+            a for c in checks for a in c.attempts), seconds=judgement.seconds + sum(
+            c.seconds for c in checks))
+        if all(i.met for i in votes):
+            return both, votes  # confirmed
+        failed = tuple(i.requirement for i in votes if not i.met)
         self.emit(ev.DoneRejected, state, key=k, failed=failed,
                   by=self.spec.critic.verifier or self.spec.critic.model)
-        verdict = check.verdict or judgement.verdict
-        assert verdict is not None  # a done claim always has a verdict
-        verdict = replace(verdict, done=False,
-                          score=checklist.score(found) if found else verdict.score)
-        return replace(both, verdict=verdict), found or items
+        change = next((c.verdict for c in reversed(checks) if c.verdict and
+                       not c.verdict.done), None) or judgement.verdict
+        assert change is not None  # a done claim always has a verdict
+        verdict = replace(change, done=False, score=checklist.score(votes))
+        return replace(both, verdict=verdict), votes
 
     @staticmethod
     def _items(judgement: Judgement, wanted: list[tuple[str, bool]]

@@ -102,13 +102,34 @@ def with_verify(spec, verifier: str | None = None):
     return dataclasses.replace(spec, critic=dataclasses.replace(spec.critic, verifier=verifier))
 
 
+def test_majority_of_the_answers_decides_each_requirement() -> None:
+    yes, no = checklist.Item("a", True, "", "text"), checklist.Item("a", False, "", "text")
+    assert [i.met for i in checklist.majority([[yes], [no], [yes]])] == [True]
+    assert [i.met for i in checklist.majority([[yes], [no], [no]])] == [False]
+    assert [i.met for i in checklist.majority([[yes], [yes]])] == [True]
+    assert [i.met for i in checklist.majority([[yes], [no]])] == [False]  # a tie is a no
+    assert [i.met for i in checklist.majority([[yes], []])] == [False]  # left out: a no
+    assert checklist.majority([[yes], [no], [yes]])[0].observation == "2 of 3 answers: met"
+
+
+def test_a_single_no_from_a_noisy_check_does_not_undo_a_true_done() -> None:
+    spec = with_verify(make(ipl=3, loops=1))
+    everything = [Check(r, True) for r in spec.requirements]
+    slip = Verdict(False, Changes(), "Hm.", (Check(spec.requirements[0], False), *everything[1:]),
+                   0.75, False)
+    critic = FakeCritic(claims_done(*everything), slip, claims_done(*everything))
+    state = Engine(spec, FakeRenderer(), critic, rng=random.Random(0)).run(first_state(spec))
+    assert state.status == "done" and state.done_key == "loop_01_iter_01"
+
+
 def test_a_done_claim_is_checked_before_it_stops_the_run() -> None:
     spec = with_verify(make(ipl=3, loops=1), "strict:7b")
     everything = [Check(r, True) for r in spec.requirements]
     critic = FakeCritic(claims_done(*everything), claims_done(*everything))
-    strict = FakeCritic(Verdict(False, Changes(prompt_append="blue background"), "Gray.",
-                                (everything[0], Check(spec.requirements[1], False, "gray"),
-                                 *everything[2:]), 0.75, False),
+    gray = Verdict(False, Changes(prompt_append="blue background"), "Gray.",
+                   (everything[0], Check(spec.requirements[1], False, "gray"),
+                    *everything[2:]), 0.75, False)
+    strict = FakeCritic(gray, gray,  # the check disagrees, and again when asked once more
                         claims_done(*everything))
     events: list = []
     state = Engine(spec, FakeRenderer(), critic, [events.append], rng=random.Random(0),
@@ -130,6 +151,6 @@ def test_verified_done_against_the_stand_ins(servers, tmp_path) -> None:
     run_dir = only_run(tmp_path)
     first = json.loads((run_dir / "loop_01_iter_01.json").read_text())
     assert "The background is blue" in first["done_rejected"]
-    assert len(first["critic"]["answers"]) == 2  # the claim and the check
+    assert len(first["critic"]["answers"]) == 3  # the claim, the check, the check again
     state = json.loads((run_dir / "state.json").read_text())
     assert state["done_key"] != "loop_01_iter_01" and state["status"] == "done"

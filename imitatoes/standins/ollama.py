@@ -11,6 +11,7 @@ import binascii
 import hashlib
 import io
 import json
+import random
 import re
 import time
 from collections import deque
@@ -47,6 +48,11 @@ class Knobs:
     models: dict[str, list[str]] = field(default_factory=lambda: dict(DEFAULT_MODELS))
     repulled: int = 0  # bump it: every model's digest changes, as after `ollama pull`
     lenient: int = 0  # the next N verdicts call every requirement met: a false done
+    # An imperfect vision model, as real ones are: the chance of calling an unmet requirement
+    # met, and a met one unmet, drawn per requirement and answer from a seeded generator.
+    false_met: float = 0.0
+    missed: float = 0.0
+    noise_seed: int = 0
 
 
 def _dumps(data: Any) -> str:
@@ -82,6 +88,7 @@ class OllamaStandin(BackgroundServer):
         self.loaded: dict[str, float] = {}  # model -> expiry (monotonic)
         # the latest chat bodies, for tests to inspect (bounded: a soak must not grow)
         self.requests: deque[dict[str, Any]] = deque(maxlen=50)
+        self.rng = random.Random(self.knobs.noise_seed)  # the imperfect eye's draws
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=64 << 20)
@@ -95,6 +102,19 @@ class OllamaStandin(BackgroundServer):
                 ("POST", "/imitatoes/knobs", self._post_knobs)]:
             app.router.add_route(method, path, handler)
         return app
+
+    def _misjudge(self, verdict: dict[str, Any]) -> None:
+        """Flip items as an imperfect model would; done follows the (wrong) checklist."""
+        for item in verdict["checklist"]:
+            flip = self.knobs.false_met if not item["met"] else self.knobs.missed
+            if self.rng.random() < flip:
+                item.update(met=not item["met"], observation="(misjudged)")
+        if verdict["checklist"]:
+            verdict["done"] = all(item["met"] for item in verdict["checklist"])
+        if verdict["done"]:
+            verdict["changes"] = {"prompt_append": "", "neg_append": "", "cfg": None,
+                                  "steps": None, "seed": "keep"}
+            verdict["reason"] = "Every requirement holds."
 
     # -- information ----------------------------------------------------------------------------
     async def _root(self, request: web.Request) -> web.Response:
@@ -250,6 +270,8 @@ class OllamaStandin(BackgroundServer):
         except (UnidentifiedImageError, OSError):
             raise BadRequest(_runner_error("Failed to load image or audio file", 400,
                                            "invalid_request_error")) from None
+        if self.knobs.false_met or self.knobs.missed:
+            self._misjudge(verdict)
         if self.knobs.lenient > 0:  # what real vision models do: "looks done to me"
             self.knobs.lenient -= 1
             for item in verdict["checklist"]:

@@ -1,0 +1,95 @@
+"""How often a run ends with an image that really meets its requirements, when the critic is
+as imperfect as real vision models are: the Ollama stand-in calls an unmet requirement met
+with chance `false_met` and a met one unmet with chance `missed` (seeded), so it claims done
+too early. Each goal spec runs with verify_done off and on; the final image is then judged by
+the stand-in's eye without noise, which is the truth here.
+
+    .venv/bin/python benchmarks/search.py [specs] [false_met] [missed]
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import random
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from imitatoes import critic_prompt
+from imitatoes import spec as specs
+from imitatoes.lifecycle import Run
+from imitatoes.standins import eye
+from imitatoes.standins.comfyui import ComfyStandin
+from imitatoes.standins.ollama import Knobs, OllamaStandin
+
+ROOT = Path(__file__).resolve().parent.parent
+COLOURS = ["red", "green", "yellow", "purple", "orange"]
+SHAPES = ["circle", "square", "triangle"]
+BACKGROUNDS = ["blue", "white", "black", "pink"]
+
+
+def goal_specs(folder: Path, n: int) -> list[Path]:
+    """n goal specs: a coloured shape on a coloured background, clean, without a watermark."""
+    (folder / "demo_workflow.json").write_bytes(
+        (ROOT / "imitatoes" / "data" / "demo_workflow.json").read_bytes())
+    base = yaml.safe_load((ROOT / "imitatoes" / "data" / "demo.yaml").read_text())
+    combos = [(c, s, b) for c, s, b in itertools.product(COLOURS, SHAPES, BACKGROUNDS) if c != b]
+    random.Random(0).shuffle(combos)
+    paths = []
+    for i, (colour, shape, background) in enumerate(combos[:n]):
+        data = {**base, "name": f"goal-{i:02d}", "goal": f"A {colour} {shape} on {background}.",
+                "requirements": [f"A {colour} {shape}", f"The background is {background}",
+                                 "No watermark or text", "Sharp and clean, no noise"],
+                "start": {**base["start"], "prompt": f"a {shape}, simple poster"},
+                "limits": {"iterations_per_loop": 4, "max_loops": 3}}
+        path = folder / f"goal-{i:02d}.yaml"
+        path.write_text(yaml.safe_dump(data, sort_keys=False))
+        paths.append(path)
+    return paths
+
+
+def truly_done(spec: specs.Spec, run_dir: Path) -> bool:
+    final = run_dir / "final.png"
+    if not final.is_file():
+        return False
+    question = critic_prompt.critic_prompt(spec, spec.start, 1, 1)
+    return bool(eye.judge(final.read_bytes(), question)["done"])
+
+
+def main(n: int, false_met: float, missed: float) -> None:
+    results: dict[str, list[dict]] = {"verify_done off": [], "verify_done on": []}
+    with tempfile.TemporaryDirectory() as tmp, ComfyStandin() as comfy, \
+            OllamaStandin(Knobs(false_met=false_met, missed=missed)) as ollama:
+        env = {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
+        for i, path in enumerate(goal_specs(Path(tmp), n)):
+            for mode, verify in (("verify_done off", "false"), ("verify_done on", "true")):
+                spec = specs.load(path, [f"search.verify_done={verify}"], env=env)
+                ollama.rng = random.Random(i)  # the same luck for both modes
+                started = time.perf_counter()
+                outcome = Run.begin(spec, Path(tmp) / "runs").execute()
+                results[mode].append({
+                    "claimed": outcome.state.status == "done",
+                    "true": truly_done(spec, outcome.run_dir),
+                    "renders": outcome.state.renders,
+                    "seconds": time.perf_counter() - started})
+    out = io.StringIO()
+    out.write(f"{n} goal specs, critic false_met {false_met:g}, missed {missed:g}\n")
+    out.write(f"{'mode':<17}{'really done':>12}{'false done':>12}{'renders':>9}{'wall s':>8}\n")
+    for mode, runs in results.items():
+        true = sum(r["true"] for r in runs)
+        false = sum(r["claimed"] and not r["true"] for r in runs)
+        out.write(f"{mode:<17}{true:>9}/{len(runs):<2}{false:>10}   "
+                  f"{statistics.mean(r['renders'] for r in runs):>7.1f}"
+                  f"{sum(r['seconds'] for r in runs):>8.1f}\n")
+    print(out.getvalue(), end="")
+
+
+if __name__ == "__main__":
+    main(int(sys.argv[1]) if len(sys.argv) > 1 else 20,
+         float(sys.argv[2]) if len(sys.argv) > 2 else 0.25,
+         float(sys.argv[3]) if len(sys.argv) > 3 else 0.1)
