@@ -1,8 +1,9 @@
 """How often a run ends with an image that really meets its requirements, when the critic is
 as imperfect as real vision models are: the Ollama stand-in calls an unmet requirement met
 with chance `false_met` and a met one unmet with chance `missed` (seeded), so it claims done
-too early. Each goal spec runs with verify_done off and on; the final image is then judged by
-the stand-in's eye without noise, which is the truth here.
+too early. Each goal spec runs with one image an iteration (verify_done off and on) and with three
+candidates an iteration; the final image is then judged by the stand-in's eye without noise,
+which is the truth here.
 
     .venv/bin/python benchmarks/search.py [specs] [false_met] [missed]
 """
@@ -62,13 +63,15 @@ def truly_done(spec: specs.Spec, run_dir: Path) -> bool:
 
 
 def main(n: int, false_met: float, missed: float) -> None:
-    results: dict[str, list[dict]] = {"verify_done off": [], "verify_done on": []}
+    modes = {"K=1": ["search.verify_done=false"], "K=1, verify": ["search.verify_done=true"],
+             "K=3, verify": ["search.verify_done=true", "search.candidates=3"]}
+    results: dict[str, list[dict]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory() as tmp, ComfyStandin() as comfy, \
             OllamaStandin(Knobs(false_met=false_met, missed=missed)) as ollama:
         env = {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
         for i, path in enumerate(goal_specs(Path(tmp), n)):
-            for mode, verify in (("verify_done off", "false"), ("verify_done on", "true")):
-                spec = specs.load(path, [f"search.verify_done={verify}"], env=env)
+            for mode, overrides in modes.items():
+                spec = specs.load(path, overrides, env=env)
                 ollama.rng = random.Random(i)  # the same luck for both modes
                 started = time.perf_counter()
                 outcome = Run.begin(spec, Path(tmp) / "runs").execute()

@@ -72,6 +72,21 @@ class Engine:
             state.params = replace(state.params, seed=patch.new_seed(self.rng))
         params = state.params
         self.emit(ev.IterationStarted, state, key=k, params=params)
+        if self.spec.search.candidates > 1 and not saved:
+            params, rendered, prompt, judgement, items = self._candidates(state, k, params)
+        else:
+            rendered, prompt, judgement, items = self._look(state, k, params, saved)
+        if judgement.verdict and judgement.verdict.done and self.spec.search.verify_done:
+            judgement, items = self._verify(rendered.image, params, state, k, judgement, items)
+        self.emit(ev.Judged, state, key=k, judgement=judgement, prompt=prompt)
+        self._apply(state, k, params, judgement, items)
+        state.pending, state.in_progress = None, False
+        self._next(state, k)
+
+    def _look(self, state: RunState, k: str, params: Params,
+              saved: tuple[bytes, Params] | None) -> tuple[Rendered, str, Judgement,
+                                                            tuple[checklist.Item, ...]]:
+        """One image: rendered (or the one saved before a crash) and critiqued."""
         rendered = self._render(state, k, params, saved[0] if saved else None)
         if self.spec.comfyui.free_before_critique:
             self._free(state, k, "comfyui", self.renderer.free)
@@ -79,12 +94,33 @@ class Engine:
         prompt = critic_prompt.critic_prompt(self.spec, params, state.loop, state.iteration,
                                              state.history, state.instructions)
         judgement, items = self._critique(rendered.image, prompt, state)
-        if judgement.verdict and judgement.verdict.done and self.spec.search.verify_done:
-            judgement, items = self._verify(rendered.image, params, state, k, judgement, items)
-        self.emit(ev.Judged, state, key=k, judgement=judgement, prompt=prompt)
-        self._apply(state, k, params, judgement, items)
-        state.pending, state.in_progress = None, False
-        self._next(state, k)
+        return rendered, prompt, judgement, items
+
+    def _candidates(self, state: RunState, k: str, params: Params
+                    ) -> tuple[Params, Rendered, str, Judgement, tuple[checklist.Item, ...]]:
+        """search.candidates: the parameters with K seeds (the first the current one), each
+        rendered and judged (saved ones judged again, never rendered again); the best goes on
+        under the iteration's own name."""
+        tried = []
+        for c in range(1, self.spec.search.candidates + 1):
+            cap = self.spec.limits.max_renders
+            if tried and cap is not None and state.renders >= cap:
+                break  # the render budget ends the candidates too
+            ckey = f"{k}_c{c}"
+            saved = self.reuse(ckey)
+            cparams = saved[1] if saved else params if c == 1 else replace(
+                params, seed=patch.new_seed(self.rng))
+            look = self._look(state, ckey, cparams, saved)
+            self.emit(ev.Judged, state, key=ckey, judgement=look[2], prompt=look[1])
+            score = look[2].verdict.score if look[2].verdict else None
+            self.emit(ev.CandidateJudged, state, key=ckey, score=score)
+            tried.append((ckey, cparams, score, look))
+        best = max(tried, key=lambda t: -1.0 if t[2] is None else t[2])  # the first on a tie
+        self.emit(ev.CandidateChosen, state, key=k, chosen=best[0],
+                  candidates=tuple((t[0], t[1].seed, t[2]) for t in tried))
+        state.pending = {"key": k, "prompt_id": best[3][0].prompt_id}
+        rendered, prompt, judgement, items = best[3]
+        return best[1], rendered, prompt, judgement, items
 
     def _start_loop(self, state: RunState) -> None:
         if state.loop > 1 and self.spec.seed.policy == "per_loop":

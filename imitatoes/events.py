@@ -108,6 +108,25 @@ class Judged(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class CandidateJudged(Event):
+    """One of an iteration's candidates (search.candidates) has its verdict."""
+
+    kind = "candidate_judged"
+    key: str  # loop_01_iter_01_c2
+    score: float | None
+
+
+@dataclass(frozen=True, kw_only=True)
+class CandidateChosen(Event):
+    """The best candidate goes on: its files become the iteration's (loop_01_iter_01.*)."""
+
+    kind = "candidate_chosen"
+    key: str  # the iteration
+    chosen: str  # the candidate's key
+    candidates: tuple[tuple[str, int, float | None], ...]  # key, seed, score of each
+
+
+@dataclass(frozen=True, kw_only=True)
 class DoneRejected(Event):
     """The critic said done; the strict second look (search.verify_done) did not agree."""
 
@@ -180,7 +199,7 @@ class Failed(Event):
 
 KINDS: dict[str, type[Event]] = {cls.kind: cls for cls in (
     RunStarted, LoopStarted, IterationStarted, Progress, ImageRendered, RenderRefused,
-    Freed, Critiquing, Judged, DoneRejected,
+    Freed, Critiquing, Judged, DoneRejected, CandidateJudged, CandidateChosen,
     Applied, IterationEnded, LoopEnded, Stalled, Done, LimitsReached, Interrupted, Failed)}
 
 Listener = Callable[[Event], None]

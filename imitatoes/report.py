@@ -39,6 +39,8 @@ mark{background:#ffe58a} .refused{color:#a33} .muted{color:#888} .yours{color:#a
 .unmet{background:#fbe3e3;color:#a22} .unjudged{background:#eee;color:#888}
 .chart{background:#fff;border:1px solid #ddd;margin:0 12px 12px 0} .chart text{font-size:11px}
 .chart .title{font-size:13px;font-weight:600} .axis{stroke:#555} .grid{stroke:#eee}
+.cands{margin-top:6px;font-size:12px;color:#666} .cand{display:inline-block;width:64px;
+margin-right:6px;text-align:center;color:#666} .cand img{width:64px}
 .compare{display:flex;gap:12px} .compare figure{margin:0;flex:1} .compare img{width:100%}
 """
 
@@ -249,8 +251,22 @@ def _cards(run_dir: Path, state: RunState, records: list[IterationRecord]) -> st
             f'src="{thumbs.data_uri(run_dir, r.key)}"></a><span class="k">{escape(r.key)}'
             f'</span><span class="score">{score}</span><div class="muted">seed '
             f"{r.params.seed} · cfg {r.params.cfg:g} · steps {r.params.steps}</div>"
-            f"<div>{escape(r.reason)}</div></div>")
+            f"<div>{escape(r.reason)}</div>{_others(run_dir, r)}</div>")
     return "".join(cards)
+
+
+def _others(run_dir: Path, r: IterationRecord) -> str:
+    """The candidates that were not chosen (search.candidates), small, with their scores."""
+    shown = []
+    for c in r.candidates or []:
+        key = str(c.get("key"))
+        if not (run_dir / f"{key}.png").is_file():
+            continue  # the chosen one: it is this card
+        score = "—" if c.get("score") is None else f"{c['score']:.2f}"
+        shown.append(f'<a class="cand" href="{escape(key)}.png" title="{escape(key)} · seed '
+                     f'{escape(str(c.get("seed")))} · score {score}"><img alt="{escape(key)}" '
+                     f'src="{thumbs.data_uri(run_dir, key)}"><span>{score}</span></a>')
+    return f'<div class="cands">also tried: {"".join(shown)}</div>' if shown else ""
 
 
 def _table(records: list[IterationRecord]) -> str:

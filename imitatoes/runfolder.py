@@ -40,6 +40,7 @@ REPORT = "report.html"
 FINAL = "final.png"
 REJECTED = "rejected"
 LOCK = ".lock"
+CANDIDATE = "_c"  # loop_01_iter_01_c2: a candidate of loop_01_iter_01 (search.candidates)
 SOURCE = "source.json"
 
 
@@ -165,6 +166,7 @@ class IterationRecord:
     next_params: Params | None = None
     requirements: list[Item] = field(default_factory=list)  # each one as the critic judged it
     done_rejected: list[str] | None = None  # a done claim the strict check did not confirm
+    candidates: list[dict[str, Any]] | None = None  # search.candidates: key, seed, score each
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"key": self.key, "loop": self.loop, "iteration": self.iteration,
@@ -179,6 +181,8 @@ class IterationRecord:
                      requirements=[asdict(i) for i in self.requirements])
             if self.done_rejected is not None:
                 d["done_rejected"] = list(self.done_rejected)
+        if self.candidates is not None:
+            d["candidates"] = [dict(c) for c in self.candidates]
         return d
 
     @staticmethod
@@ -190,7 +194,8 @@ class IterationRecord:
             CriticRecord.from_dict(d["critic"]) if d.get("critic") else None,
             d.get("applied"), d.get("score"), d.get("reverted_to"),
             [Refusal(**r) for r in d.get("refused", [])], Params(**nxt) if nxt else None,
-            [Item(**i) for i in d.get("requirements", [])], d.get("done_rejected"))
+            [Item(**i) for i in d.get("requirements", [])], d.get("done_rejected"),
+            d.get("candidates"))
 
     @property
     def reason(self) -> str:
@@ -212,11 +217,30 @@ def read_record(run_dir: Path, key: str) -> IterationRecord | None:
         return None
 
 
-def records(run_dir: Path) -> list[IterationRecord]:
+def records(run_dir: Path, candidates: bool = False) -> list[IterationRecord]:
     """Every readable iteration record, in order (a half-written one from a crash is left out:
-    the report shows what is whole)."""
-    found = (read_record(run_dir, p.stem) for p in sorted(run_dir.glob("loop_*_iter_*.json")))
+    the report shows what is whole); the candidates that were not chosen only if asked."""
+    found = (read_record(run_dir, p.stem) for p in sorted(run_dir.glob("loop_*_iter_*.json"))
+             if candidates or CANDIDATE not in p.stem)
     return [r for r in found if r is not None]
+
+
+def choose(run_dir: Path, key: str, chosen: str, candidates: list[dict[str, Any]]
+           ) -> IterationRecord:
+    """The chosen candidate's files become the iteration's: the record first (naming the
+    candidates), then the image; the other candidates stay beside it."""
+    record = read_record(run_dir, chosen)
+    if record is None:
+        raise RunFolderError(f"{run_dir / (chosen + '.json')} is missing or damaged; resume "
+                             "to judge the iteration's candidates again")
+    record.key, record.candidates = key, candidates
+    write_record(run_dir, record)
+    try:
+        os.replace(run_dir / f"{chosen}.png", run_dir / f"{key}.png")
+        (run_dir / f"{chosen}.json").unlink(missing_ok=True)
+    except OSError as exc:
+        raise RunFolderError(f"cannot move {chosen}.png in {run_dir}: {exc.strerror}") from None
+    return record
 
 
 def write_state(run_dir: Path, state: RunState) -> None:

@@ -75,6 +75,15 @@ class RunLog(ev.Handler):
              "height": j.image.height})
         self.record.seconds["critique"] = round(j.seconds, 3)
 
+    def on_candidate_judged(self, event: ev.CandidateJudged) -> None:
+        if self.record is not None and self.record.key == event.key:
+            runfolder.write_record(self.dir, self.record)  # no verdict is applied to it
+
+    def on_candidate_chosen(self, event: ev.CandidateChosen) -> None:
+        self.record = runfolder.choose(
+            self.dir, event.key, event.chosen,
+            [{"key": k, "seed": seed, "score": score} for k, seed, score in event.candidates])
+
     def on_done_rejected(self, event: ev.DoneRejected) -> None:
         self.rejected = list(event.failed)  # the verdict that follows is this one's record
 

@@ -75,6 +75,7 @@ class Critic:
 @dataclass(frozen=True)
 class Search:
     verify_done: bool = False
+    candidates: int = 1  # images per iteration, each with its own seed; the best goes on
 
 
 @dataclass(frozen=True)

@@ -20,6 +20,7 @@ from .events import (
     Progress,
     RunStarted,
 )
+from .runfolder import CANDIDATE
 from .safe_text import printable
 from .spec import Params, Spec
 from .state import RunState
@@ -99,7 +100,7 @@ def update(board: Board, event: Event) -> Row | None:
             for row in board.rows.values():
                 if row.state in ("rendering", "critiquing"):
                     row.state = "stopped"
-    row = board.rows.get(getattr(event, "key", ""))
+    row = board.rows.get(getattr(event, "key", "").split(CANDIDATE)[0])  # a candidate: its row
     if row is None:
         return None
     match event:

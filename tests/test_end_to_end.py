@@ -69,3 +69,17 @@ def test_killed_mid_run_then_resumed_finishes_consistently(servers, tmp_path: Pa
         record = json.loads(png.with_suffix(".json").read_text())
         assert record["critic"]["verdict"] is not None, png.name
     assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_candidates_against_the_stand_ins(servers, tmp_path: Path) -> None:
+    comfy, ollama = servers
+    spec = specs.load(DEMO, ["search.candidates=3"], env=urls(comfy, ollama))
+    outcome = Run.begin(spec, tmp_path).execute()
+    assert outcome.state.status == "done"
+    run_dir = outcome.run_dir
+    mains = sorted(p.name for p in run_dir.glob("loop_*.png") if "_c" not in p.name)
+    cands = sorted(p.name for p in run_dir.glob("loop_*_c*.png"))
+    assert len(cands) == 2 * len(mains)  # three images an iteration, one of them chosen
+    assert outcome.state.renders == 3 * len(mains)
+    html = (run_dir / "report.html").read_text()
+    assert html.count('class="cand"') == len(cands)

@@ -186,3 +186,64 @@ def test_a_render_saved_just_before_the_state_is_still_reused(tmp_path: Path) ->
     assert again.workflows == [] and resumed.done_key == "loop_01_iter_02"
     record = json.loads((run_dir / "loop_01_iter_02.json").read_text())
     assert record["prompt_id"] == "prompt-2" and record["params"]["prompt"].endswith(", red")
+
+
+def with_candidates(spec: specs.Spec, k: int, max_renders: int | None = None) -> specs.Spec:
+    import dataclasses
+    spec = dataclasses.replace(spec, search=specs.Search(candidates=k))
+    return dataclasses.replace(spec, limits=dataclasses.replace(spec.limits,
+                                                                max_renders=max_renders))
+
+
+def test_candidates_the_best_goes_on_and_the_others_stay_beside_it(tmp_path: Path) -> None:
+    spec = with_candidates(make(ipl=2, loops=1), 3)
+    critic = FakeCritic(verdict(0.25, prompt_append="a"), verdict(0.75, prompt_append="b"),
+                        verdict(0.5, prompt_append="c"), verdict(1.0, done=True))
+    run_dir, renderer, engine = start(spec, tmp_path, critic)
+    state = engine.run(first_state(spec))
+    assert state.renders == 6 and state.done_key == "loop_01_iter_02"  # 3 an iteration
+    names = files(run_dir)
+    assert {"loop_01_iter_01.png", "loop_01_iter_01_c1.png", "loop_01_iter_01_c3.png"} <= \
+        set(names) and "loop_01_iter_01_c2.png" not in names
+    first = json.loads((run_dir / "loop_01_iter_01.json").read_text())
+    assert first["key"] == "loop_01_iter_01" and first["score"] == 0.75
+    assert [c["score"] for c in first["candidates"]] == [0.25, 0.75, 0.5]
+    seeds = [c["seed"] for c in first["candidates"]]
+    assert seeds[0] == 42 and len(set(seeds)) == 3  # the current seed, then new ones
+    assert first["params"]["seed"] == seeds[1] and first["applied"] == ['prompt + "b"']
+    assert (run_dir / "loop_01_iter_01.png").read_bytes() == png_of(renderer, 2)
+    other = json.loads((run_dir / "loop_01_iter_01_c3.json").read_text())
+    assert other["critic"]["verdict"]["score"] == 0.5 and "applied" not in other
+    assert runfolder.records(run_dir)[0].key == "loop_01_iter_01"  # candidates left out
+
+
+def png_of(renderer: FakeRenderer, n: int) -> bytes:
+    from .doubles import png
+    return png(n)
+
+
+def test_resume_mid_candidates_renders_none_that_were_saved(tmp_path: Path) -> None:
+    spec = with_candidates(make(ipl=1, loops=1), 3)
+    critic = FakeCritic(verdict(0.25, prompt_append="a"), Kill())
+    run_dir, renderer, engine = start(spec, tmp_path, critic)
+    with pytest.raises(Kill):
+        engine.run(first_state(spec))
+    assert len(renderer.workflows) == 2  # c1 judged, c2 rendered, then the process died
+    saved = runfolder.read_state(run_dir)  # resumed with the same (in-memory) spec
+    again = FakeRenderer()
+    state = Engine(spec, again, FakeCritic(verdict(0.25), verdict(0.5, prompt_append="x"),
+                                           verdict(0.75, prompt_append="y")),
+                   [runlog.RunLog(run_dir)], rng=random.Random(1),
+                   reuse=lambda key: runfolder.saved_render(run_dir, key)).run(saved)
+    assert len(again.workflows) == 1  # only c3: c1 and c2 were judged from their files
+    first = json.loads((run_dir / "loop_01_iter_01.json").read_text())
+    assert [c["key"] for c in first["candidates"]] == [
+        "loop_01_iter_01_c1", "loop_01_iter_01_c2", "loop_01_iter_01_c3"]
+    assert first["score"] == 0.75 and state.renders == 3
+
+
+def test_max_renders_ends_the_candidates_too(tmp_path: Path) -> None:
+    spec = with_candidates(make(ipl=3, loops=1), 3, max_renders=4)
+    run_dir, renderer, engine = start(spec, tmp_path, FakeCritic())
+    state = engine.run(first_state(spec))
+    assert state.renders == 4 and len(renderer.workflows) == 4 and state.status == "limits"
