@@ -51,6 +51,7 @@ class _Base:
     def __init__(self, spec: CriticSpec, read_timeout: float | None = None) -> None:
         self.spec = spec
         self.checklist: tuple[str, ...] = ()  # the requirements of the question being asked
+        self.schema: dict[str, Any] | None = None  # another question's schema (head-to-head)
         self.url = spec.url.rstrip("/")
         self.timeout = (5.0, read_timeout or spec.timeout)
         self.session = session_for(self.url)
@@ -105,10 +106,42 @@ class _Base:
             return Judgement(found, tuple(attempts), prepared, time.monotonic() - start)
         return Judgement(None, tuple(attempts), prepared, time.monotonic() - start)
 
+    def compare(self, first: bytes, second: bytes, prompt: str) -> verdicts.Pairwise:
+        """Both images in one question (search.head_to_head): which meets the checklist
+        better. Its own strict schema; a bad answer is retried like a verdict."""
+        start = time.monotonic()
+        g = self.spec.image
+        images = [prepare(data, g.max_edge, g.format, g.quality) for data in (first, second)]
+        messages = self._messages(prompt, *images)
+        self.schema = verdicts.PAIR_SCHEMA
+        attempts: list[Attempt] = []
+        try:
+            for _ in range(1 + self.spec.retries):
+                attempt = self._ask(messages)
+                try:
+                    if attempt.error:
+                        raise verdicts.VerdictInvalid(attempt.error)
+                    winner, reason = verdicts.parse_pair(attempt.content)
+                except verdicts.VerdictInvalid as exc:
+                    attempts.append(Attempt(attempt.content, attempt.thinking, str(exc),
+                                            attempt.stats))
+                    continue
+                attempts.append(attempt)
+                return verdicts.Pairwise(winner, reason, tuple(attempts),
+                                         time.monotonic() - start)
+        finally:
+            self.schema = None
+        return verdicts.Pairwise(None, attempts[-1].error if attempts else "no answer",
+                                 tuple(attempts), time.monotonic() - start)
+
     def close(self) -> None:
         self.session.close()
 
-    def _messages(self, prompt: str, image: Prepared) -> list[dict[str, Any]]:
+    def _format(self) -> dict[str, Any]:
+        """The JSON Schema of the question being asked."""
+        return self.schema or verdicts.schema_for(self.checklist)
+
+    def _messages(self, prompt: str, *images: Prepared) -> list[dict[str, Any]]:
         raise NotImplementedError
 
     def _ask(self, messages: list[dict[str, Any]]) -> Attempt:
@@ -140,12 +173,12 @@ class OllamaCritic(_Base):
         super().__init__(spec, read_timeout)
         self.structured = True  # False once a server older than 0.5 refused a schema
 
-    def _messages(self, prompt: str, image: Prepared) -> list[dict[str, Any]]:
+    def _messages(self, prompt: str, *images: Prepared) -> list[dict[str, Any]]:
         return [{"role": "system", "content": SYSTEM},
-                {"role": "user", "content": prompt, "images": [image.base64()]}]
+                {"role": "user", "content": prompt, "images": [i.base64() for i in images]}]
 
     def _ask(self, messages: list[dict[str, Any]]) -> Attempt:
-        fmt: Any = verdicts.schema_for(self.checklist) if self.structured else "json"
+        fmt: Any = self._format() if self.structured else "json"
         body = {"model": self.spec.model, "messages": messages, "stream": False,
                 "format": fmt, "keep_alive": self.spec.keep_alive,
                 "options": {"temperature": self.spec.temperature, "seed": self.spec.seed,
@@ -233,18 +266,17 @@ class OllamaCritic(_Base):
 class OpenAICritic(_Base):
     """An OpenAI-compatible /v1/chat/completions (llama.cpp server, LM Studio, vLLM, Ollama)."""
 
-    def _messages(self, prompt: str, image: Prepared) -> list[dict[str, Any]]:
+    def _messages(self, prompt: str, *images: Prepared) -> list[dict[str, Any]]:
         return [{"role": "system", "content": SYSTEM},
-                {"role": "user", "content": [{"type": "text", "text": prompt},
-                                             {"type": "image_url",
-                                              "image_url": {"url": image.data_uri()}}]}]
+                {"role": "user", "content": [{"type": "text", "text": prompt}, *(
+                    {"type": "image_url", "image_url": {"url": i.data_uri()}}
+                    for i in images)]}]
 
     def _ask(self, messages: list[dict[str, Any]]) -> Attempt:
         body = {"model": self.spec.model, "messages": messages, "stream": False,
                 "temperature": self.spec.temperature, "seed": self.spec.seed,
                 "response_format": {"type": "json_schema", "json_schema": {
-                    "name": "verdict", "strict": True,
-                    "schema": verdicts.schema_for(self.checklist)}}}
+                    "name": "verdict", "strict": True, "schema": self._format()}}}
         resp = self._post("/v1/chat/completions", body)
         if resp.status_code != 200:
             text = _error_text(resp)

@@ -79,3 +79,21 @@ def verify_prompt(spec: Spec, params: Params, instructions: Sequence[str] = ()) 
                          negative=params.negative or "(empty)",
                          requirements="\n".join(f"{i}. {r}" for i, (r, _) in
                                                  enumerate(wanted, 1)))
+
+
+PAIR = """Two images were made for the same goal. Look at both and say which one meets the
+checklist better, item by item; prefer the one with more items met, then the cleaner one.
+The first image is attached first.
+
+Goal: {goal}
+Checklist:
+{requirements}
+
+Answer with JSON only: {{"winner": "first" or "second", "reason": "one short sentence"}}"""
+
+
+def pair_prompt(spec: Spec, instructions: Sequence[str] = ()) -> str:
+    """The head-to-head question (search.head_to_head)."""
+    wanted = checklist.requirements(spec.requirements, instructions)
+    return PAIR.format(goal=spec.goal, requirements="\n".join(
+        f"{i}. {r}" for i, (r, _) in enumerate(wanted, 1)))

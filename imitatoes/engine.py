@@ -79,7 +79,7 @@ class Engine:
         if judgement.verdict and judgement.verdict.done and self.spec.search.verify_done:
             judgement, items = self._verify(rendered.image, params, state, k, judgement, items)
         self.emit(ev.Judged, state, key=k, judgement=judgement, prompt=prompt)
-        self._apply(state, k, params, judgement, items)
+        self._apply(state, k, params, judgement, items, rendered.image)
         state.pending, state.in_progress = None, False
         self._next(state, k)
 
@@ -217,7 +217,7 @@ class Engine:
         return checklist.match(wanted, verdict.checklist)
 
     def _apply(self, state: RunState, k: str, params: Params, judgement: Judgement,
-               items: tuple[checklist.Item, ...] = ()) -> None:
+               items: tuple[checklist.Item, ...] = (), image: bytes = b"") -> None:
         verdict = judgement.verdict
         if verdict is None:
             state.failures += 1
@@ -233,10 +233,11 @@ class Engine:
         state.failures = 0
         reverted = None
         best = state.best
-        if best is None or verdict.score > best.score:
+        contest = self._contest(state, k, image, verdict.score)
+        if best is None or (contest is None and verdict.score > best.score) or contest:
             state.best = Best(k, verdict.score, params)
             base = params
-        elif verdict.score < best.score:  # a regression: go back to the best and change that
+        elif verdict.score < best.score or contest is False:  # go back to the best
             base, reverted = best.params, best.key
         else:
             base = params
@@ -255,6 +256,26 @@ class Engine:
         state.remember(Tried(state.loop, state.iteration, params, verdict.score,
                              verdict.reason, applied))
         self._applied(state, k, p, reverted, verdict.score, items)
+
+    def _contest(self, state: RunState, k: str, image: bytes, score: float) -> bool | None:
+        """search.head_to_head: does a new image that scores at least as high as the best so
+        far beat it with both in view? None when there is no contest (or no usable answer):
+        the scores decide."""
+        best = state.best
+        if not (self.spec.search.head_to_head and best and best.key != k and image
+                and score >= best.score):
+            return None
+        saved = self.reuse(best.key)
+        if saved is None:
+            return None
+        order = (k, best.key) if self.rng.random() < 0.5 else (best.key, k)
+        images = {k: image, best.key: saved[0]}
+        answer = self.critic.compare(images[order[0]], images[order[1]],
+                                     critic_prompt.pair_prompt(self.spec, state.instructions))
+        winner = None if answer.winner is None else order[0 if answer.winner == "first" else 1]
+        self.emit(ev.HeadToHead, state, key=k, against=best.key, order=order, winner=winner,
+                  reason=answer.reason)
+        return None if winner is None else winner == k
 
     def _applied(self, state: RunState, k: str, p: patch.Patch | None, reverted: str | None,
                  score: float | None, items: tuple[checklist.Item, ...]) -> None:

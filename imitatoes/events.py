@@ -127,6 +127,18 @@ class CandidateChosen(Event):
 
 
 @dataclass(frozen=True, kw_only=True)
+class HeadToHead(Event):
+    """The new image against the best so far, both in one question (search.head_to_head)."""
+
+    kind = "head_to_head"
+    key: str
+    against: str  # the best so far
+    order: tuple[str, str]  # which was shown first and second (random: position bias)
+    winner: str | None  # the key that won; None: no usable answer, the scores decide
+    reason: str
+
+
+@dataclass(frozen=True, kw_only=True)
 class DoneRejected(Event):
     """The critic said done; the strict second look (search.verify_done) did not agree."""
 
@@ -199,7 +211,7 @@ class Failed(Event):
 
 KINDS: dict[str, type[Event]] = {cls.kind: cls for cls in (
     RunStarted, LoopStarted, IterationStarted, Progress, ImageRendered, RenderRefused,
-    Freed, Critiquing, Judged, DoneRejected, CandidateJudged, CandidateChosen,
+    Freed, Critiquing, Judged, DoneRejected, CandidateJudged, CandidateChosen, HeadToHead,
     Applied, IterationEnded, LoopEnded, Stalled, Done, LimitsReached, Interrupted, Failed)}
 
 Listener = Callable[[Event], None]

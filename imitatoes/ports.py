@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .errors import ImitatoesError
-from .verdict import Judgement
+from .verdict import Judgement, Pairwise
 
 
 @dataclass(frozen=True)
@@ -41,5 +41,8 @@ class Renderer(Protocol):
 class Critic(Protocol):
     def judge(self, image: bytes, prompt: str, checklist: Sequence[str] = ()) -> Judgement:
         """A verdict on the image; `checklist` is what it must judge, item by item."""
+
+    def compare(self, first: bytes, second: bytes, prompt: str) -> Pairwise:
+        """Which of two images meets the checklist better (search.head_to_head)."""
 
     def unload(self) -> None: ...

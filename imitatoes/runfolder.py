@@ -167,6 +167,7 @@ class IterationRecord:
     requirements: list[Item] = field(default_factory=list)  # each one as the critic judged it
     done_rejected: list[str] | None = None  # a done claim the strict check did not confirm
     candidates: list[dict[str, Any]] | None = None  # search.candidates: key, seed, score each
+    head_to_head: dict[str, Any] | None = None  # search.head_to_head: against, order, winner
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"key": self.key, "loop": self.loop, "iteration": self.iteration,
@@ -183,6 +184,8 @@ class IterationRecord:
                 d["done_rejected"] = list(self.done_rejected)
         if self.candidates is not None:
             d["candidates"] = [dict(c) for c in self.candidates]
+        if self.head_to_head is not None:
+            d["head_to_head"] = dict(self.head_to_head)
         return d
 
     @staticmethod
@@ -195,7 +198,7 @@ class IterationRecord:
             d.get("applied"), d.get("score"), d.get("reverted_to"),
             [Refusal(**r) for r in d.get("refused", [])], Params(**nxt) if nxt else None,
             [Item(**i) for i in d.get("requirements", [])], d.get("done_rejected"),
-            d.get("candidates"))
+            d.get("candidates"), d.get("head_to_head"))
 
     @property
     def reason(self) -> str:

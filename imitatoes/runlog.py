@@ -84,6 +84,11 @@ class RunLog(ev.Handler):
             self.dir, event.key, event.chosen,
             [{"key": k, "seed": seed, "score": score} for k, seed, score in event.candidates])
 
+    def on_head_to_head(self, event: ev.HeadToHead) -> None:
+        if self.record is not None:
+            self.record.head_to_head = {"against": event.against, "order": list(event.order),
+                                        "winner": event.winner, "reason": event.reason}
+
     def on_done_rejected(self, event: ev.DoneRejected) -> None:
         self.rejected = list(event.failed)  # the verdict that follows is this one's record
 

@@ -76,6 +76,7 @@ class Critic:
 class Search:
     verify_done: bool = False
     candidates: int = 1  # images per iteration, each with its own seed; the best goes on
+    head_to_head: bool = False  # a new best must beat the old one with both in view
 
 
 @dataclass(frozen=True)

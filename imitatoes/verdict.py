@@ -50,6 +50,32 @@ def schema_for(checklist: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+PAIR_SCHEMA: dict[str, Any] = {
+    "type": "object", "additionalProperties": False, "required": ["winner", "reason"],
+    "properties": {"winner": {"enum": ["first", "second"]}, "reason": {"type": "string"}}}
+
+
+def parse_pair(text: str) -> tuple[str, str]:
+    """(winner, reason) of a head-to-head answer: which of two images meets the checklist
+    better."""
+    data = extract(text)
+    errors = list(jsonschema.Draft202012Validator(PAIR_SCHEMA).iter_errors(data))
+    if errors:
+        where = ".".join(str(p) for p in errors[0].absolute_path) or "the object"
+        raise VerdictInvalid(f"{where}: {errors[0].message}")
+    return data["winner"], data["reason"].strip()
+
+
+@dataclass(frozen=True)
+class Pairwise:
+    """A head-to-head answer: "first", "second", or None when there was no usable one."""
+
+    winner: str | None
+    reason: str
+    attempts: tuple[Attempt, ...]
+    seconds: float
+
+
 @dataclass(frozen=True)
 class Changes:
     prompt_append: str = ""

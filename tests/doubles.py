@@ -11,7 +11,7 @@ from PIL import Image
 
 from imitatoes.critic_image import Prepared
 from imitatoes.ports import Rendered
-from imitatoes.verdict import Attempt, Changes, Judgement, Verdict
+from imitatoes.verdict import Attempt, Changes, Judgement, Pairwise, Verdict
 
 
 def png(n: int) -> bytes:
@@ -61,6 +61,8 @@ class FakeCritic:
         self.queue = list(answers)
         self.prompts: list[str] = []
         self.checklists: list[list[str]] = []
+        self.pairs: list[str | None] = []
+        self.compared: list[tuple[bytes, bytes]] = []
         self.unloads = 0
 
     def enqueue(self, *answers: Verdict | None | BaseException) -> None:
@@ -76,6 +78,12 @@ class FakeCritic:
             raise answer
         attempt = Attempt("{}", "", "" if answer else "there is no complete JSON object")
         return Judgement(answer, (attempt,), Prepared(image, "image/png", 8, 8, len(image)), 0.01)
+
+    def compare(self, first: bytes, second: bytes, prompt: str) -> Pairwise:
+        """Answers from `pairs` ("first"/"second"/None), "first" when it runs out."""
+        self.compared.append((first, second))
+        winner = self.pairs.pop(0) if self.pairs else "first"
+        return Pairwise(winner, "because", (Attempt("{}"),), 0.01)
 
     def unload(self) -> None:
         self.unloads += 1

@@ -83,3 +83,17 @@ def test_candidates_against_the_stand_ins(servers, tmp_path: Path) -> None:
     assert outcome.state.renders == 3 * len(mains)
     html = (run_dir / "report.html").read_text()
     assert html.count('class="cand"') == len(cands)
+
+
+def test_head_to_head_against_the_stand_ins(servers, tmp_path: Path) -> None:
+    comfy, ollama = servers
+    spec = specs.load(DEMO, ["search.head_to_head=true"], env=urls(comfy, ollama))
+    outcome = Run.begin(spec, tmp_path).execute()
+    assert outcome.state.status == "done"
+    records = [json.loads(p.read_text()) for p in sorted(outcome.run_dir.glob("loop_*.json"))]
+    contests = [r["head_to_head"] for r in records if r.get("head_to_head")]
+    assert contests and all(c["winner"] in c["order"] for c in contests)
+    assert ollama.requests[-1]["format"]["required"]  # the last question was a verdict
+    pair = [r for r in ollama.requests if "winner" in (r.get("format") or {}).get(
+        "properties", {})]
+    assert pair and all(len(r["messages"][-1]["images"]) == 2 for r in pair)

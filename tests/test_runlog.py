@@ -13,6 +13,7 @@ from imitatoes import spec as specs
 from imitatoes.engine import Engine
 from imitatoes.lifecycle import Run
 from imitatoes.state import continued, first_state
+from imitatoes.verdict import Pairwise
 
 from .doubles import FakeCritic, FakeRenderer, verdict
 from .test_engine import make
@@ -26,7 +27,8 @@ def start(spec: specs.Spec, tmp_path: Path, critic: FakeCritic,
           renderer: FakeRenderer | None = None):
     run_dir = runfolder.create(spec, tmp_path)
     renderer = renderer or FakeRenderer()
-    engine = Engine(spec, renderer, critic, [runlog.RunLog(run_dir)], rng=random.Random(0))
+    engine = Engine(spec, renderer, critic, [runlog.RunLog(run_dir)], rng=random.Random(0),
+                    reuse=lambda key: runfolder.saved_render(run_dir, key))
     return run_dir, renderer, engine
 
 
@@ -247,3 +249,50 @@ def test_max_renders_ends_the_candidates_too(tmp_path: Path) -> None:
     run_dir, renderer, engine = start(spec, tmp_path, FakeCritic())
     state = engine.run(first_state(spec))
     assert state.renders == 4 and len(renderer.workflows) == 4 and state.status == "limits"
+
+
+def test_head_to_head_the_best_changes_only_when_the_new_image_wins(tmp_path: Path) -> None:
+    import dataclasses
+    spec = dataclasses.replace(make(ipl=3, loops=1), search=specs.Search(head_to_head=True))
+    critic = FakeCritic(verdict(0.5, prompt_append="moon"), verdict(0.75, prompt_append="sun"),
+                        verdict(0.75, prompt_append="grass"))
+    run_dir, renderer, engine = start(spec, tmp_path, critic)
+    events: list = []
+    engine.listeners.append(events.append)
+
+    def old_one_wins(first: bytes, second: bytes, prompt: str):
+        critic.compared.append((first, second))
+        old = (run_dir / "loop_01_iter_01.png").read_bytes()
+        return Pairwise("first" if first == old else "second", "the first is cleaner",
+                        (), 0.0)
+
+    critic.compare = old_one_wins  # the critic, shown both, keeps preferring iteration 1
+    state = engine.run(first_state(spec))
+    contests = [e for e in events if e.kind == "head_to_head"]
+    assert [(e.key, e.against, e.winner) for e in contests] == [
+        ("loop_01_iter_02", "loop_01_iter_01", "loop_01_iter_01"),
+        ("loop_01_iter_03", "loop_01_iter_01", "loop_01_iter_01")]
+    assert {c.order for c in contests} <= {("loop_01_iter_02", "loop_01_iter_01"),
+                                            ("loop_01_iter_01", "loop_01_iter_02"),
+                                            ("loop_01_iter_03", "loop_01_iter_01"),
+                                            ("loop_01_iter_01", "loop_01_iter_03")}
+    assert state.best.key == "loop_01_iter_01"  # a higher score alone does not make a best
+    second = json.loads((run_dir / "loop_01_iter_02.json").read_text())
+    assert second["head_to_head"]["winner"] == "loop_01_iter_01"
+    assert second["reverted_to"] == "loop_01_iter_01"
+    assert renderer.params(3)["prompt"] == "a circle, simple poster, sun"  # from the best
+
+
+def test_head_to_head_a_new_image_that_wins_becomes_the_best(tmp_path: Path) -> None:
+    import dataclasses
+    spec = dataclasses.replace(make(ipl=2, loops=1), search=specs.Search(head_to_head=True))
+    critic = FakeCritic(verdict(0.5, prompt_append="moon"), verdict(0.5, prompt_append="sun"))
+    run_dir, _, engine = start(spec, tmp_path, critic)
+
+    def new_one_wins(first: bytes, second: bytes, prompt: str):
+        new = (run_dir / "loop_01_iter_02.png").read_bytes()
+        return Pairwise("first" if first == new else "second", "new", (), 0.0)
+
+    critic.compare = new_one_wins
+    state = engine.run(first_state(spec))
+    assert state.best.key == "loop_01_iter_02"  # an equal score, and it won with both in view

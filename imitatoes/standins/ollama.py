@@ -53,6 +53,7 @@ class Knobs:
     false_met: float = 0.0
     missed: float = 0.0
     noise_seed: int = 0
+    first_bias: float = 0.0  # head-to-head: the chance of preferring the first image shown
 
 
 def _dumps(data: Any) -> str:
@@ -79,6 +80,10 @@ class BadRequest(Exception):
 
 def _now() -> str:
     return datetime.now(timezone.utc).isoformat().replace("+00:00", "Z")
+
+
+def _asks_for_a_winner(fmt: Any) -> bool:
+    return isinstance(fmt, dict) and "winner" in (fmt.get("properties") or {})
 
 
 class OllamaStandin(BackgroundServer):
@@ -255,10 +260,22 @@ class OllamaStandin(BackgroundServer):
             return _error("stand-in fault: llama runner process has terminated", 500)
         load_ns = await self._load(name, keep_alive)
         await asyncio.sleep(self.knobs.latency)
-        content, reason = self._answer(decoded, messages)
+        if len(decoded) == 2 and _asks_for_a_winner(body.get("format")):
+            content, reason = self._pair(decoded, messages), "stop"
+        else:
+            content, reason = self._answer(decoded, messages)
         if body.get("stream", True):
             return await self._stream(request, model, content, reason, load_ns)
         return _json({**self._done(model, content, reason), **_stats(load_ns, content)})
+
+    def _pair(self, images: list[bytes], messages: list[dict[str, Any]]) -> str:
+        """Head-to-head: the image with more requirements met wins (the first on a tie, and
+        with chance first_bias whatever it shows, as models favour what they see first)."""
+        text = next((str(m.get("content", "")) for m in messages if m.get("images")), "")
+        met = [sum(i["met"] for i in eye.judge(img, text)["checklist"]) for img in images]
+        if self.rng.random() < self.knobs.first_bias or met[0] >= met[1]:
+            return _dumps({"winner": "first", "reason": f"{met[0]} against {met[1]} met."})
+        return _dumps({"winner": "second", "reason": f"{met[1]} against {met[0]} met."})
 
     def _answer(self, images: list[bytes], messages: list[dict[str, Any]]) -> tuple[str, str]:
         """The verdict for the last image, shaped by any fault knob that is set."""
