@@ -88,6 +88,8 @@ def _head(board: Board, count: int) -> Text:
         ("servers ", "bold"), board.servers, "\n", ("run ", "bold"), board.run_dir, "\n",
         ("now ", "bold"), f"{at} · {duration(time.monotonic() - board.started)} elapsed · "
         f"{board.estimate()}"))
+    if board.cost:
+        head.append_text(Text.assemble("\n", ("search ", "bold"), board.cost))
     if count > ROWS_SHOWN:
         head.append(f"\n… {count - ROWS_SHOWN} earlier iteration(s) in report.html", "dim")
     return head

@@ -133,9 +133,16 @@ def _summary(spec: dict[str, Any], state: RunState, records: list[IterationRecor
     render = sum(r.seconds.get("render", 0) for r in records)
     critique = sum(r.seconds.get("critique", 0) for r in records)
     critic, comfy = spec.get("critic") or {}, spec.get("comfyui") or {}
+    search = spec.get("search") or {}
+    k = int(search.get("candidates", 1) or 1)
+    searching = ", ".join(filter(None, [
+        f"{k} candidates an iteration ({k} renders and {k} critiques each)" if k > 1 else "",
+        "done claims verified" if search and search.get("verify_done", True) else "",
+        "head-to-head against the best" if search.get("head_to_head") else ""]))
     return (f'<div class="meta">{escape(str(spec.get("goal", "")))}<br>{escape(status)} · '
             f"{state.renders} render(s) · loop {state.loop} of {state.last_loop} · best "
-            f"{escape(best)}<br>time: {render:.1f} s rendering, {critique:.1f} s critiquing"
+            f"{escape(best)}" + (f"<br>search: {escape(searching)}" if searching else "") +
+            f"<br>time: {render:.1f} s rendering, {critique:.1f} s critiquing"
             f"<br>critic: {escape(str(critic.get('model', '?')))} at "
             f"{escape(str(critic.get('url', '?')))} · ComfyUI at "
             f"{escape(str(comfy.get('url', '?')))}</div>")

@@ -55,6 +55,7 @@ class Board:
     loop: int = 1
     last_loop: int = 1
     instructions: tuple[str, ...] = ()
+    cost: str = ""  # what an iteration costs beyond one render and one critique
     started: float = field(default_factory=time.monotonic)
     finished: list[float] = field(default_factory=list)  # seconds each finished iteration took
 
@@ -137,7 +138,8 @@ class PlainLines:
             self._print(f"goal: {self.board.goal}{yours}\nservers: {self.board.servers}\n"
                         f"run: {self.board.run_dir}\nbudget: loop {event.state.loop} to "
                         f"{event.state.last_loop}, {self.board.iterations_per_loop} "
-                        "iteration(s) each")
+                        "iteration(s) each" + (f"; {self.board.cost}" if self.board.cost
+                                               else ""))
         elif isinstance(event, Applied) and row is not None:
             score = "-" if row.score is None else f"{row.score:.2f}"
             verdict = "done" if row.state == "done" else ("no verdict" if row.state == "failed"
@@ -156,7 +158,20 @@ class PlainLines:
 def board_for(spec: Spec, run_dir: Path) -> Board:
     return Board(spec.goal, f"ComfyUI {spec.comfyui.url} · {spec.critic.provider} "
                  f"{spec.critic.url} ({spec.critic.model})", str(run_dir),
-                 spec.limits.iterations_per_loop)
+                 spec.limits.iterations_per_loop, cost=cost(spec))
+
+
+def cost(spec: Spec) -> str:
+    """What one iteration costs when the spec searches harder than one image a step."""
+    k = spec.search.candidates
+    extra = [f"{k} candidates: {k} renders and {k} critiques an iteration"] if k > 1 else []
+    if spec.search.verify_done:
+        extra.append("a done claim is checked once or twice more")
+    if spec.search.head_to_head:
+        extra.append("a new best is compared with the old one")
+    if spec.limits.max_renders:
+        extra.append(f"at most {spec.limits.max_renders} renders in all")
+    return "; ".join(extra)
 
 
 def summary(state: RunState, run_dir: Path, seconds: float) -> str:

@@ -3,12 +3,20 @@ draw at iteration 500 as at iteration 5."""
 
 from __future__ import annotations
 
+import dataclasses
+import io
 import re
+from pathlib import Path
 
 from rich.console import Console
 
 from imitatoes import live, ui
+from imitatoes import spec as specs
+from imitatoes.events import RunStarted
 from imitatoes.spec import Params
+from imitatoes.state import first_state
+
+from .test_engine import make
 
 REASON = "Not yet: The background is blue (the background is a muddy gray-green)."
 APPLIED = 'prompt + "deep blue background"; negative + "watermark", "text"; cfg 7 -> 8.5'
@@ -70,3 +78,15 @@ def test_the_header_says_where_the_budget_stands() -> None:
     head = text(b, 120)
     assert "loop 2 of 100, iteration 2 of 5" in head and "elapsed" in head
     assert "at most ~" in head and "left" in head
+
+
+def test_the_cost_of_searching_harder_is_said_up_front() -> None:
+    spec = make()
+    spec = dataclasses.replace(spec, search=specs.Search(verify_done=True, candidates=3),
+                               limits=specs.Limits(3, 3, max_renders=30))
+    out = io.StringIO()
+    lines = ui.PlainLines(ui.board_for(spec, Path("runs/x")), out)
+    lines(RunStarted(loop=1, iteration=0, state=first_state(spec)))
+    assert "3 candidates: 3 renders and 3 critiques an iteration" in out.getvalue()
+    assert "at most 30 renders in all" in out.getvalue()
+    assert ui.cost(make()) == ""  # the plain loop says nothing extra
