@@ -276,3 +276,17 @@ def test_the_restart_knob_forgets_like_a_restarted_comfyui(comfy: ComfyStandin) 
     assert requests.get(comfy.url + "/history", timeout=5).json() == {}
     bad = requests.post(comfy.url + "/imitatoes/knobs", json={"restrat": True}, timeout=5)
     assert bad.status_code == 400 and "restrat" in bad.json()["error"]
+
+
+def test_stubborn_seeds_draw_the_wrong_colour_whatever_the_prompt() -> None:
+    from imitatoes.standins import picture
+
+    scene = picture.scene_from("a red circle, blue background", "watermark", 30, 7.0)
+    assert picture.stubborn(scene, 42, 0.0) == scene
+    wrong = picture.stubborn(scene, 42, 1.0)
+    assert wrong.shapes == (("orange", "circle"),) and wrong.background == "blue"
+    seeds = range(200)
+    hit = sum(picture.stubborn(scene, s, 0.4) != scene for s in seeds)
+    assert 60 < hit < 100  # about the share asked for, decided by the seed alone
+    assert [picture.stubborn(scene, s, 0.4) for s in seeds] == \
+        [picture.stubborn(scene, s, 0.4) for s in seeds]

@@ -253,8 +253,15 @@ def _sampler(inputs: dict[str, Any], node_id: str, step: StepHook) -> tuple:
 
 
 def _decode(inputs: dict[str, Any], node_id: str, step: StepHook) -> tuple:
+    return decode(inputs)
+
+
+def decode(inputs: dict[str, Any], stubborn: float = 0.0) -> tuple:
+    """VAEDecode: the picture the latent describes; `stubborn` (the knob) makes that share of
+    seeds draw the shapes in the wrong colour."""
     lat: Latent = inputs["samples"]
-    scene = picture.scene_from(lat.positive, lat.negative, lat.steps, lat.cfg)
+    scene = picture.stubborn(picture.scene_from(lat.positive, lat.negative, lat.steps,
+                                                lat.cfg), lat.seed, stubborn)
     return ([picture.paint(scene, lat.width, lat.height, lat.seed + i) for i in range(lat.batch)],)
 
 

@@ -149,7 +149,10 @@ class Run:
         if class_type in self.server.custom:
             return comfy_graph.custom_executor(self.server.custom[class_type])(
                 inputs, node_id, self._step), None
-        result = comfy_graph.EXECUTORS[class_type](inputs, node_id, self._step)
+        if class_type == "VAEDecode" and self.server.knobs.stubborn:
+            result = comfy_graph.decode(inputs, self.server.knobs.stubborn)
+        else:
+            result = comfy_graph.EXECUTORS[class_type](inputs, node_id, self._step)
         if class_type == "VAEDecode" and self.server.knobs.grain:
             result = ([picture.grained(im, self.server.knobs.grain) for im in result[0]],)
         if class_type == "VAEDecode" and self.server.knobs.drift:

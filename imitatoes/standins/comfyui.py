@@ -44,6 +44,7 @@ class Knobs:
     frees: int = 0  # POST /free calls received (a count, for tests)
     grain: float = 0.0  # 0.1: renders compress and decode like photos (for benchmarks)
     drift: int = 0  # brighten every render by this much: an upgrade that changes the images
+    stubborn: float = 0.0  # this share of seeds draws the shapes in the wrong colour
     fail_prompt: int = 0  # the next N POST /prompt answer ComfyUI's 500
     drop: int = 0  # the next N requests lose their connection without an answer
     history_delay: float = 0.0  # seconds before each /history answer

@@ -5,6 +5,7 @@ out, and a watermark sits in the corner until the negative prompt names it."""
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import re
 from dataclasses import dataclass
@@ -83,6 +84,19 @@ def paint(scene: Scene, width: int, height: int, seed: int) -> Image.Image:
         grain = Image.frombytes("L", img.size, rng.randbytes(width * height)).convert("RGB")
         img = Image.blend(img, grain, scene.noise)
     return img
+
+
+def stubborn(scene: Scene, seed: int, share: float) -> Scene:
+    """Composition that depends on the seed, as with a real model: for this share of seeds
+    the shapes come out in the wrong colour whatever the prompt says (a new seed may help;
+    more words will not)."""
+    if share <= 0 or random.Random(seed * 7919 + 17).random() >= share:
+        return scene
+    wrong = {"red": "orange", "orange": "yellow", "yellow": "green", "green": "purple",
+             "purple": "pink", "pink": "red", "blue": "purple", "white": "gray",
+             "black": "brown", "brown": "black", "gray": "white"}
+    return dataclasses.replace(scene, shapes=tuple((wrong.get(c, "orange") if c else c, s)
+                                                   for c, s in scene.shapes))
 
 
 def grained(img: Image.Image, amount: float) -> Image.Image:
