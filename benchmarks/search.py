@@ -71,7 +71,8 @@ def truly_done(spec: specs.Spec, run_dir: Path) -> bool:
 def main(n: int, false_met: float, missed: float, stubborn: float) -> None:
     modes = {"K=1": ["search.verify_done=false"], "K=1, verify": ["search.verify_done=true"],
              "K=1, verify, h2h": ["search.verify_done=true", "search.head_to_head=true"],
-             "K=3, verify": ["search.verify_done=true", "search.candidates=3"]}
+             "K=3, verify": ["search.verify_done=true", "search.candidates=3"],
+             "3 proposals, verify": ["search.verify_done=true", "search.proposals=3"]}
     results: dict[str, list[dict]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory() as tmp, ComfyStandin(ComfyKnobs(stubborn=stubborn)) \
             as comfy, \
@@ -91,11 +92,11 @@ def main(n: int, false_met: float, missed: float, stubborn: float) -> None:
     out = io.StringIO()
     out.write(f"{n} goal specs, critic false_met {false_met:g}, missed {missed:g}; "
               f"{stubborn:.0%} of seeds draw the shape in the wrong colour\n")
-    out.write(f"{'mode':<18}{'really done':>12}{'false done':>12}{'renders':>9}{'wall s':>8}\n")
+    out.write(f"{'mode':<21}{'really done':>12}{'false done':>12}{'renders':>9}{'wall s':>8}\n")
     for mode, runs in results.items():
         true = sum(r["true"] for r in runs)
         false = sum(r["claimed"] and not r["true"] for r in runs)
-        out.write(f"{mode:<18}{true:>9}/{len(runs):<2}{false:>10}   "
+        out.write(f"{mode:<21}{true:>9}/{len(runs):<2}{false:>10}   "
                   f"{statistics.mean(r['renders'] for r in runs):>7.1f}"
                   f"{sum(r['seconds'] for r in runs):>8.1f}\n")
     print(out.getvalue(), end="")

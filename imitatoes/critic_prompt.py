@@ -72,6 +72,15 @@ Answer with JSON only, in this shape:
  "reason": "one short sentence"}}"""
 
 
+def with_proposals(prompt: str, k: int) -> str:
+    """search.proposals: the question also asks for other changes worth trying."""
+    if k <= 1:
+        return prompt
+    return (prompt + f"\n\nAlso give up to {k - 1} other changes worth trying instead of "
+            "`changes`, in `alternatives` (each in the same shape as `changes`), most "
+            "promising first; each will be rendered and judged, and the best goes on.")
+
+
 def verify_prompt(spec: Spec, params: Params, instructions: Sequence[str] = ()) -> str:
     """The strict second question asked before a done verdict ends the run."""
     wanted = checklist.requirements(spec.requirements, instructions)

@@ -16,7 +16,7 @@ from .events import Listener
 from .ports import Critic, Rendered, Renderer, RenderRejected
 from .spec import Params, Spec
 from .state import Best, RunState, Tried, key
-from .verdict import Judgement
+from .verdict import Changes, Judgement
 
 MAX_CRITIC_FAILURES = 3  # in a row: the critic is not working, stop instead of burning renders
 
@@ -72,7 +72,7 @@ class Engine:
             state.params = replace(state.params, seed=patch.new_seed(self.rng))
         params = state.params
         self.emit(ev.IterationStarted, state, key=k, params=params)
-        if self.spec.search.candidates > 1 and not saved:
+        if (self.spec.search.candidates > 1 or state.proposals) and not saved:
             params, rendered, prompt, judgement, items = self._candidates(state, k, params)
         else:
             rendered, prompt, judgement, items = self._look(state, k, params, saved)
@@ -91,24 +91,28 @@ class Engine:
         if self.spec.comfyui.free_before_critique:
             self._free(state, k, "comfyui", self.renderer.free)
         self.emit(ev.Critiquing, state, key=k)
-        prompt = critic_prompt.critic_prompt(self.spec, params, state.loop, state.iteration,
-                                             state.history, state.instructions)
+        prompt = critic_prompt.with_proposals(critic_prompt.critic_prompt(
+            self.spec, params, state.loop, state.iteration, state.history, state.instructions),
+            self.spec.search.proposals)
         judgement, items = self._critique(rendered.image, prompt, state)
         return rendered, prompt, judgement, items
 
     def _candidates(self, state: RunState, k: str, params: Params
                     ) -> tuple[Params, Rendered, str, Judgement, tuple[checklist.Item, ...]]:
-        """search.candidates: the parameters with K seeds (the first the current one), each
-        rendered and judged (saved ones judged again, never rendered again); the best goes on
-        under the iteration's own name."""
+        """search.candidates and search.proposals: the parameters, the critic's alternative
+        changes to them (proposals), then the parameters with new seeds up to K, each rendered
+        and judged (saved ones judged again, never rendered again); the best goes on under the
+        iteration's own name."""
+        variants = [params, *state.proposals]
+        state.proposals = []
         tried = []
-        for c in range(1, self.spec.search.candidates + 1):
+        for c in range(1, max(self.spec.search.candidates, len(variants)) + 1):
             cap = self.spec.limits.max_renders
             if tried and cap is not None and state.renders >= cap:
                 break  # the render budget ends the candidates too
             ckey = f"{k}_c{c}"
             saved = self.reuse(ckey)
-            cparams = saved[1] if saved else params if c == 1 else replace(
+            cparams = saved[1] if saved else variants[c - 1] if c <= len(variants) else replace(
                 params, seed=patch.new_seed(self.rng))
             look = self._look(state, ckey, cparams, saved)
             self.emit(ev.Judged, state, key=ckey, judgement=look[2], prompt=look[1])
@@ -249,13 +253,26 @@ class Engine:
             return
         p = patch.apply(base, verdict.changes, self.spec.bounds, self.spec.seed, self.rng)
         state.params = p.params
+        state.proposals = self._proposals(base, verdict.alternatives, p.params)
         # Nothing the critic asked for could be applied (refused, or already there): the next
         # render would repeat this one, unless the seed policy draws a new seed each time.
-        state.stalled = p.params == params and self.spec.seed.policy != "random"
+        state.stalled = p.params == params and not state.proposals and \
+            self.spec.seed.policy != "random"
         applied = p.summary() if reverted is None else f"back to {reverted}; {p.summary()}"
         state.remember(Tried(state.loop, state.iteration, params, verdict.score,
                              verdict.reason, applied))
         self._applied(state, k, p, reverted, verdict.score, items)
+
+    def _proposals(self, base: Params, alternatives: tuple[Changes, ...], chosen: Params
+                   ) -> list[Params]:
+        """search.proposals: the critic's other changes, bounded like any change, each a
+        candidate of the next iteration (ones that change nothing, or repeat, are dropped)."""
+        out: list[Params] = []
+        for changes in alternatives[:max(0, self.spec.search.proposals - 1)]:
+            tried = patch.apply(base, changes, self.spec.bounds, self.spec.seed, self.rng).params
+            if tried not in (base, chosen, *out):
+                out.append(tried)
+        return out
 
     def _contest(self, state: RunState, k: str, image: bytes, score: float) -> bool | None:
         """search.head_to_head: does a new image that scores at least as high as the best so

@@ -48,10 +48,12 @@ class RunState:
     pending: dict[str, Any] | None = None  # a render saved but not yet judged
     in_progress: bool = False  # saved mid-iteration (a crash, an error, Ctrl-C)
     stalled: bool = False  # the last verdict changed nothing: the next image would repeat
+    proposals: list[Params] = field(default_factory=list)  # the critic's alternatives, to try
 
     def snapshot(self) -> RunState:
         """A copy a listener may keep: every field is immutable except the two containers."""
         return replace(self, history=list(self.history), instructions=list(self.instructions),
+                       proposals=list(self.proposals),
                        pending=dict(self.pending) if self.pending is not None else None)
 
     def remember(self, tried: Tried) -> None:
@@ -77,6 +79,7 @@ class RunState:
             instructions=list(d.get("instructions") or
                               ([d["instruction"]] if d.get("instruction") else [])),
             failures=d.get("failures", 0),
+            proposals=[Params(**p) for p in d.get("proposals", [])],
             pending=d.get("pending"), stalled=d.get("stalled", False))
 
 

@@ -100,6 +100,7 @@ class Verdict:
     checklist: tuple[Check, ...] = ()
     score: float = 0.0
     claimed_done: bool = False  # what the model itself said
+    alternatives: tuple[Changes, ...] = ()  # other changes worth trying (search.proposals)
 
 
 def extract(text: str) -> Any:
@@ -138,6 +139,9 @@ def parse(text: str) -> Verdict:
         raise VerdictInvalid(f"the answer is JSON but not an object: {str(data)[:80]}")
     if isinstance(data.get("changes"), dict):  # a model that leaves out "no change" keys
         data["changes"] = {**CHANGE_DEFAULTS, **data["changes"]}
+    if isinstance(data.get("alternatives"), list):
+        data["alternatives"] = [{**CHANGE_DEFAULTS, **a} if isinstance(a, dict) else a
+                                for a in data["alternatives"]]
     elif "changes" not in data and data.get("done") is True:
         data["changes"] = dict(CHANGE_DEFAULTS)
     errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(data),
@@ -149,10 +153,9 @@ def parse(text: str) -> Verdict:
 
 
 def build(data: dict[str, Any]) -> Verdict:
-    c = data["changes"]
-    changes = Changes(c["prompt_append"].strip(), c["neg_append"].strip(),
-                      None if c["cfg"] is None else _finite("changes.cfg", c["cfg"]),
-                      None if c["steps"] is None else int(c["steps"]), c["seed"])
+    changes = _changes(data["changes"], "changes")
+    alternatives = tuple(_changes(a, f"alternatives.{n}")
+                         for n, a in enumerate(data.get("alternatives", [])))
     checklist = tuple(Check(i["requirement"], i["met"], i.get("observation", ""))
                       for i in data.get("checklist", []))
     if checklist:
@@ -161,7 +164,14 @@ def build(data: dict[str, Any]) -> Verdict:
     else:
         done = data["done"]
         score = _finite("score", data.get("score", 1.0 if done else 0.0))
-    return Verdict(done, changes, data["reason"].strip(), checklist, score, data["done"])
+    return Verdict(done, changes, data["reason"].strip(), checklist, score, data["done"],
+                   alternatives)
+
+
+def _changes(c: dict[str, Any], where: str) -> Changes:
+    return Changes(c["prompt_append"].strip(), c["neg_append"].strip(),
+                   None if c["cfg"] is None else _finite(f"{where}.cfg", c["cfg"]),
+                   None if c["steps"] is None else int(c["steps"]), c["seed"])
 
 
 def _finite(where: str, value: float) -> float:

@@ -97,3 +97,14 @@ def test_head_to_head_against_the_stand_ins(servers, tmp_path: Path) -> None:
     pair = [r for r in ollama.requests if "winner" in (r.get("format") or {}).get(
         "properties", {})]
     assert pair and all(len(r["messages"][-1]["images"]) == 2 for r in pair)
+
+
+def test_proposals_against_the_stand_ins(servers, tmp_path: Path) -> None:
+    comfy, ollama = servers
+    spec = specs.load(DEMO, ["search.proposals=3"], env=urls(comfy, ollama))
+    outcome = Run.begin(spec, tmp_path).execute()
+    assert outcome.state.status == "done"
+    records = [json.loads(p.read_text()) for p in sorted(outcome.run_dir.glob("loop_*.json"))
+               if "_c" not in p.name]
+    tried = [r for r in records if r.get("candidates")]
+    assert tried and len({c["key"] for r in tried for c in r["candidates"]}) > len(tried)

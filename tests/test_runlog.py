@@ -296,3 +296,26 @@ def test_head_to_head_a_new_image_that_wins_becomes_the_best(tmp_path: Path) -> 
     critic.compare = new_one_wins
     state = engine.run(first_state(spec))
     assert state.best.key == "loop_01_iter_02"  # an equal score, and it won with both in view
+
+
+def test_proposals_each_alternative_is_a_candidate_of_the_next_iteration(tmp_path: Path
+                                                                          ) -> None:
+    import dataclasses
+
+    from imitatoes.verdict import Changes, Verdict
+    spec = dataclasses.replace(make(ipl=2, loops=1), search=specs.Search(proposals=3))
+    asks = Verdict(False, Changes(prompt_append="moon"), "Needs a moon.", (), 0.25, False,
+                   (Changes(prompt_append="sun"), Changes(neg_append="text"),
+                    Changes(prompt_append="moon")))  # the last repeats `changes`: dropped
+    critic = FakeCritic(asks, verdict(0.25), verdict(0.75), verdict(0.5))
+    run_dir, renderer, engine = start(spec, tmp_path, critic)
+    engine.run(first_state(spec))
+    assert "other changes worth trying" in critic.prompts[0]
+    prompts = [renderer.params(n)["prompt"] for n in range(2, 5)]
+    negatives = [renderer.params(n)["negative"] for n in range(2, 5)]
+    assert prompts == ["a circle, simple poster, moon", "a circle, simple poster, sun",
+                       "a circle, simple poster"]
+    assert negatives[2] == "blurry, text"
+    second = json.loads((run_dir / "loop_01_iter_02.json").read_text())
+    assert second["params"]["prompt"].endswith(", sun")  # the proposal that scored best
+    assert [c["score"] for c in second["candidates"]] == [0.25, 0.75, 0.5]

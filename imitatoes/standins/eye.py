@@ -104,4 +104,17 @@ def judge(image: bytes, prompt_text: str) -> dict[str, Any]:
         if fix.cfg:
             changes["cfg"] = round(number_after("cfg", prompt_text, 7.0) + fix.cfg, 2)
         reason = f"Not yet: {requirement.rstrip('.')} ({observation})."
-    return {"checklist": checklist, "done": done, "changes": changes, "reason": reason}
+    ranked = sorted(fixes, key=lambda f: (f[0], f[1]))
+    alternatives = [_as_changes(f[2], prompt_text) for f in ranked if f[2] != fix][:3] \
+        if not done else []
+    return {"checklist": checklist, "done": done, "changes": changes, "reason": reason,
+            "alternatives": alternatives}
+
+
+def _as_changes(fix: Fix, prompt_text: str) -> dict[str, Any]:
+    """Another fix, in the verdict's shape (search.proposals asks for these)."""
+    return {"prompt_append": fix.prompt, "neg_append": fix.negative,
+            "steps": int(number_after("steps", prompt_text, 20)) + fix.steps if fix.steps
+            else None,
+            "cfg": round(number_after("cfg", prompt_text, 7.0) + fix.cfg, 2) if fix.cfg else None,
+            "seed": "keep"}

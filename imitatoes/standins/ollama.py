@@ -273,9 +273,11 @@ class OllamaStandin(BackgroundServer):
         with chance first_bias whatever it shows, as models favour what they see first)."""
         text = next((str(m.get("content", "")) for m in messages if m.get("images")), "")
         met = [sum(i["met"] for i in eye.judge(img, text)["checklist"]) for img in images]
-        if self.rng.random() < self.knobs.first_bias or met[0] >= met[1]:
-            return _dumps({"winner": "first", "reason": f"{met[0]} against {met[1]} met."})
-        return _dumps({"winner": "second", "reason": f"{met[1]} against {met[0]} met."})
+        if met[0] == met[1]:  # a tie: an order-free choice, so only first_bias is a bias
+            met = [-int(hashlib.sha256(img).hexdigest(), 16) for img in images]
+        if self.rng.random() < self.knobs.first_bias or met[0] > met[1]:
+            return _dumps({"winner": "first", "reason": "It meets more of the checklist."})
+        return _dumps({"winner": "second", "reason": "It meets more of the checklist."})
 
     def _answer(self, images: list[bytes], messages: list[dict[str, Any]]) -> tuple[str, str]:
         """The verdict for the last image, shaped by any fault knob that is set."""
