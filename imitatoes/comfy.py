@@ -366,43 +366,55 @@ def _safe_json(resp: requests.Response) -> Any:
 
 
 class ComfyRenderer:
-    """The engine's renderer: one workflow in, the first output image out."""
+    """The engine's renderer: one workflow in, the first output image out. Several can be
+    queued at once (search.candidates): ComfyUI renders the next while the critic looks at
+    the last."""
 
     def __init__(self, client: ComfyClient, timeout: float,
                  max_pixels: int = MAX_PIXELS) -> None:
         self.client, self.timeout, self.max_pixels = client, timeout, max_pixels
-        self._prompt_id: str | None = None
+        self._ours: dict[str, float] = {}  # our prompts not collected yet -> when queued
 
     def render(self, workflow: dict[str, Any], on_progress: Callable[[int, int], None]) -> Rendered:
-        start = time.monotonic()
-        submitted = self.client.submit(workflow)
-        self._prompt_id = submitted.prompt_id
+        return self.collect(self.queue(workflow), on_progress)
+
+    def queue(self, workflow: dict[str, Any]) -> str:
+        """Submit without waiting; the ticket is ComfyUI's prompt id."""
+        prompt_id = self.client.submit(workflow).prompt_id
+        self._ours[prompt_id] = time.monotonic()
+        return prompt_id
+
+    def collect(self, prompt_id: str, on_progress: Callable[[int, int], None]) -> Rendered:
+        """Wait for a queued prompt (render_timeout counts its time in the queue too), fetch
+        its image and check it."""
+        start = self._ours.get(prompt_id, time.monotonic())
         try:
-            result = self.client.wait(submitted.prompt_id, self.timeout,
+            result = self.client.wait(prompt_id, self.timeout - (time.monotonic() - start),
                                       lambda p: on_progress(p.value, p.max))
         except RenderTimeout as exc:
             self.interrupt()  # do not leave it running or queued for nobody
             raise RenderTimeout(f"{exc}; imitatoes asked ComfyUI to drop it. Raise "
                                 "comfyui.render_timeout if renders are this slow") from None
         if result.status == "interrupted":
-            raise ComfyError(f"ComfyUI interrupted prompt {submitted.prompt_id} (someone pressed "
+            raise ComfyError(f"ComfyUI interrupted prompt {prompt_id} (someone pressed "
                              "Cancel, or another client interrupted it); resume the run to retry")
         ref, data = self.client.images(result)[0]
-        self._prompt_id = None
+        self._ours.pop(prompt_id, None)
         try:
             check_image(data, self.max_pixels)
         except NotAnImage as exc:
             raise RenderRejected(f"ComfyUI's image {ref.filename!r} for prompt "
-                                 f"{submitted.prompt_id} is {exc}; it was kept aside in the run "
+                                 f"{prompt_id} is {exc}; it was kept aside in the run "
                                  "folder's rejected/ and not saved as a render", data) from None
-        return Rendered(data, submitted.prompt_id, time.monotonic() - start)
+        return Rendered(data, prompt_id, time.monotonic() - start)
 
     def free(self) -> None:
         self.client.free()
 
     def interrupt(self) -> None:
-        """Stop our prompt (and only ours) if it is still running; never raise on the way out."""
-        if self._prompt_id:
+        """Stop our prompts (and only ours), running or queued; never raise on the way out."""
+        for prompt_id in list(self._ours):
             with contextlib.suppress(ComfyError):
-                self.client.interrupt(self._prompt_id)
-                self.client.delete_queued(self._prompt_id)
+                self.client.interrupt(prompt_id)
+                self.client.delete_queued(prompt_id)
+        self._ours.clear()

@@ -83,11 +83,12 @@ class Engine:
         state.pending, state.in_progress = None, False
         self._next(state, k)
 
-    def _look(self, state: RunState, k: str, params: Params,
-              saved: tuple[bytes, Params] | None) -> tuple[Rendered, str, Judgement,
-                                                            tuple[checklist.Item, ...]]:
-        """One image: rendered (or the one saved before a crash) and critiqued."""
-        rendered = self._render(state, k, params, saved[0] if saved else None)
+    def _look(self, state: RunState, k: str, params: Params, saved: tuple[bytes, Params] | None,
+              ticket: str | None = None
+              ) -> tuple[Rendered, str, Judgement, tuple[checklist.Item, ...]]:
+        """One image: rendered (or collected, when queued, or the one saved before a crash)
+        and critiqued."""
+        rendered = self._render(state, k, params, saved[0] if saved else None, ticket)
         if self.spec.comfyui.free_before_critique:
             self._free(state, k, "comfyui", self.renderer.free)
         self.emit(ev.Critiquing, state, key=k)
@@ -105,20 +106,23 @@ class Engine:
         iteration's own name."""
         variants = [params, *state.proposals]
         state.proposals = []
+        plan = self._plan(state, k, params, variants)
+        # All at once, so ComfyUI renders the next while the critic judges the last; not when
+        # the two take turns on one GPU (they would fight over it).
+        one_gpu = self.spec.critic.unload_before_render or self.spec.comfyui.free_before_critique
+        tickets = {} if one_gpu else {ckey: self.renderer.queue(self.spec.bind(cparams))
+                                      for ckey, cparams, saved in plan if saved is None}
         tried = []
-        for c in range(1, max(self.spec.search.candidates, len(variants)) + 1):
-            cap = self.spec.limits.max_renders
-            if tried and cap is not None and state.renders >= cap:
-                break  # the render budget ends the candidates too
-            ckey = f"{k}_c{c}"
-            saved = self.reuse(ckey)
-            cparams = saved[1] if saved else variants[c - 1] if c <= len(variants) else replace(
-                params, seed=patch.new_seed(self.rng))
-            look = self._look(state, ckey, cparams, saved)
-            self.emit(ev.Judged, state, key=ckey, judgement=look[2], prompt=look[1])
-            score = look[2].verdict.score if look[2].verdict else None
-            self.emit(ev.CandidateJudged, state, key=ckey, score=score)
-            tried.append((ckey, cparams, score, look))
+        try:
+            for ckey, cparams, saved in plan:
+                look = self._look(state, ckey, cparams, saved, tickets.get(ckey))
+                self.emit(ev.Judged, state, key=ckey, judgement=look[2], prompt=look[1])
+                score = look[2].verdict.score if look[2].verdict else None
+                self.emit(ev.CandidateJudged, state, key=ckey, score=score)
+                tried.append((ckey, cparams, score, look))
+        except ImitatoesError:
+            self.renderer.interrupt()  # leave no queued candidate rendering for nobody
+            raise
         best = max(tried, key=lambda t: -1.0 if t[2] is None else t[2])  # the first on a tie
         self.emit(ev.CandidateChosen, state, key=k, chosen=best[0],
                   candidates=tuple((t[0], t[1].seed, t[2]) for t in tried))
@@ -126,12 +130,32 @@ class Engine:
         rendered, prompt, judgement, items = best[3]
         return best[1], rendered, prompt, judgement, items
 
+    def _plan(self, state: RunState, k: str, params: Params, variants: list[Params]
+              ) -> list[tuple[str, Params, tuple[bytes, Params] | None]]:
+        """Each candidate's key, parameters and saved render (if one was saved before a
+        crash): the variants first, then new seeds up to K, within limits.max_renders."""
+        cap = self.spec.limits.max_renders
+        left = None if cap is None else max(1, cap - state.renders)
+        plan = []
+        for c in range(1, max(self.spec.search.candidates, len(variants)) + 1):
+            ckey = f"{k}_c{c}"
+            saved = self.reuse(ckey)
+            if saved is None and left is not None:
+                if left <= 0:
+                    break  # the render budget ends the candidates too
+                left -= 1
+            cparams = saved[1] if saved else variants[c - 1] if c <= len(variants) else replace(
+                params, seed=patch.new_seed(self.rng))
+            plan.append((ckey, cparams, saved))
+        return plan
+
     def _start_loop(self, state: RunState) -> None:
         if state.loop > 1 and self.spec.seed.policy == "per_loop":
             state.params = replace(state.params, seed=patch.new_seed(self.rng))
         self.emit(ev.LoopStarted, state, params=state.params)
 
-    def _render(self, state: RunState, k: str, params: Params, saved: bytes | None) -> Rendered:
+    def _render(self, state: RunState, k: str, params: Params, saved: bytes | None,
+                ticket: str | None = None) -> Rendered:
         if saved is not None:  # rendered before a crash: judge it, do not render it again
             prompt_id = (state.pending or {}).get("prompt_id", "")
             rendered = Rendered(saved, prompt_id, 0.0)
@@ -140,11 +164,12 @@ class Engine:
             return rendered
         if self.spec.critic.unload_before_render and state.renders:
             self._free(state, k, "critic", self.critic.unload)
+        def progress(value: int, maximum: int) -> None:
+            self.emit(ev.Progress, state, key=k, value=value, maximum=maximum)
+
         try:
-            rendered = self.renderer.render(
-                self.spec.bind(params),
-                lambda value, maximum: self.emit(ev.Progress, state, key=k, value=value,
-                                                 maximum=maximum))
+            rendered = self.renderer.collect(ticket, progress) if ticket is not None else \
+                self.renderer.render(self.spec.bind(params), progress)
         except RenderRejected as exc:
             self.emit(ev.RenderRefused, state, key=k, data=exc.data, message=str(exc))
             raise

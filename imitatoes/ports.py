@@ -32,6 +32,12 @@ class Renderer(Protocol):
     def render(self, workflow: dict[str, Any],
                on_progress: Callable[[int, int], None]) -> Rendered: ...
 
+    def queue(self, workflow: dict[str, Any]) -> str:
+        """Submit without waiting (search.candidates queues them all at once)."""
+
+    def collect(self, ticket: str, on_progress: Callable[[int, int], None]) -> Rendered:
+        """The render of a queued workflow."""
+
     def interrupt(self) -> None: ...
 
     def free(self) -> None:

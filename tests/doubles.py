@@ -25,6 +25,7 @@ class FakeRenderer:
                  exc: type[BaseException] = RuntimeError) -> None:
         self.workflows: list[dict[str, Any]] = []
         self.interrupted = 0
+        self.queued: list[dict[str, Any]] = []
         self.frees = 0
         self.fail_at, self.exc = fail_at, exc
 
@@ -36,6 +37,13 @@ class FakeRenderer:
         on_progress(1, 2)
         on_progress(2, 2)
         return Rendered(png(len(self.workflows)), f"prompt-{len(self.workflows)}", 0.01)
+
+    def queue(self, workflow: dict[str, Any]) -> str:
+        self.queued.append(workflow)
+        return str(len(self.queued))
+
+    def collect(self, ticket: str, on_progress: Callable[[int, int], None]) -> Rendered:
+        return self.render(self.queued[int(ticket) - 1], on_progress)
 
     def interrupt(self) -> None:
         self.interrupted += 1

@@ -32,9 +32,9 @@ SD15 = json.loads((ROOT / "workflows" / "txt2img_sd15.json").read_text())
 
 
 def txt2img(prompt: str = "a red circle on a blue background", steps: int = 4,
-            cfg: float = 7.0) -> dict:
+            cfg: float = 7.0, seed: int = 3) -> dict:
     flow = workflow.bind(SD15, {"__PROMPT__": prompt, "__NEG__": "watermark", "__CFG__": cfg,
-                                "__STEPS__": steps, "__SEED__": 3})
+                                "__STEPS__": steps, "__SEED__": seed})
     flow["5"]["inputs"].update(width=128, height=128)
     return flow
 
@@ -220,3 +220,19 @@ def test_garbage_from_the_server() -> None:
             client.history("x")
     finally:
         server.shutdown()
+
+
+def test_renders_queued_at_once_are_collected_in_order_and_dropped_on_interrupt(
+        comfy: ComfyStandin, client: ComfyClient) -> None:
+    from imitatoes.comfy import ComfyRenderer
+
+    renderer = ComfyRenderer(client, timeout=20)
+    tickets = [renderer.queue(txt2img(seed=s, steps=2)) for s in (1, 2, 3)]
+    images = [renderer.collect(t, lambda v, m: None).image for t in tickets]
+    assert len(set(images)) == 3  # three seeds, three pictures, each its own
+    comfy.knobs.step_seconds = 0.5  # now keep them busy, queue more, and stop
+    tickets = [renderer.queue(txt2img(seed=s, steps=20)) for s in (4, 5, 6)]
+    renderer.interrupt()
+    queue = client.queue()
+    ours = {item[1] for item in queue["queue_running"] + queue["queue_pending"]}
+    assert not ours & set(tickets)  # none of ours is left queued or running

@@ -319,3 +319,14 @@ def test_proposals_each_alternative_is_a_candidate_of_the_next_iteration(tmp_pat
     second = json.loads((run_dir / "loop_01_iter_02.json").read_text())
     assert second["params"]["prompt"].endswith(", sun")  # the proposal that scored best
     assert [c["score"] for c in second["candidates"]] == [0.25, 0.75, 0.5]
+
+
+def test_queued_candidates_are_dropped_when_the_critic_fails(tmp_path: Path) -> None:
+    from imitatoes.critic import CriticUnreachable
+    spec = with_candidates(make(ipl=1, loops=1), 3)
+    critic = FakeCritic(CriticUnreachable("the critic went away"))
+    run_dir, renderer, engine = start(spec, tmp_path, critic)
+    with pytest.raises(CriticUnreachable):
+        engine.run(first_state(spec))
+    assert len(renderer.queued) == 3 and len(renderer.workflows) == 1  # all queued at once
+    assert renderer.interrupted == 1  # and the ones left were taken off ComfyUI's queue
