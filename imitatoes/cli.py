@@ -198,7 +198,14 @@ def resume(
             run.tidy()
             typer.echo(f"{run_dir} is done; give --instruction to take it further")
             raise typer.Exit(0)
-        for change in run.prepare():  # ComfyUI, its nodes and models, the critic model
+        try:
+            changes = run.prepare()  # ComfyUI, its nodes and models, the critic model
+        except ImitatoesError as exc:
+            exc.hint = (f"the run folder is as it was; after fixing this, continue with: "
+                        f"{run.resume_command} (add --refresh if you fixed the spec or "
+                        "workflow it came from)")
+            raise
+        for change in changes:
             typer.echo(f"changed since the run last went: {change}")
         code = terminal.drive(run, yes=yes, instruction=instruction)
     raise typer.Exit(code)

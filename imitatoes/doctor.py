@@ -6,8 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from . import nodecheck, workflow
 from . import spec as specs
-from . import workflow
 from .comfy import ComfyClient, ComfyError
 from .comfy import how_to_start as comfy_how_to
 from .critic import CriticError, OllamaCritic, make_critic
@@ -62,6 +62,11 @@ def node_checks(spec: Spec, info: dict[str, Any]) -> list[Check]:
                  "install the node pack that provides each (ComfyUI-Manager: Install Missing "
                  "Custom Nodes), or update ComfyUI if they are core nodes of a newer version; "
                  "then restart it" if missing else "")]
+    found = nodecheck.problems(spec.bind(spec.start), info) if not missing else []
+    out.append(Check("models and values", "fail" if found else "ok",
+                     "; ".join(found) or "every model file and choice is on this ComfyUI",
+                     "fix the workflow, or add the files to ComfyUI's models folders and "
+                     "restart it" if found else ""))
     out += [limit_check(spec, info, name) for name in ("cfg", "steps", "seed")]
     return [c for c in out if c is not None]
 

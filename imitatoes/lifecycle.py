@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import provenance, report, runfolder
+from . import nodecheck, provenance, report, runfolder
 from . import spec as specs
 from .comfy import ComfyClient, ComfyRenderer
 from .critic import make_critic
@@ -33,12 +33,28 @@ class RunInterrupted(ImitatoesError):
     exit_code = 130
 
 
+class WorkflowRejected(ImitatoesError):
+    """The workflow names models or values this ComfyUI does not have or accept."""
+
+    exit_code = 2
+
+
 def check(spec: Spec) -> dict[str, Any]:
-    """Both servers and the model, before the first render wastes anyone's time."""
-    client = ComfyClient(spec.comfyui.url, spec.comfyui.connect_timeout, spec.comfyui.timeout)
+    """Both servers, the workflow against ComfyUI's own node definitions, and the model,
+    before the first render wastes anyone's time."""
+    client = ComfyClient(spec.comfyui.url, spec.comfyui.connect_timeout, spec.comfyui.timeout,
+                         use_websocket=False)
     critic = make_critic(spec.critic)
     try:
         stats = client.system_stats()
+        classes = sorted({str(n.get("class_type")) for n in spec.workflow.values()})
+        info = {c: client.object_info(c).get(c) for c in classes}
+        found = nodecheck.problems(spec.bind(spec.start), info)
+        if found:
+            raise WorkflowRejected(
+                f"the workflow does not fit ComfyUI at {spec.comfyui.url}:\n  " +
+                "\n  ".join(found) + "\nfix the workflow (or the spec's start values) and run "
+                "again; `imitatoes doctor SPEC` shows the rest")
         return {"comfyui": stats.get("system", {}).get("comfyui_version", "?"),
                 "critic": critic.check()}
     finally:

@@ -131,6 +131,16 @@ def _json_or_none(body: bytes) -> Any:
         return None
 
 
+def object_info(req: dict[str, Any]) -> Answer:
+    """The node definitions a real ComfyUI 0.3.64 gave (the stand-in's recorded catalogue)."""
+    from imitatoes.standins.comfy_graph import object_info as catalogue
+    from imitatoes.standins.comfyui import DEFAULT_CHECKPOINTS
+
+    name = req["path"].rsplit("/", 1)[-1]
+    info = catalogue(list(DEFAULT_CHECKPOINTS))
+    return json_answer({name: info[name]} if name in info else {})
+
+
 def comfyui(**faults: Route) -> HostileServer:
     """A ComfyUI that renders at once; a fault replaces one route ("history", "view",
     "prompt")."""
@@ -157,6 +167,7 @@ def comfyui(**faults: Route) -> HostileServer:
         "POST /prompt": faults.get("prompt", prompt),
         "GET /history/": faults.get("history", history),
         "GET /view": faults.get("view", lambda _: raw(image, "image/png")),
+        "GET /object_info/": object_info,
     }
     return HostileServer(routes)
 

@@ -274,3 +274,14 @@ def test_at_a_terminal_done_asks_for_further_instruction(servers, tmp_path: Path
     assert answered and "judge" in text and "score" in text  # the live table, not plain lines
     state = json.loads((only_run(tmp_path) / "state.json").read_text())
     assert state["instructions"] == ["add a green square"] and state["loop"] >= 2
+
+
+def test_doctor_names_a_model_the_server_lacks_and_the_closest_it_has(servers,
+                                                                      monkeypatch) -> None:
+    monkeypatch.setenv("COLUMNS", "300")
+    servers[0].knobs.checkpoints = ["v1-5-pruned.safetensors"]
+    result = runner.invoke(app, ["doctor", DEMO, *urls(servers)])
+    assert result.exit_code == 1
+    assert re.search(r"models and values +│ FAIL +│ node 4 \(CheckpointLoaderSimple\) "
+                     r"ckpt_name: 'v1-5-pruned-emaonly.safetensors' is not on this ComfyUI "
+                     r"\(closest: v1-5-pruned.safetensors\)", result.stdout), result.stdout

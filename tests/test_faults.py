@@ -280,24 +280,37 @@ def test_resume_ties_up_what_a_kill_after_the_end_left(servers, tmp_path: Path) 
     assert json.loads((run_dir / "state.json").read_text())["renders"] == renders
 
 
+def test_a_model_the_server_lacks_is_found_before_a_run_folder_is_made(servers,
+                                                                       tmp_path: Path) -> None:
+    servers[0].knobs.checkpoints = ["v1-5-pruned.safetensors", "sd_xl_base_1.0.safetensors"]
+    result = runner.invoke(app, ["run", DEMO, *urls(servers)])
+    assert result.exit_code == 2, result.output
+    assert ("node 4 (CheckpointLoaderSimple) ckpt_name: 'v1-5-pruned-emaonly.safetensors' is "
+            "not on this ComfyUI (closest: v1-5-pruned.safetensors") in result.stderr
+    assert not (tmp_path / "runs").exists()
+
+
 def test_resume_after_a_fix_to_the_workflow_it_came_from(servers, tmp_path: Path) -> None:
     data = Path(DEMO).parent
     (tmp_path / "demo.yaml").write_text((data / "demo.yaml").read_text())
     flow_file = tmp_path / "demo_workflow.json"
-    good = (data / "demo_workflow.json").read_text()
-    flow_file.write_text(good.replace("v1-5-pruned-emaonly.safetensors", "missing.safetensors"))
-    failed = runner.invoke(app, ["run", str(tmp_path / "demo.yaml"), *urls(servers)])
-    assert failed.exit_code == 2 and "ckpt_name" in failed.stderr, failed.output
-    error, hint = failed.stderr.strip().splitlines()[-2:]
-    assert "imitatoes resume" in hint and "--refresh" in hint
+    flow_file.write_text((data / "demo_workflow.json").read_text())
+    first = runner.invoke(app, ["run", str(tmp_path / "demo.yaml"), *urls(servers),
+                                "--iterations-per-loop", "1", "--max-loops", "1"])
+    assert first.exit_code in (0, 3), first.output
     run_dir = only_run(tmp_path)
-    flow_file.write_text(good)  # the user fixes their own file, not the run's copy ...
+    servers[0].knobs.checkpoints = ["sd_xl_base_1.0.safetensors"]  # the server changed
+    failed = runner.invoke(app, ["resume", str(run_dir), *urls(servers)])
+    assert failed.exit_code == 2 and "is not on this ComfyUI" in failed.stderr, failed.output
+    assert "--refresh" in failed.stderr.strip().splitlines()[-1]
+    flow_file.write_text(flow_file.read_text().replace("v1-5-pruned-emaonly.safetensors",
+                                                       "sd_xl_base_1.0.safetensors"))
     again = runner.invoke(app, ["resume", str(run_dir), *urls(servers)])
-    assert again.exit_code == 2  # ... so a plain resume still renders the run's copy
+    assert again.exit_code == 2  # the user fixed their own file; the run has its own copy
     fixed = runner.invoke(app, ["resume", str(run_dir), *urls(servers), "--refresh"])
-    assert fixed.exit_code == 0, fixed.output
+    assert fixed.exit_code in (0, 3), fixed.output
     assert ('changed since the run was saved: workflow: node 4.inputs.ckpt_name: '
-            '"missing.safetensors" -> "v1-5-pruned-emaonly.safetensors"') in fixed.stdout
+            '"v1-5-pruned-emaonly.safetensors" -> "sd_xl_base_1.0.safetensors"') in fixed.stdout
     assert json.loads((run_dir / "workflow.json").read_text())["4"]["inputs"]["ckpt_name"] == \
-        "v1-5-pruned-emaonly.safetensors"
+        "sd_xl_base_1.0.safetensors"
     consistent(run_dir)
