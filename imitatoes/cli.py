@@ -91,10 +91,14 @@ def validate(
     set_: SetOption = None,
     format: Annotated[Format, typer.Option(help="text, or json for machines.")] = Format.text,
     allow_outside: AllowOutside = False,
+    comfy_url: Annotated[str | None, typer.Option(
+        metavar="URL", help="Also check the workflow against this ComfyUI's node definitions "
+        "(models it lacks, choices and ranges).")] = None,
 ) -> None:
     """Lint goal specs: every problem, as FILE:LINE:COL: WHERE: MESSAGE. Exit 0 clean, 2 not."""
     with reported():
-        results = {str(path): _problems(path, set_ or [], allow_outside) for path in specs}
+        results = {str(path): _problems(path, set_ or [], allow_outside, comfy_url)
+                   for path in specs}
     if format is Format.json:
         typer.echo(json.dumps([{"file": f, "ok": not ps, "problems": [p.as_dict() for p in ps]}
                                for f, ps in results.items()], indent=2))
@@ -113,11 +117,20 @@ def validate(
         raise typer.Exit(2)
 
 
-def _problems(path: Path, overrides: list[str], allow_outside: bool) -> list[Problem]:
+def _problems(path: Path, overrides: list[str], allow_outside: bool,
+              comfy_url: str | None = None) -> list[Problem]:
     try:
-        return lint.check(spec.read(path, overrides, os.environ, allow_outside))
+        doc = spec.read(path, overrides + _url_overrides(comfy_url, None), os.environ,
+                        allow_outside)
+        found = lint.check(doc)
     except SpecError as exc:
         return [exc.problem]
+    if found or not comfy_url:
+        return found
+    from .lifecycle import workflow_problems  # the network, only when asked for
+
+    return [doc.problem(("workflow",), line)
+            for line in workflow_problems(spec.build(doc))]
 
 
 @app.command("schema")

@@ -47,9 +47,7 @@ def check(spec: Spec) -> dict[str, Any]:
     critic = make_critic(spec.critic)
     try:
         stats = client.system_stats()
-        classes = sorted({str(n.get("class_type")) for n in spec.workflow.values()})
-        info = {c: client.object_info(c).get(c) for c in classes}
-        found = nodecheck.problems(spec.bind(spec.start), info)
+        found = workflow_problems(spec, client)
         if found:
             raise WorkflowRejected(
                 f"the workflow does not fit ComfyUI at {spec.comfyui.url}:\n  " +
@@ -60,6 +58,20 @@ def check(spec: Spec) -> dict[str, Any]:
     finally:
         client.close()
         critic.close()
+
+
+def workflow_problems(spec: Spec, client: ComfyClient | None = None) -> list[str]:
+    """The bound workflow against the node definitions of the spec's ComfyUI (nodecheck)."""
+    own = client is None
+    client = client or ComfyClient(spec.comfyui.url, spec.comfyui.connect_timeout,
+                                   spec.comfyui.timeout, use_websocket=False)
+    try:
+        classes = sorted({str(n.get("class_type")) for n in spec.workflow.values()})
+        info = {c: client.object_info(c).get(c) for c in classes}
+    finally:
+        if own:
+            client.close()
+    return nodecheck.problems(spec.bind(spec.start), info)
 
 
 @dataclass(frozen=True)

@@ -206,3 +206,17 @@ def test_ten_thousand_requirements_give_short_messages(tmp_path: Path) -> None:
     many = write_spec(tmp_path, requirements=[""] * 200)
     lines = validate(many).stdout.splitlines()
     assert len(lines) == 50 and "and 152 more problems" in lines[-1]
+
+
+def test_validate_against_a_comfyui(tmp_path: Path, at_root: Path) -> None:
+    from imitatoes.standins.comfyui import ComfyStandin, Knobs
+
+    with ComfyStandin(Knobs(checkpoints=["v1-5-pruned.safetensors"])) as comfy:
+        good = runner.invoke(app, ["validate", "tests/specs/valid/minimal.yaml"])
+        bad = runner.invoke(app, ["validate", "tests/specs/valid/minimal.yaml",
+                                  "--comfy-url", comfy.url])
+    assert good.exit_code == 0
+    assert bad.exit_code == 2
+    assert ("tests/specs/valid/minimal.yaml:4:11: workflow: node 4 (CheckpointLoaderSimple) "
+            "ckpt_name: 'v1-5-pruned-emaonly.safetensors' is not on this ComfyUI (closest: "
+            "v1-5-pruned.safetensors)") in bad.stdout
