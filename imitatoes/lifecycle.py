@@ -47,31 +47,35 @@ def check(spec: Spec) -> dict[str, Any]:
     critic = make_critic(spec.critic)
     try:
         stats = client.system_stats()
-        found = workflow_problems(spec, client)
+        nodes = node_definitions(spec, client)
+        found = nodecheck.problems(spec.bind(spec.start), nodes)
         if found:
             raise WorkflowRejected(
                 f"the workflow does not fit ComfyUI at {spec.comfyui.url}:\n  " +
                 "\n  ".join(found) + "\nfix the workflow (or the spec's start values) and run "
                 "again; `imitatoes doctor SPEC` shows the rest")
         return {"comfyui": stats.get("system", {}).get("comfyui_version", "?"),
-                "critic": critic.check()}
+                "stats": stats, "nodes": nodes, "critic": critic.check()}
     finally:
         client.close()
         critic.close()
 
 
-def workflow_problems(spec: Spec, client: ComfyClient | None = None) -> list[str]:
+def node_definitions(spec: Spec, client: ComfyClient) -> dict[str, Any]:
+    """/object_info of each node class the workflow uses (a few small requests, not the whole
+    catalogue, which is megabytes on a well-stocked ComfyUI)."""
+    classes = sorted({str(n.get("class_type")) for n in spec.workflow.values()})
+    return {c: client.object_info(c).get(c) for c in classes}
+
+
+def workflow_problems(spec: Spec) -> list[str]:
     """The bound workflow against the node definitions of the spec's ComfyUI (nodecheck)."""
-    own = client is None
-    client = client or ComfyClient(spec.comfyui.url, spec.comfyui.connect_timeout,
-                                   spec.comfyui.timeout, use_websocket=False)
+    client = ComfyClient(spec.comfyui.url, spec.comfyui.connect_timeout, spec.comfyui.timeout,
+                         use_websocket=False)
     try:
-        classes = sorted({str(n.get("class_type")) for n in spec.workflow.values()})
-        info = {c: client.object_info(c).get(c) for c in classes}
+        return nodecheck.problems(spec.bind(spec.start), node_definitions(spec, client))
     finally:
-        if own:
-            client.close()
-    return nodecheck.problems(spec.bind(spec.start), info)
+        client.close()
 
 
 @dataclass(frozen=True)
@@ -103,24 +107,25 @@ class Run:
     checked: bool = False  # the servers answered for this spec
     notes: tuple[str, ...] = ()  # what resuming changed (new limits or bounds)
     recorded: bool = False  # provenance gathered for this execution
+    servers: dict[str, Any] | None = None  # what the check found (provenance reuses it)
 
     @staticmethod
     def begin(spec: Spec, runs_root: Path | None = None, check_servers: bool = True) -> Run:
         """A new run: the servers are checked before a folder is made for it."""
-        if check_servers:
-            check(spec)
-        return Run(spec, runfolder.create(spec, runs_root), None, checked=check_servers)
+        found = check(spec) if check_servers else None
+        return Run(spec, runfolder.create(spec, runs_root), None, checked=check_servers,
+                   servers=found)
 
     def prepare(self) -> list[str]:
         """Before the first render of this execution: the servers checked, and what makes the
         images recorded (provenance.json); returns what changed since the run last went."""
         if not self.checked:
-            check(self.spec)
+            self.servers = check(self.spec)
             self.checked = True
         if self.recorded:
             return []
         self.recorded = True
-        return provenance.record(self.spec, self.dir)
+        return provenance.record(self.spec, self.dir, self.servers)
 
     @staticmethod
     def reopen(run_dir: Path, overrides: list[str] | None = None,

@@ -25,17 +25,20 @@ NODES = "nodes"  # node definitions, one file per distinct set: nodes/<sha256>.j
 MODEL_SUFFIXES = (".safetensors", ".ckpt", ".pt", ".pth", ".bin", ".gguf", ".sft")
 
 
-def gather(spec: Spec, store: Path) -> dict[str, Any]:
+def gather(spec: Spec, store: Path, known: dict[str, Any] | None = None) -> dict[str, Any]:
     """One record of everything that shapes this run's images, as the servers are now; node
-    definitions go into `store`/nodes/."""
+    definitions go into `store`/nodes/. `known`: what the check before the run already asked
+    the servers (stats, nodes, critic), so they are not asked twice."""
+    known = known or {}
     return {"gathered_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "imitatoes": __version__, "python": platform.python_version(),
-            "spec": _spec(spec), "comfyui": _comfyui(spec, store), "critic": _critic(spec)}
+            "spec": _spec(spec), "comfyui": _comfyui(spec, store, known),
+            "critic": _critic(spec, known.get("critic"))}
 
 
-def record(spec: Spec, run_dir: Path) -> list[str]:
+def record(spec: Spec, run_dir: Path, known: dict[str, Any] | None = None) -> list[str]:
     """Gather and append to provenance.json; returns what changed since the last gathering."""
-    now = gather(spec, run_dir)
+    now = gather(spec, run_dir, known)
     history = read(run_dir)
     changed = changes(history[-1], now) if history else []
     now["changed"] = changed
@@ -86,17 +89,19 @@ def _git(spec_file: Path, workflow: Path) -> dict[str, Any] | None:
     return {"commit": commit, "dirty": bool(dirty)}
 
 
-def _comfyui(spec: Spec, run_dir: Path) -> dict[str, Any]:
-    client = ComfyClient(spec.comfyui.url, spec.comfyui.connect_timeout, spec.comfyui.timeout,
-                         use_websocket=False)
-    try:
-        stats = client.system_stats()
-        classes = sorted({str(n.get("class_type")) for n in spec.workflow.values()})
-        nodes = {c: client.object_info(c).get(c) for c in classes}
-    except ComfyError as exc:
-        return {"url": spec.comfyui.url, "error": str(exc)}
-    finally:
-        client.close()
+def _comfyui(spec: Spec, run_dir: Path, known: dict[str, Any]) -> dict[str, Any]:
+    stats, nodes = known.get("stats"), known.get("nodes")
+    if stats is None or nodes is None:
+        client = ComfyClient(spec.comfyui.url, spec.comfyui.connect_timeout,
+                             spec.comfyui.timeout, use_websocket=False)
+        try:
+            stats = client.system_stats()
+            classes = sorted({str(n.get("class_type")) for n in spec.workflow.values()})
+            nodes = {c: client.object_info(c).get(c) for c in classes}
+        except ComfyError as exc:
+            return {"url": spec.comfyui.url, "error": str(exc)}
+        finally:
+            client.close()
     system = stats.get("system") if isinstance(stats.get("system"), dict) else {}
     devices = [{k: d.get(k) for k in ("name", "type", "vram_total")}
                for d in stats.get("devices") or [] if isinstance(d, dict)]
@@ -142,7 +147,7 @@ def _choices(definition: Any, name: str) -> list[Any] | None:
     return None
 
 
-def _critic(spec: Spec) -> dict[str, Any]:
+def _critic(spec: Spec, known: dict[str, Any] | None = None) -> dict[str, Any]:
     c = spec.critic
     options = {"temperature": c.temperature, "seed": c.seed, "num_ctx": c.num_ctx,
                "keep_alive": c.keep_alive, "format": "sha256:" + hashlib.sha256(
@@ -151,12 +156,14 @@ def _critic(spec: Spec) -> dict[str, Any]:
                            "options": options}
     if c.provider != "ollama":
         return out
-    critic = OllamaCritic(c)
-    try:
-        info = critic.check()
-    except CriticError as exc:
-        return {**out, "error": str(exc)}
-    finally:
-        critic.close()
+    info = known
+    if info is None:
+        critic = OllamaCritic(c)
+        try:
+            info = critic.check()
+        except CriticError as exc:
+            return {**out, "error": str(exc)}
+        finally:
+            critic.close()
     return {**out, "server_version": info.get("version"), "digest": info.get("digest"),
             "details": info.get("details")}
