@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from . import lint, specfiles, template, workflow, yamldoc
-from .errors import InvalidSpec
+from .errors import InvalidSpec, WorkflowError
 from .yamldoc import Document
 
 PARAMETERS = ("prompt", "negative", "cfg", "steps", "seed")
@@ -153,7 +153,37 @@ def read(path: Path, overrides: Iterable[str], env: Mapping[str, str],
     for text in overrides:
         where, value = yamldoc.parse_override(text)
         yamldoc.apply_override(doc, where, value, f"--set {text}")
+    _start_from_workflow(doc)
     return doc
+
+
+def _start_from_workflow(doc: Document) -> None:
+    """A parameter bound by node path and left out of `start` starts at the workflow's own
+    value (the seed and cfg it was exported with), not at the schema's default."""
+    data = doc.data
+    bindings, start = data.get("bindings"), data.get("start")
+    if not (isinstance(bindings, dict) and isinstance(start, dict)
+            and isinstance(data.get("workflow"), str)):
+        return
+    path = yamldoc.relative_path(doc.path.parent, data["workflow"])
+    if not doc.allow_outside and specfiles.outside(path, doc.path.parent):
+        return  # lint says so; nothing is read from there
+    try:
+        flow = workflow.load(path)
+    except WorkflowError:
+        return  # lint says so too
+    for target, parameter in bindings.items():
+        where = workflow.node_input(flow, str(target))
+        if parameter not in _FROM_WORKFLOW or parameter in start or where is None:
+            continue
+        value = (flow.get(where[0]) or {}).get("inputs", {}).get(where[1])
+        if isinstance(value, _FROM_WORKFLOW[parameter]) and not isinstance(value, bool):
+            yamldoc.apply_override(doc, ("start", parameter), value,
+                                   f"the workflow's {target}")
+
+
+_FROM_WORKFLOW: dict[str, type | tuple[type, ...]] = {
+    "cfg": (int, float), "steps": int, "seed": int, "negative": str}
 
 
 def _apply_env(doc: Document, env: Mapping[str, str]) -> None:

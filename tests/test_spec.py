@@ -78,3 +78,20 @@ def test_bind_is_typed() -> None:
     assert flow["3"]["inputs"]["steps"] == 30
     assert flow["6"]["inputs"]["text"] == "a fox"
     assert s.workflow["3"]["inputs"]["cfg"] == "__CFG__"  # the spec's copy is untouched
+
+
+def test_node_path_bindings_start_at_the_workflow_s_own_values(tmp_path) -> None:
+    import json
+    flow = json.loads((ROOT / "tests" / "specs" / "workflows" / "no_tokens.json").read_text())
+    flow["3"]["inputs"].update(steps=60, seed=156680208700286, cfg=8)
+    (tmp_path / "wf.json").write_text(json.dumps(flow))
+    (tmp_path / "spec.yaml").write_text(
+        "name: np\ngoal: A cat.\nrequirements: [A cat]\nworkflow: wf.json\n"
+        "bindings: {6.inputs.text: prompt, 3.inputs.steps: steps, 3.inputs.cfg: cfg, "
+        "3.inputs.seed: seed}\nstart: {prompt: a cat, cfg: 6}\ncritic: {model: llava}\n")
+    s = spec.load(tmp_path / "spec.yaml", env={})
+    assert (s.start.seed, s.start.steps, s.start.cfg) == (156680208700286, 60, 6.0)  # cfg: given
+    with pytest.raises(InvalidSpec) as caught:
+        spec.load(tmp_path / "spec.yaml", ["bounds.steps.max=40"], env={})
+    assert "start.steps: 60 is outside bounds.steps (10 to 40) (from the workflow's " \
+        "3.inputs.steps)" in str(caught.value)
