@@ -137,3 +137,15 @@ def test_the_stand_in_describes_the_node_as_a_real_comfyui_does() -> None:
     name = "ImitatoesSelfImprovingPrompt"
     described = comfy_graph.node_info(name, classes[name], names[name])
     assert json.loads(json.dumps(described)) == recorded[name]  # as it goes over the wire
+
+
+def test_the_pack_is_ready_for_the_comfy_registry() -> None:
+    import tomllib
+
+    meta = tomllib.loads((PACK / "pyproject.toml").read_text())
+    project, comfy = meta["project"], meta["tool"]["comfy"]
+    assert project["name"] and "comfyui" not in project["name"].lower()  # the registry's rule
+    assert project["version"].count(".") == 2 and project["urls"]["Repository"]
+    assert comfy["PublisherId"] and comfy["DisplayName"]
+    readme = (PACK / project["readme"]).read_text()
+    assert "custom_nodes" in readme and "should_continue" in readme
