@@ -178,7 +178,8 @@ def _update(job: Any, result: Any) -> None:
         job.error = info.get("error", "")
         job.run_dir = Path(info["run_dir"]) if info.get("run_dir") else job.run_dir
     elif result.state == "FAILURE":
-        job.status, job.error = "failed", str(result.info)
+        # a worker's own bug (an exception with no message, say) still says what it was
+        job.status, job.error = "failed", str(result.info) or repr(result.info)
     elif result.state in ("STARTED", "RETRY"):
         job.status = "running" if result.state == "STARTED" else "queued"
 

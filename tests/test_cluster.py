@@ -139,3 +139,15 @@ def test_no_worker_on_the_queue_ends_in_time(tmp_path: Path, broker: str) -> Non
     assert time.monotonic() - started < 5
     assert jobs[0].status == "failed" and "no result from the workers within 0.5 s" in \
         jobs[0].error
+
+
+def test_a_worker_exception_without_a_message_still_says_what_it_was() -> None:
+    from types import SimpleNamespace
+
+    from imitatoes.cluster import _update
+
+    job = SimpleNamespace(status="running", error="")
+    _update(job, SimpleNamespace(state="FAILURE", info=AssertionError()))
+    assert (job.status, job.error) == ("failed", "AssertionError()")
+    _update(job, SimpleNamespace(state="FAILURE", info=KeyError("run_dir")))
+    assert job.error == "'run_dir'"
