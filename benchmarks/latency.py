@@ -27,8 +27,8 @@ def measure(server: ComfyStandin, websocket: bool, n: int) -> list[float]:
     for i in range(n + 1):
         # 5 to 40 steps of 10 ms: renders end at varied times, as real ones do
         prompt = workflow.bind(SD15, {"__PROMPT__": "a red circle", "__NEG__": "",
-                                      "__CFG__": 7.0, "__STEPS__": 5 + (i * 7) % 36,
-                                      "__SEED__": i})
+                                      "3.inputs.cfg": 7.0, "3.inputs.steps": 5 + (i * 7) % 36,
+                                      "3.inputs.seed": i})
         prompt["5"]["inputs"].update(width=64, height=64)
         sub = client.submit(prompt)
         client.wait(sub.prompt_id, timeout=10)

@@ -138,6 +138,7 @@ def from_data(data: dict[str, Any], base: Path, env: Mapping[str, str] | None = 
     """A spec built in code (scripts/run_loop.py): checked like a file, paths relative to base."""
     doc = Document(base / "<built-in spec>", data, allow_outside=allow_outside)
     _apply_env(doc, os.environ if env is None else env)
+    _start_from_workflow(doc)
     problems = lint.check(doc)
     if problems:
         raise InvalidSpec(problems)

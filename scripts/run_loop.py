@@ -4,8 +4,9 @@
     scripts/run_loop.py --workflow my_api_workflow.json --prompt "a red fox in snow" \\
         --negative-prompt "blurry" --iterations-per-loop 3 --max-loops 2 --model qwen2.5vl:7b
 
-The workflow must be in ComfyUI's API format with tokens where the loop patches it
-(__PROMPT__, __NEG__, __CFG__, __STEPS__, __SEED__; at least __PROMPT__). The spec built here
+The workflow must be in ComfyUI's API format with tokens where the loop patches text
+(__PROMPT__, required, and __NEG__). Seed, steps and cfg are the KSampler's own values, bound by
+node path, unless __SEED__, __STEPS__ or __CFG__ tokens say where they go. The spec built here
 is saved in the run folder, so `imitatoes resume` and later runs can use it.
 """
 
@@ -31,6 +32,8 @@ from imitatoes.lifecycle import Run
 
 TOKENS = {"__PROMPT__": "prompt", "__NEG__": "negative", "__CFG__": "cfg",
           "__STEPS__": "steps", "__SEED__": "seed"}
+SAMPLERS = {"KSampler": {"seed": "seed", "steps": "steps", "cfg": "cfg"},
+            "KSamplerAdvanced": {"noise_seed": "seed", "steps": "steps", "cfg": "cfg"}}
 
 
 def build(args: argparse.Namespace) -> dict:
@@ -38,13 +41,12 @@ def build(args: argparse.Namespace) -> dict:
     found = workflow.tokens(flow)
     if "__PROMPT__" not in found:
         raise UsageError(f"{args.workflow} has no __PROMPT__ token: put it in the positive "
-                         "prompt's text input (and __NEG__, __CFG__, __STEPS__, __SEED__ where "
-                         "the loop may change them)")
+                         "prompt's text input (and __NEG__ in the negative prompt's)")
     requirements = args.requirement or [f"The image shows: {args.prompt}"]
     data = {"name": args.name or name_for(Path(args.workflow)), "goal": args.goal or args.prompt,
             "requirements": requirements,
             "workflow": str(Path(args.workflow).resolve()),
-            "bindings": {t: p for t, p in TOKENS.items() if t in found},
+            "bindings": bindings(flow, found),
             "start": {"prompt": args.prompt, "negative": args.negative_prompt},
             "critic": {"model": args.model},
             "limits": {"iterations_per_loop": args.iterations_per_loop,
@@ -54,6 +56,21 @@ def build(args: argparse.Namespace) -> dict:
     if args.ollama_url:
         data["critic"]["url"] = args.ollama_url
     return data
+
+
+def bindings(flow: dict, found: set[str]) -> dict[str, str]:
+    """Tokens where the workflow has them; the first sampler's own numbers for the rest (a
+    workflow with real numbers there opens in ComfyUI's UI, one with tokens does not)."""
+    bound = {t: p for t, p in TOKENS.items() if t in found}
+    for node_id, node in flow.items():
+        inputs = SAMPLERS.get(node.get("class_type"))
+        if inputs:
+            for name, parameter in inputs.items():
+                value = node["inputs"].get(name)
+                if parameter not in bound.values() and isinstance(value, int | float):
+                    bound[f"{node_id}.inputs.{name}"] = parameter
+            break
+    return bound
 
 
 def name_for(workflow_path: Path) -> str:

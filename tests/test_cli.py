@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import yaml
 from typer.testing import CliRunner
 
 from imitatoes.cli import app
@@ -191,6 +192,11 @@ def test_run_loop_script_builds_a_spec_and_runs(servers, tmp_path: Path) -> None
     assert code in (0, 3)
     [run_dir] = list((tmp_path / "r").iterdir())
     assert (run_dir / "spec.yaml").is_file() and (run_dir / "loop_01_iter_01.png").is_file()
+    saved = yaml.safe_load((run_dir / "spec.yaml").read_text())
+    assert saved["bindings"] == {"__PROMPT__": "prompt", "__NEG__": "negative",
+                                 "3.inputs.seed": "seed", "3.inputs.steps": "steps",
+                                 "3.inputs.cfg": "cfg"}  # numbers from the sampler itself
+    assert (saved["start"]["seed"], saved["start"]["cfg"]) == (42, 7.0)  # the workflow's own
     assert run_loop.main(["--workflow", str(ROOT / "tests/specs/workflows/no_tokens.json"),
                           "--prompt", "x"]) == 2
 

@@ -41,7 +41,9 @@ def test_bind_by_node_path() -> None:
 
 def test_tokens_found_everywhere() -> None:
     flow = json.loads((ROOT / "workflows" / "txt2img_sd15.json").read_text())
-    assert workflow.tokens(flow) == {"__PROMPT__", "__NEG__", "__CFG__", "__STEPS__", "__SEED__"}
+    assert workflow.tokens(flow) == {"__PROMPT__", "__NEG__"}
+    flow["3"]["inputs"].update(seed="__SEED__", cfg="__CFG__")
+    assert workflow.tokens(flow) == {"__PROMPT__", "__NEG__", "__SEED__", "__CFG__"}
 
 
 @pytest.mark.parametrize(("name", "needle"), [

@@ -53,6 +53,24 @@ def test_bound_workflow_passes_comfyuis_validation(path: Path) -> None:
     assert not any("__" in json.dumps(n["inputs"]) for n in bound.values())
 
 
+@pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
+def test_every_widget_holds_a_value_comfyuis_ui_can_show(path: Path) -> None:
+    """A token in a numeric widget shows as NaN in ComfyUI's UI and fails its Run; tokens go in
+    text widgets only, numbers are bound by node path."""
+    info = recorded_info()
+    for node_id, node in json.loads(path.read_text()).items():
+        spec = info[node["class_type"]]["input"]
+        for name, value in node["inputs"].items():
+            if isinstance(value, list):  # a link
+                continue
+            kind = (spec.get("required", {}) | spec.get("optional", {}))[name][0]
+            if kind in ("INT", "FLOAT"):
+                assert isinstance(value, int | float) and not isinstance(value, bool), \
+                    (node_id, name, value)
+            if kind == "STRING" or isinstance(kind, list):
+                assert isinstance(value, str), (node_id, name, value)
+
+
 def test_every_start_value_and_bound_fits_the_sampler() -> None:
     ksampler = recorded_info()["KSampler"]["input"]["required"]
     for path in SPECS.values():
