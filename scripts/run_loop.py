@@ -22,11 +22,12 @@ try:
     import typer
 except ImportError:  # started with a python that is not the project's: use the project's
     VENV = Path(__file__).resolve().parent.parent / ".venv" / "bin" / "python"
-    if not VENV.is_file() or Path(sys.executable).resolve() == VENV.resolve():
+    # sys.prefix, not the executable: a venv's python is often a link to this very file
+    if not VENV.is_file() or Path(sys.prefix).resolve() == VENV.parent.parent.resolve():
         sys.exit("imitatoes is not installed for this python; run ./scripts/install.sh first")
     os.execv(VENV, [str(VENV), __file__, *sys.argv[1:]])
 
-from imitatoes import cli, spec, terminal, workflow
+from imitatoes import cli, lint, spec, terminal, workflow
 from imitatoes.errors import UsageError
 from imitatoes.lifecycle import Run
 
@@ -51,6 +52,7 @@ def build(args: argparse.Namespace) -> dict:
             "critic": {"model": args.model},
             "limits": {"iterations_per_loop": args.iterations_per_loop,
                        "max_loops": args.max_loops}}
+    data["bounds"] = bounds_around(flow, data["bindings"])
     if args.comfy_url:
         data["comfyui"] = {"url": args.comfy_url}
     if args.ollama_url:
@@ -71,6 +73,21 @@ def bindings(flow: dict, found: set[str]) -> dict[str, str]:
                     bound[f"{node_id}.inputs.{name}"] = parameter
             break
     return bound
+
+
+def bounds_around(flow: dict, bound: dict[str, str]) -> dict:
+    """The default bounds, widened to hold the sampler's own cfg and steps: a turbo model's
+    4 steps at cfg 1 is where the user means to start, not a spec error."""
+    out = {}
+    defaults = lint.with_defaults({"bounds": {"cfg": {}, "steps": {}}})["bounds"]
+    for target, parameter in bound.items():
+        where = workflow.node_input(flow, target)
+        value = flow[where[0]]["inputs"][where[1]] if where else None
+        if parameter in ("cfg", "steps") and isinstance(value, int | float):
+            lo, hi = defaults[parameter]["min"], defaults[parameter]["max"]
+            if not lo <= value <= hi:
+                out[parameter] = {"min": min(lo, value), "max": max(hi, value)}
+    return out
 
 
 def name_for(workflow_path: Path) -> str:

@@ -201,6 +201,29 @@ def test_run_loop_script_builds_a_spec_and_runs(servers, tmp_path: Path) -> None
                           "--prompt", "x"]) == 2
 
 
+def test_run_loop_starts_where_the_workflow_is(servers, tmp_path: Path) -> None:
+    """A turbo workflow's 4 steps at cfg 1 are outside the default bounds: the bounds widen to
+    hold them instead of refusing the user's own workflow."""
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import run_loop
+    finally:
+        sys.path.pop(0)
+    flow = json.loads((ROOT / "workflows" / "txt2img_sd15.json").read_text())
+    flow["3"]["inputs"].update(steps=4, cfg=1.0)
+    (tmp_path / "turbo.json").write_text(json.dumps(flow))
+    code = run_loop.main(["--workflow", str(tmp_path / "turbo.json"), "--prompt", "a red circle",
+                          "--iterations-per-loop", "1", "--max-loops", "1",
+                          "--comfy-url", servers[0].url, "--ollama-url", servers[1].url,
+                          "--runs-dir", str(tmp_path / "r")])
+    assert code in (0, 3)
+    [run_dir] = list((tmp_path / "r").iterdir())
+    saved = yaml.safe_load((run_dir / "spec.yaml").read_text())
+    assert saved["bounds"] == {"cfg": {"min": 1.0, "max": 12.0}, "steps": {"min": 4, "max": 60}}
+    record = json.loads((run_dir / "loop_01_iter_01.json").read_text())
+    assert (record["params"]["steps"], record["params"]["cfg"]) == (4, 1.0)
+
+
 def test_run_loop_script_as_the_readme_writes_it(servers, tmp_path: Path) -> None:
     """Started as `scripts/run_loop.py` (its shebang's python, not the venv's): it finds the
     project's python itself, honours IMITATOES_RUNS and names runs after the workflow."""
@@ -210,6 +233,10 @@ def test_run_loop_script_as_the_readme_writes_it(servers, tmp_path: Path) -> Non
     shown = subprocess.run([script, "--help"], env=env, capture_output=True, text=True,
                            timeout=60)
     assert shown.returncode == 0 and "--workflow" in shown.stdout, shown.stderr
+    # the very interpreter the venv links to (pyenv's, say), outside the venv: still finds it
+    base = subprocess.run([os.path.realpath(sys.executable), script, "--help"], env=env,
+                          capture_output=True, text=True, timeout=60)
+    assert base.returncode == 0 and "--workflow" in base.stdout, base.stderr
     done = subprocess.run(
         [script, "--workflow", str(ROOT / "workflows" / "txt2img_sd15.json"), "--prompt",
          "a red circle", "--requirement", "A red circle", "--iterations-per-loop", "1",
