@@ -133,6 +133,31 @@ def _problems(path: Path, overrides: list[str], allow_outside: bool,
             for line in workflow_problems(spec.build(doc))]
 
 
+@app.command()
+def init(
+    workflow_file: Annotated[Path, typer.Argument(
+        metavar="WORKFLOW", help="An API-format workflow (Workflow > Export (API)).")],
+    goal: Annotated[str | None, typer.Option(help="What you want (default: the prompt).")] = None,
+    output: Annotated[Path | None, typer.Option(
+        help="Where the spec goes (default: beside the workflow, named after it).")] = None,
+) -> None:
+    """Write a starter spec for a workflow you already have: prompt, negative, seed, steps and
+    cfg bound by node path, starting at the workflow's own values."""
+    from . import starter
+
+    target = output or workflow_file.with_suffix(".yaml")
+    with reported():
+        found = starter.write(workflow_file, target, goal)
+        try:
+            spec.load(target, env={}, allow_outside=True)  # what init writes must validate
+        except InvalidSpec:
+            target.unlink()  # leave nothing half-right behind
+            raise
+    for note in found.notes:
+        typer.echo(f"  {note}")
+    typer.echo(f"wrote {target}; next: imitatoes validate {target}")
+
+
 @app.command("schema")
 def schema_cmd() -> None:
     """Print the goal-spec JSON Schema (point your editor at it; see the README)."""

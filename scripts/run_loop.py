@@ -27,14 +27,12 @@ except ImportError:  # started with a python that is not the project's: use the 
         sys.exit("imitatoes is not installed for this python; run ./scripts/install.sh first")
     os.execv(VENV, [str(VENV), __file__, *sys.argv[1:]])
 
-from imitatoes import cli, lint, spec, terminal, workflow
+from imitatoes import cli, spec, starter, terminal, workflow
 from imitatoes.errors import UsageError
 from imitatoes.lifecycle import Run
 
 TOKENS = {"__PROMPT__": "prompt", "__NEG__": "negative", "__CFG__": "cfg",
           "__STEPS__": "steps", "__SEED__": "seed"}
-SAMPLERS = {"KSampler": {"seed": "seed", "steps": "steps", "cfg": "cfg"},
-            "KSamplerAdvanced": {"noise_seed": "seed", "steps": "steps", "cfg": "cfg"}}
 
 
 def build(args: argparse.Namespace) -> dict:
@@ -52,7 +50,7 @@ def build(args: argparse.Namespace) -> dict:
             "critic": {"model": args.model},
             "limits": {"iterations_per_loop": args.iterations_per_loop,
                        "max_loops": args.max_loops}}
-    data["bounds"] = bounds_around(flow, data["bindings"])
+    data["bounds"] = starter.bounds_around(flow, data["bindings"])
     if args.comfy_url:
         data["comfyui"] = {"url": args.comfy_url}
     if args.ollama_url:
@@ -65,7 +63,7 @@ def bindings(flow: dict, found: set[str]) -> dict[str, str]:
     workflow with real numbers there opens in ComfyUI's UI, one with tokens does not)."""
     bound = {t: p for t, p in TOKENS.items() if t in found}
     for node_id, node in flow.items():
-        inputs = SAMPLERS.get(node.get("class_type"))
+        inputs = starter.SAMPLERS.get(node.get("class_type"))
         if inputs:
             for name, parameter in inputs.items():
                 value = node["inputs"].get(name)
@@ -73,21 +71,6 @@ def bindings(flow: dict, found: set[str]) -> dict[str, str]:
                     bound[f"{node_id}.inputs.{name}"] = parameter
             break
     return bound
-
-
-def bounds_around(flow: dict, bound: dict[str, str]) -> dict:
-    """The default bounds, widened to hold the sampler's own cfg and steps: a turbo model's
-    4 steps at cfg 1 is where the user means to start, not a spec error."""
-    out = {}
-    defaults = lint.with_defaults({"bounds": {"cfg": {}, "steps": {}}})["bounds"]
-    for target, parameter in bound.items():
-        where = workflow.node_input(flow, target)
-        value = flow[where[0]]["inputs"][where[1]] if where else None
-        if parameter in ("cfg", "steps") and isinstance(value, int | float):
-            lo, hi = defaults[parameter]["min"], defaults[parameter]["max"]
-            if not lo <= value <= hi:
-                out[parameter] = {"min": min(lo, value), "max": max(hi, value)}
-    return out
 
 
 def name_for(workflow_path: Path) -> str:
