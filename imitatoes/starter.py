@@ -23,7 +23,7 @@ ENCODERS = {"CLIPTextEncode": "text", "CLIPTextEncodeSDXL": "text_g"}
 
 @dataclass
 class Found:
-    bindings: dict[str, str] = field(default_factory=dict)  # node path -> parameter
+    bindings: dict[str, str] = field(default_factory=dict)  # node path or token -> parameter
     texts: dict[str, str] = field(default_factory=dict)  # prompt/negative -> the workflow's text
     notes: list[str] = field(default_factory=list)  # what was found and what was guessed
 
@@ -100,8 +100,8 @@ def write(workflow_path: Path, output: Path, goal: str | None) -> Found:
     found = find(flow)
     prompt = found.texts["prompt"] or goal
     if not prompt:
-        raise UsageError(f"{workflow_path}: the prompt is a token, so there is no text to start "
-                         "from: give --goal \"what you want\"")
+        raise UsageError(f"{workflow_path}: the prompt is empty or a token, so there is no "
+                         "text to start from: give --goal \"what you want\"")
     found.texts["prompt"] = prompt
     bounds = bounds_around(flow, found.bindings)
     data: dict[str, Any] = {
