@@ -28,19 +28,31 @@ class Found:
     notes: list[str] = field(default_factory=list)  # what was found and what was guessed
 
 
+def first_sampler(flow: Mapping[str, Any]) -> str | None:
+    return next((i for i, n in flow.items() if n.get("class_type") in SAMPLERS), None)
+
+
+def sampler_numbers(flow: Mapping[str, Any]) -> dict[str, str]:
+    """Node path -> parameter for the first sampler's seed, steps and cfg that hold numbers."""
+    sampler = first_sampler(flow)
+    if sampler is None:
+        return {}
+    node = flow[sampler]
+    return {f"{sampler}.inputs.{name}": parameter
+            for name, parameter in SAMPLERS[node["class_type"]].items()
+            if isinstance(node["inputs"].get(name), int | float)}
+
+
 def find(flow: Mapping[str, Any]) -> Found:
     """The first sampler's numbers and the encoders its positive and negative come from."""
-    found = Found()
-    sampler = next((i for i, n in flow.items() if n.get("class_type") in SAMPLERS), None)
+    sampler = first_sampler(flow)
     if sampler is None:
         raise WorkflowError("the workflow has no KSampler or KSamplerAdvanced: imitatoes init "
                             "cannot tell where seed, steps and cfg are; write the bindings by "
                             "hand (node paths like 3.inputs.seed)")
     node = flow[sampler]
+    found = Found(bindings=sampler_numbers(flow))
     found.notes.append(f"sampler: node {sampler} ({node['class_type']})")
-    for name, parameter in SAMPLERS[node["class_type"]].items():
-        if isinstance(node["inputs"].get(name), int | float):
-            found.bindings[f"{sampler}.inputs.{name}"] = parameter
     for side, parameter in (("positive", "prompt"), ("negative", "negative")):
         encoder = _encoder(flow, node["inputs"].get(side))
         if encoder is None:

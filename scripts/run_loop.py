@@ -62,15 +62,8 @@ def bindings(flow: dict, found: set[str]) -> dict[str, str]:
     """Tokens where the workflow has them; the first sampler's own numbers for the rest (a
     workflow with real numbers there opens in ComfyUI's UI, one with tokens does not)."""
     bound = {t: p for t, p in TOKENS.items() if t in found}
-    for node_id, node in flow.items():
-        inputs = starter.SAMPLERS.get(node.get("class_type"))
-        if inputs:
-            for name, parameter in inputs.items():
-                value = node["inputs"].get(name)
-                if parameter not in bound.values() and isinstance(value, int | float):
-                    bound[f"{node_id}.inputs.{name}"] = parameter
-            break
-    return bound
+    numbers = starter.sampler_numbers(flow).items()
+    return bound | {path: p for path, p in numbers if p not in bound.values()}
 
 
 def name_for(workflow_path: Path) -> str:
