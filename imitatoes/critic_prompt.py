@@ -6,16 +6,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from . import checklist, template
+from .knobs import Knob
 from .spec import Bounds, Params, Spec
 from .state import Tried
 
 
-def bounds_text(bounds: Bounds) -> str:
+def bounds_text(bounds: Bounds, knobs: Sequence[Knob] = (), params: Params | None = None
+                ) -> str:
     c, s = bounds.cfg, bounds.steps
-    return (f"cfg {c.min:g} to {c.max:g} (at most {c.max_delta:g} per round), steps "
+    text = (f"cfg {c.min:g} to {c.max:g} (at most {c.max_delta:g} per round), steps "
             f"{s.min:g} to {s.max:g} (at most {s.max_delta:g} per round), the prompt at most "
             f"{bounds.prompt_max_chars} characters, the negative prompt at most "
             f"{bounds.negative_max_terms} comma-separated terms")
+    if not knobs:
+        return text
+    now = dict(params.knobs) if params else {}
+    lines = [f"- {k.name}: {k.describe()}" + (f" (now {now[k.name]})" if k.name in now else "")
+             for k in knobs]
+    return (text + ".\nThese settings too, each named inside `changes` like cfg (null for no "
+            "change; no other names):\n" + "\n".join(lines))
+
+
+def _settings(params: Params) -> str:
+    values = [f"cfg {params.cfg:g}", f"steps {params.steps}", f"seed {params.seed}"]
+    return ", ".join(values + [f"{name} {value}" for name, value in params.knobs])
 
 
 def history_text(tried: Sequence[Tried], limit: int) -> str:
@@ -24,9 +38,8 @@ def history_text(tried: Sequence[Tried], limit: int) -> str:
     lines = []
     for t in list(tried)[-limit:]:
         score = "" if t.score is None else f", score {t.score:.2f}"
-        lines.append(f"- loop {t.loop} iteration {t.iteration} (cfg {t.params.cfg:g}, steps "
-                     f"{t.params.steps}, seed {t.params.seed}{score}): {t.reason} Changed: "
-                     f"{t.applied}.")
+        lines.append(f"- loop {t.loop} iteration {t.iteration} ({_settings(t.params)}{score}): "
+                     f"{t.reason} Changed: {t.applied}.")
     return "\n".join(lines)
 
 
@@ -41,7 +54,8 @@ def critic_prompt(spec: Spec, params: Params, loop: int, iteration: int,
         "requirements": "\n".join(f"{i}. {r}" for i, (r, _) in enumerate(wanted, 1)),
         "prompt": params.prompt, "negative": params.negative or "(empty)",
         "cfg": f"{params.cfg:g}", "steps": params.steps, "seed": params.seed,
-        "bounds": bounds_text(spec.bounds), "loop": loop, "iteration": iteration,
+        "bounds": bounds_text(spec.bounds, spec.knobs, params),
+        "loop": loop, "iteration": iteration,
         "max_loops": spec.limits.max_loops,
         "iterations_per_loop": spec.limits.iterations_per_loop,
         "history": history_text(tried, spec.critic.history),

@@ -68,6 +68,11 @@ def node_checks(spec: Spec, info: dict[str, Any]) -> list[Check]:
                      "fix the workflow, or add the files to ComfyUI's models folders and "
                      "restart it" if found else ""))
     out += [limit_check(spec, info, name) for name in ("cfg", "steps", "seed")]
+    if spec.knobs:
+        misfits = nodecheck.knob_problems(spec.knobs, spec.workflow, info)
+        out.append(Check("knobs fit their inputs", "fail" if misfits else "ok",
+                         "; ".join(misfits) or f"all {len(spec.knobs)} fit",
+                         "narrow the knobs in the spec" if misfits else ""))
     return [c for c in out if c is not None]
 
 

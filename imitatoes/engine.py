@@ -276,7 +276,8 @@ class Engine:
                                  verdict.reason, "nothing (done)"))
             self._applied(state, k, None, None, verdict.score, items)
             return
-        p = patch.apply(base, verdict.changes, self.spec.bounds, self.spec.seed, self.rng)
+        p = patch.apply(base, verdict.changes, self.spec.bounds, self.spec.seed, self.rng,
+                        self.spec.knobs)
         state.params = p.params
         state.proposals = self._proposals(base, verdict.alternatives, p.params)
         # Nothing the critic asked for could be applied (refused, or already there): the next
@@ -294,7 +295,8 @@ class Engine:
         candidate of the next iteration (ones that change nothing, or repeat, are dropped)."""
         out: list[Params] = []
         for changes in alternatives[:max(0, self.spec.search.proposals - 1)]:
-            tried = patch.apply(base, changes, self.spec.bounds, self.spec.seed, self.rng).params
+            tried = patch.apply(base, changes, self.spec.bounds, self.spec.seed, self.rng,
+                                self.spec.knobs).params
             if tried not in (base, chosen, *out):
                 out.append(tried)
         return out

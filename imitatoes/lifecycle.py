@@ -48,11 +48,13 @@ def check(spec: Spec) -> dict[str, Any]:
     try:
         stats = client.system_stats()
         nodes = node_definitions(spec, client)
-        found = nodecheck.problems(spec.bind(spec.start), nodes)
+        found = nodecheck.problems(spec.bind(spec.start), nodes) + \
+            nodecheck.knob_problems(spec.knobs, spec.workflow, nodes)
         if found:
             raise WorkflowRejected(
                 f"the workflow does not fit ComfyUI at {spec.comfyui.url}:\n  " +
-                "\n  ".join(found) + "\nfix the workflow (or the spec's start values) and run "
+                "\n  ".join(found) + "\nfix the workflow (or the spec's start values and knobs) "
+                "and run "
                 "again; `imitatoes doctor SPEC` shows the rest")
         return {"comfyui": stats.get("system", {}).get("comfyui_version", "?"),
                 "stats": stats, "nodes": nodes, "critic": critic.check()}
@@ -73,7 +75,9 @@ def workflow_problems(spec: Spec) -> list[str]:
     client = ComfyClient(spec.comfyui.url, spec.comfyui.connect_timeout, spec.comfyui.timeout,
                          use_websocket=False)
     try:
-        return nodecheck.problems(spec.bind(spec.start), node_definitions(spec, client))
+        nodes = node_definitions(spec, client)
+        return nodecheck.problems(spec.bind(spec.start), nodes) + \
+            nodecheck.knob_problems(spec.knobs, spec.workflow, nodes)
     finally:
         client.close()
 

@@ -13,7 +13,7 @@ from typing import Any
 
 import jsonschema
 
-from . import specfiles, template, workflow, yamldoc
+from . import knobs, specfiles, template, workflow, yamldoc
 from .errors import Problem, WorkflowError
 from .yamldoc import Document
 
@@ -62,8 +62,14 @@ def with_defaults(data: dict[str, Any], node: dict[str, Any] | None = None) -> d
 
 
 def _top_key(error: jsonschema.ValidationError) -> str:
-    if error.absolute_path:
-        return str(error.absolute_path[0])
+    """The part of the spec an error breaks: a top-level key, or knobs.NAME for one knob (the
+    other knobs are still checked)."""
+    path = list(error.absolute_path)
+    if path[:1] == ["knobs"]:
+        name = path[1] if len(path) > 1 else error.instance
+        return f"knobs.{name}" if isinstance(name, str) else "knobs"
+    if path:
+        return str(path[0])
     if error.validator == "required":
         return error.message.split("'")[1]
     return ""
@@ -79,10 +85,10 @@ def _explain(doc: Document, error: jsonschema.ValidationError) -> list[Problem]:
     if error.validator == "required":
         missing = error.message.split("'")[1] if "'" in error.message else error.message
         return [doc.problem(where, f"missing required key {missing!r}", key=True)]
-    if error.validator == "propertyNames":
+    if "propertyNames" in error.relative_schema_path:  # a key, not a value, is wrong
         name = error.instance
-        return [doc.problem((*where, name), f"{name!r} is neither a token like __PROMPT__ nor a "
-                            "node path like 6.inputs.text", key=True)]
+        why = NAME_RULES.get(where, _message(error))
+        return [doc.problem((*where, name), f"{name!r}: {why}", key=True)]
     if error.validator == "enum":
         choices = ", ".join(str(c) for c in error.validator_value)
         return [doc.problem(where, f"{error.instance!r} is not one of: {choices}")]
@@ -90,6 +96,12 @@ def _explain(doc: Document, error: jsonschema.ValidationError) -> list[Problem]:
         return [doc.problem(where, "use letters, digits, '.', '_' and '-' only (it names run "
                             "folders), starting with a letter or digit, at most 80 characters")]
     return [doc.problem(where, _message(error))]
+
+
+NAME_RULES = {
+    ("bindings",): "neither a token like __PROMPT__ nor a node path like 6.inputs.text",
+    ("knobs",): "a knob's name is lowercase letters, digits and _, starting with a letter "
+                "(at most 40 characters)"}
 
 
 def _message(error: jsonschema.ValidationError) -> str:
@@ -143,7 +155,12 @@ def semantic_problems(doc: Document, spec: dict[str, Any], broken: set[str]) -> 
         flow = workflow.load(path)
     except WorkflowError as exc:
         return out + [doc.problem(("workflow",), str(exc))]
-    return out + _binding_problems(doc, spec, flow)
+    out += _binding_problems(doc, spec, flow)
+    if "knobs" not in broken:
+        sound = {name: d for name, d in spec["knobs"].items() if f"knobs.{name}" not in broken}
+        out += [doc.problem(("knobs", *where), why) for where, why in
+                knobs.problems(sound, flow, list(spec["bindings"]))]
+    return out
 
 
 def _outside(doc: Document, path: Path) -> str:
@@ -253,7 +270,10 @@ def _binding_problems(doc: Document, spec: dict[str, Any], flow: dict[str, Any])
         else:
             out.append(doc.problem(where, f"{target} does not occur in the workflow "
                                    f"{spec['workflow']}", key=True))
-    for token in sorted(found - set(spec["bindings"])):
+    declared = spec["knobs"] if isinstance(spec["knobs"], dict) else {}
+    knob_targets = {t for d in declared.values() if isinstance(d, dict)
+                    for t in knobs.targets_of(d) if isinstance(t, str)}
+    for token in sorted(found - set(spec["bindings"]) - knob_targets):
         out.append(doc.problem(("bindings",), f"{token} occurs in the workflow but is not bound; "
                                "ComfyUI would receive the token itself"))
     if "prompt" not in spec["bindings"].values():

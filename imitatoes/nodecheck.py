@@ -6,8 +6,11 @@ render."""
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
+
+from .knobs import Knob
+from .workflow import NODE_PATH
 
 
 def problems(workflow: Mapping[str, Any], info: Mapping[str, Any]) -> list[str]:
@@ -67,4 +70,57 @@ def _value_problem(value: Any, config: list[Any]) -> str:
             return f"{value} is below its minimum {extra['min']}"
         if "max" in extra and value > extra["max"]:
             return f"{value} is above its maximum {extra['max']}"
+    return ""
+
+
+def knob_problems(knobs: Sequence[Knob], workflow: Mapping[str, Any],
+                  info: Mapping[str, Any]) -> list[str]:
+    """Each knob against the inputs it lands in: a choice the node does not offer, a range
+    past the widget's, a number knob on a whole-number input, a choice on a number."""
+    out = []
+    for knob in knobs:
+        for node_id, name in _landing(workflow, knob.targets):
+            cls = str(workflow[node_id].get("class_type"))
+            config = _config(info.get(cls) or {}, name)
+            if config is None:
+                continue
+            found = _fit(knob, config)
+            if found:
+                out.append(f"knob {knob.name} -> node {node_id} ({cls}) {name}: {found}")
+    return out
+
+
+def _landing(workflow: Mapping[str, Any], targets: Sequence[str]) -> list[tuple[str, str]]:
+    """(node id, input) of each node path, and of each input whose whole value is a token."""
+    out = []
+    for target in targets:
+        m = NODE_PATH.match(target)
+        if m:
+            if isinstance(workflow.get(m.group(1)), dict):
+                out.append((m.group(1), m.group(2)))
+            continue
+        out += [(node_id, name) for node_id, node in workflow.items() if isinstance(node, dict)
+                for name, value in (node.get("inputs") or {}).items() if value == target]
+    return out
+
+
+def _fit(knob: Knob, config: list[Any]) -> str:
+    choices = _choices(config)
+    if knob.type == "choice":
+        if choices is None:
+            return f"the input is {config[0]}, not a list of choices"
+        missing = [str(c) for c in knob.choices if c not in choices]
+        return f"this ComfyUI does not offer {', '.join(missing)}" if missing else ""
+    if knob.type == "text":
+        return "" if config[0] == "STRING" else f"the input is {config[0]}, not text"
+    if config[0] not in ("INT", "FLOAT"):
+        return f"the input is {config[0] if choices is None else 'a choice'}, not a number"
+    if config[0] == "INT" and knob.type == "number" and not (
+            knob.step and float(knob.step).is_integer() and float(knob.min or 0).is_integer()):
+        return "the input takes whole numbers: make the knob type integer"
+    extra = config[1] if len(config) > 1 and isinstance(config[1], dict) else {}
+    if "min" in extra and knob.min is not None and knob.min < extra["min"]:
+        return f"knob min {knob.min:g} is below the input's minimum {extra['min']:g}"
+    if "max" in extra and knob.max is not None and knob.max > extra["max"]:
+        return f"knob max {knob.max:g} is above the input's maximum {extra['max']:g}"
     return ""

@@ -6,8 +6,11 @@ from __future__ import annotations
 import math
 import random
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 
+from . import knobs as knob_rules
+from .knobs import Knob
 from .spec import Bounds, Params, Range, SeedPolicy
 from .verdict import Changes
 
@@ -37,7 +40,7 @@ def new_seed(rng: random.Random) -> int:
 
 
 def apply(params: Params, changes: Changes, bounds: Bounds, policy: SeedPolicy,
-          rng: random.Random) -> Patch:
+          rng: random.Random, knobs: Sequence[Knob] = ()) -> Patch:
     applied: list[str] = []
     refused: list[Refusal] = []
     cfg = _number("cfg", params.cfg, changes.cfg, bounds.cfg, applied, refused)
@@ -49,7 +52,25 @@ def apply(params: Params, changes: Changes, bounds: Bounds, policy: SeedPolicy,
     seed = _seed(params.seed, changes.seed, policy, rng, applied, refused)
     new = replace(params, cfg=float(cfg), steps=int(steps), prompt=prompt, negative=negative,
                   seed=seed)
+    new = _knobs(new, changes.knobs, knobs, applied, refused)
     return Patch(new, tuple(applied), tuple(refused))
+
+
+def _knobs(params: Params, asked: Sequence[tuple[str, object]], knobs: Sequence[Knob],
+           applied: list[str], refused: list[Refusal]) -> Params:
+    declared = {k.name: k for k in knobs}
+    for name, value in asked:
+        knob = declared.get(name)
+        if knob is None:
+            refused.append(Refusal(name, value, "not a knob of this spec"))
+            continue
+        outcome = knob_rules.change(knob, params.knob(name), value)
+        if outcome.refused:
+            refused.append(Refusal(name, value, outcome.refused))
+        if outcome.applied:
+            applied.append(outcome.applied)
+            params = params.with_knob(name, outcome.value)
+    return params
 
 
 def _number(name: str, current: float, asked: float | None, r: Range, applied: list[str],
@@ -140,10 +161,21 @@ def _seed(current: int, asked: str | int, policy: SeedPolicy, rng: random.Random
     return seed
 
 
-def within(params: Params, bounds: Bounds) -> tuple[Params, tuple[str, ...]]:
+def within(params: Params, bounds: Bounds, knobs: Sequence[Knob] = ()
+           ) -> tuple[Params, tuple[str, ...]]:
     """Saved parameters brought inside bounds that changed since they were saved (resume after
-    an edit of the spec or --set): numbers clamped, texts cut back by whole terms."""
+    an edit of the spec or --set): numbers clamped, texts cut back by whole terms, knobs
+    the spec no longer declares dropped and new ones at their start."""
     notes: list[str] = []
+    saved = dict(params.knobs)
+    kept = []
+    for knob in knobs:
+        value = knob_rules.within(knob, saved.get(knob.name, knob.start))
+        if knob.name in saved and value != saved[knob.name]:
+            notes.append(f"{knob.name} {saved[knob.name]} -> {value} (knobs.{knob.name} is "
+                         f"now {knob.describe()})")
+        kept.append((knob.name, value))
+    params = replace(params, knobs=tuple(kept))
     cfg = min(max(params.cfg, bounds.cfg.min), bounds.cfg.max)
     steps = int(min(max(params.steps, bounds.steps.min), bounds.steps.max))
     prompt = params.prompt

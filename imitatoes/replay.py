@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import io
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ from PIL import Image, ImageChops, ImageStat
 from . import provenance, runfolder
 from .comfy import ComfyClient, ComfyRenderer
 from .errors import ImitatoesError
+from .spec import as_dict
 
 FOLDER = "replays"
 
@@ -64,7 +65,7 @@ def replay(run_dir: Path, key: str | None = None, overrides: list[str] | None = 
     changed = tuple(provenance.changes(provenance.latest(run_dir), now, ignore=("spec",)))
     result = Replayed(key, spec.comfyui.url, identical, difference, changed, folder)
     runfolder.write_atomic(folder / "result.json", runfolder.to_json(
-        {**asdict(result), "folder": str(folder), "params": asdict(record.params),
+        {**as_dict(result), "folder": str(folder), "params": as_dict(record.params),
          "provenance_now": now}))
     return result
 
@@ -109,4 +110,4 @@ def describe(result: Replayed) -> str:
 
 
 def to_dict(result: Replayed) -> dict[str, Any]:
-    return {**asdict(result), "folder": str(result.folder)}
+    return {**as_dict(result), "folder": str(result.folder)}

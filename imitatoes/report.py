@@ -19,6 +19,7 @@ from . import charts, patch, provenance, runfolder, thumbs
 from . import events as ev
 from .errors import ImitatoesError
 from .runfolder import IterationRecord
+from .spec import Params
 from .state import RunState
 
 REFRESH_SECONDS = 5
@@ -224,7 +225,28 @@ def _charts(spec: dict[str, Any], records: list[IterationRecord]) -> str:
         charts.line_chart("cfg (scale: the spec's bounds)", labels, cfgs, *span("cfg", cfgs),
                           "#d55") if records else "",
         charts.line_chart("steps (scale: the spec's bounds)", labels, steps,
-                          *span("steps", steps), "#36c") if records else ""])
+                          *span("steps", steps), "#36c") if records else "",
+        *_knob_charts(spec, records, labels)])
+
+
+def _knob_charts(spec: dict[str, Any], records: list[IterationRecord], labels: list[str]
+                 ) -> list[str]:
+    """A chart per numeric knob, on the scale of the knob's bounds."""
+    out = []
+    for name, d in (spec.get("knobs") or {}).items():
+        values = [dict(r.params.knobs).get(name) for r in records]
+        numbers = [float(v) for v in values if isinstance(v, int | float)]
+        if not records or len(numbers) != len(values) or "min" not in d or "max" not in d:
+            continue
+        out.append(charts.line_chart(f"{name} (scale: the knob's bounds)", labels, numbers,
+                                     min([d["min"], *numbers]), max([d["max"], *numbers]),
+                                     "#a5c"))
+    return out
+
+
+def _knob_text(p: Params) -> str:
+    return " · ".join(f"{name} {value:g}" if isinstance(value, int | float) else
+                      f"{name} {value}" for name, value in p.knobs)
 
 
 def _compare(records: list[IterationRecord], state: RunState) -> str:
@@ -250,14 +272,16 @@ def _cards(run_dir: Path, state: RunState, records: list[IterationRecord]) -> st
         score = "—" if r.score is None else f"{r.score:.2f}"
         cls = " ".join(c for c, on in (("best", r.key == best), ("done", r.key == state.done_key))
                        if on)
-        caption = f"{r.key} · score {score} · seed {r.params.seed} · cfg {r.params.cfg:g} · " \
-                  f"steps {r.params.steps}"
+        settings = " · ".join(filter(None, [
+            f"seed {r.params.seed} · cfg {r.params.cfg:g} · steps {r.params.steps}",
+            _knob_text(r.params)]))
+        caption = f"{r.key} · score {score} · {settings}"
         cards.append(
             f'<div class="card {cls}" id="card-{escape(r.key)}" data-caption="'
             f'{escape(caption)}"><a href="{escape(r.key)}.png"><img alt="{escape(r.key)}" '
             f'src="{thumbs.data_uri(run_dir, r.key)}"></a><span class="k">{escape(r.key)}'
-            f'</span><span class="score">{score}</span><div class="muted">seed '
-            f"{r.params.seed} · cfg {r.params.cfg:g} · steps {r.params.steps}</div>"
+            f'</span><span class="score">{score}</span><div class="muted">'
+            f"{escape(settings)}</div>"
             f"<div>{escape(r.reason)}</div>{_others(run_dir, r)}</div>")
     return "".join(cards)
 
@@ -278,6 +302,7 @@ def _others(run_dir: Path, r: IterationRecord) -> str:
 
 def _table(records: list[IterationRecord]) -> str:
     rows, previous = [], {"prompt": "", "negative": ""}
+    with_knobs = any(r.params.knobs for r in records)
     for r in records:
         p = r.params
         score = "—" if r.score is None else f"{r.score:.2f}"
@@ -287,12 +312,15 @@ def _table(records: list[IterationRecord]) -> str:
         timing = f"{r.seconds.get('render', 0):.1f} / {r.seconds.get('critique', 0):.1f}"
         rows.append(f"<tr><td>{escape(r.key)}</td><td>{marked(p.prompt, previous['prompt'])}"
                     f"</td><td>{marked(p.negative, previous['negative'])}</td><td>{p.cfg:g}"
-                    f"</td><td>{p.steps}</td><td>{p.seed}</td><td>{score}</td><td>{timing}</td>"
+                    f"</td><td>{p.steps}</td><td>{p.seed}</td>"
+                    f"{f'<td>{escape(_knob_text(p))}</td>' if with_knobs else ''}"
+                    f"<td>{score}</td><td>{timing}</td>"
                     f"<td>{escape(r.reason)}</td><td>"
                     f"{escape('; '.join(r.applied or []) or 'nothing')}{refused}</td></tr>")
         previous = {"prompt": p.prompt, "negative": p.negative}
     return ('<table class="wide"><tr><th>image</th><th>prompt (new terms marked)</th>'
-            "<th>negative</th><th>cfg</th><th>steps</th><th>seed</th><th>score</th>"
+            "<th>negative</th><th>cfg</th><th>steps</th><th>seed</th>"
+            f"{'<th>knobs</th>' if with_knobs else ''}<th>score</th>"
             "<th>render / critique s</th><th>critic</th><th>applied</th></tr>"
             f'{"".join(rows)}</table>')
 

@@ -16,7 +16,7 @@ import os
 import shutil
 import socket
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -30,7 +30,7 @@ from .errors import ImitatoesError
 from .imagecheck import MAX_PIXELS, NotAnImage
 from .imagecheck import check as check_image
 from .patch import Refusal
-from .spec import Params, Spec
+from .spec import Params, Spec, as_dict
 from .state import RunState
 from .verdict import Attempt, Changes, Check, Verdict
 
@@ -133,18 +133,23 @@ class CriticRecord:
     image_sent: dict[str, Any]  # bytes, mime, width, height
 
     def to_dict(self) -> dict[str, Any]:
-        return {"prompt": self.prompt, "answers": [asdict(a) for a in self.answers],
-                "verdict": asdict(self.verdict) if self.verdict else None, "error": self.error,
+        return {"prompt": self.prompt, "answers": [as_dict(a) for a in self.answers],
+                "verdict": as_dict(self.verdict) if self.verdict else None, "error": self.error,
                 "image_sent": self.image_sent}
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> CriticRecord:
         v = d.get("verdict")
-        verdict = Verdict(v["done"], Changes(**v["changes"]), v["reason"],
+        verdict = Verdict(v["done"], _changes(v["changes"]), v["reason"],
                           tuple(Check(**c) for c in v["checklist"]), v["score"],
                           v["claimed_done"]) if v else None
         return CriticRecord(d["prompt"], tuple(Attempt(**a) for a in d["answers"]), verdict,
                             d.get("error", ""), d.get("image_sent", {}))
+
+
+def _changes(d: dict[str, Any]) -> Changes:
+    knobs = d.get("knobs") or {}
+    return Changes(**{**d, "knobs": tuple(knobs.items())})
 
 
 @dataclass
@@ -171,15 +176,15 @@ class IterationRecord:
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"key": self.key, "loop": self.loop, "iteration": self.iteration,
-                             "params": asdict(self.params), "prompt_id": self.prompt_id,
+                             "params": as_dict(self.params), "prompt_id": self.prompt_id,
                              "seconds": dict(self.seconds)}
         if self.critic is not None:
             d["critic"] = self.critic.to_dict()
         if self.applied is not None:
             d.update(score=self.score, reverted_to=self.reverted_to, applied=list(self.applied),
-                     refused=[asdict(r) for r in self.refused],
-                     next_params=asdict(self.next_params) if self.next_params else None,
-                     requirements=[asdict(i) for i in self.requirements])
+                     refused=[as_dict(r) for r in self.refused],
+                     next_params=as_dict(self.next_params) if self.next_params else None,
+                     requirements=[as_dict(i) for i in self.requirements])
             if self.done_rejected is not None:
                 d["done_rejected"] = list(self.done_rejected)
         if self.candidates is not None:
@@ -192,11 +197,12 @@ class IterationRecord:
     def from_dict(d: dict[str, Any]) -> IterationRecord:
         nxt = d.get("next_params")
         return IterationRecord(
-            d["key"], d["loop"], d["iteration"], Params(**d["params"]), d.get("prompt_id", ""),
+            d["key"], d["loop"], d["iteration"], Params.from_dict(d["params"]),
+            d.get("prompt_id", ""),
             dict(d.get("seconds", {})),
             CriticRecord.from_dict(d["critic"]) if d.get("critic") else None,
             d.get("applied"), d.get("score"), d.get("reverted_to"),
-            [Refusal(**r) for r in d.get("refused", [])], Params(**nxt) if nxt else None,
+            [Refusal(**r) for r in d.get("refused", [])], Params.from_dict(nxt) if nxt else None,
             [Item(**i) for i in d.get("requirements", [])], d.get("done_rejected"),
             d.get("candidates"), d.get("head_to_head"))
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from . import knobs as knob_rules
 from . import lint, specfiles, template, workflow, yamldoc
 from .errors import InvalidSpec, WorkflowError
 from .yamldoc import Document
@@ -24,6 +25,33 @@ class Params:
     cfg: float
     steps: int
     seed: int
+    knobs: tuple[tuple[str, Any], ...] = ()  # (name, value) of each knob, in the spec's order
+
+    def knob(self, name: str) -> Any:
+        return dict(self.knobs)[name]
+
+    def with_knob(self, name: str, value: Any) -> Params:
+        return replace(self, knobs=tuple((n, value if n == name else v) for n, v in self.knobs))
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> Params:
+        """Params as saved in JSON (knobs as [name, value] pairs; runs before knobs had none)."""
+        knobs = d.get("knobs") or ()
+        pairs = knobs.items() if isinstance(knobs, dict) else knobs
+        return Params(d["prompt"], d["negative"], d["cfg"], d["steps"], d["seed"],
+                      tuple((str(n), v) for n, v in pairs))
+
+
+def as_dict(obj: Any) -> dict[str, Any]:
+    """dataclasses.asdict, with knob values as a {name: value} mapping (the pairs keep them
+    hashable in Params and Changes; the mapping is how a person reads them in JSON)."""
+    return asdict(obj, dict_factory=lambda pairs: {
+        k: dict(v) if k == "knobs" and _pairs(v) else v for k, v in pairs})
+
+
+def _pairs(value: Any) -> bool:
+    return isinstance(value, tuple) and all(isinstance(p, tuple) and len(p) == 2
+                                            for p in value)
 
 
 @dataclass(frozen=True)
@@ -70,6 +98,7 @@ class Critic:
     image: ImageGuard
     prompt_template: str  # the template text, read from its file when the spec names one
     verifier: str | None = None  # the model that checks a done claim (search.verify_done)
+    knobs: tuple[knob_rules.Knob, ...] = ()  # what the verdict schema lets the critic name
 
 
 @dataclass(frozen=True)
@@ -116,10 +145,14 @@ class Spec:
     comfyui: Comfy
     output_dir: Path
     data: Mapping[str, Any]  # the document as run (overrides applied), for the run folder
+    knobs: tuple[knob_rules.Knob, ...] = ()
 
     def bind(self, params: Params) -> dict[str, Any]:
         """The workflow to submit for `params`."""
         values = {target: getattr(params, name) for target, name in self.bindings}
+        chosen = dict(params.knobs)
+        values.update({target: chosen[k.name] for k in self.knobs for target in k.targets
+                       if k.name in chosen})
         return workflow.bind(self.workflow, values)
 
 
@@ -216,12 +249,15 @@ def build(doc: Document) -> Spec:
     spec_dir = doc.path.parent
     workflow_path = yamldoc.relative_path(spec_dir, d["workflow"])
     runs = os.environ.get("IMITATOES_RUNS")
+    flow = workflow.load(workflow_path)
+    knobs = knob_rules.build(d.get("knobs") or {}, flow)
+    start = replace(_params(d["start"]), knobs=tuple((k.name, k.start) for k in knobs))
     return Spec(
         path=doc.path, name=d["name"], goal=d["goal"], requirements=tuple(d["requirements"]),
-        workflow_path=workflow_path, workflow=workflow.load(workflow_path),
-        bindings=tuple(d["bindings"].items()), start=_params(d["start"]),
-        bounds=_bounds(d["bounds"]), seed=SeedPolicy(**d["seed"]), critic=_critic(d["critic"],
-                                                                                   spec_dir),
+        workflow_path=workflow_path, workflow=flow, knobs=knobs,
+        bindings=tuple(d["bindings"].items()), start=start,
+        bounds=_bounds(d["bounds"]), seed=SeedPolicy(**d["seed"]),
+        critic=replace(_critic(d["critic"], spec_dir), knobs=knobs),
         limits=Limits(**d["limits"]), search=Search(**d.get("search") or {"verify_done": False}),
         comfyui=Comfy(**{**d["comfyui"],
                                                        "url": d["comfyui"]["url"].rstrip("/")}),

@@ -3,11 +3,11 @@ get copies; the run folder's state.json is `RunState.to_dict()`."""
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .patch import within
-from .spec import Params, Spec
+from .spec import Params, Spec, as_dict
 
 HISTORY_KEPT = 50  # the most a critic may be shown (critic.history); older rounds stay on disk
 
@@ -61,7 +61,7 @@ class RunState:
         del self.history[:-HISTORY_KEPT]  # state.json stays small however long the run
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return as_dict(self)
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> RunState:
@@ -70,16 +70,18 @@ class RunState:
         # saved render, if it has one), so no number is skipped and no budget lost.
         iteration = d["iteration"] - (1 if d.get("in_progress") else 0)
         return RunState(
-            params=Params(**d["params"]), loop=d["loop"], iteration=iteration,
+            params=Params.from_dict(d["params"]), loop=d["loop"], iteration=iteration,
             last_loop=d["last_loop"], budget_start=d.get("budget_start", 1),
             renders=d["renders"], status=d["status"],
-            best=Best(best["key"], best["score"], Params(**best["params"])) if best else None,
+            best=Best(best["key"], best["score"], Params.from_dict(best["params"]))
+            if best else None,
             done_key=d.get("done_key"),
-            history=[Tried(**{**t, "params": Params(**t["params"])}) for t in d["history"]],
+            history=[Tried(**{**t, "params": Params.from_dict(t["params"])})
+                     for t in d["history"]],
             instructions=list(d.get("instructions") or
                               ([d["instruction"]] if d.get("instruction") else [])),
             failures=d.get("failures", 0),
-            proposals=[Params(**p) for p in d.get("proposals", [])],
+            proposals=[Params.from_dict(p) for p in d.get("proposals", [])],
             pending=d.get("pending"), stalled=d.get("stalled", False))
 
 
@@ -99,10 +101,10 @@ def within_limits(state: RunState, spec: Spec) -> tuple[RunState, tuple[str, ...
     last = max(state.budget_start + spec.limits.max_loops - 1, state.loop)
     notes = [f"the loop budget now ends after loop {last} (was {state.last_loop})"] \
         if last != state.last_loop else []
-    params, changed = within(state.params, spec.bounds)
+    params, changed = within(state.params, spec.bounds, spec.knobs)
     best = state.best
     if best is not None:
-        best = replace(best, params=within(best.params, spec.bounds)[0])
+        best = replace(best, params=within(best.params, spec.bounds, spec.knobs)[0])
     return replace(state, last_loop=last, params=params, best=best), (*notes, *changed)
 
 

@@ -20,7 +20,8 @@ VARIABLES: dict[str, str] = {
     "cfg": "the cfg of the image being judged",
     "steps": "the steps of the image being judged",
     "seed": "the seed of the image being judged",
-    "bounds": "the ranges the critic may move cfg and steps in, and the size limits",
+    "bounds": "the ranges the critic may move cfg and steps in, the size limits, and the "
+              "knobs with their bounds and current values",
     "loop": "the loop number (1-based)",
     "iteration": "the iteration number within the loop (1-based)",
     "max_loops": "the spec's max_loops",

@@ -7,7 +7,7 @@ import json
 import math
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cache
 from importlib import resources
 from typing import Any
@@ -16,6 +16,7 @@ import jsonschema
 
 from .critic_image import Prepared
 from .errors import ImitatoesError
+from .knobs import Knob, schema_property
 
 FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.S)
 CHANGE_DEFAULTS = {"prompt_append": "", "neg_append": "", "cfg": None, "steps": None,
@@ -32,11 +33,15 @@ def schema() -> dict[str, Any]:
     return json.loads(text)
 
 
-def schema_for(checklist: Sequence[str]) -> dict[str, Any]:
+def schema_for(checklist: Sequence[str], knobs: Sequence[Knob] = ()) -> dict[str, Any]:
     """The verdict schema for one question: exactly one checklist entry per requirement, in
     order, each naming its requirement, so a model held to the schema (Ollama's `format`)
-    cannot skip one or judge one it made up."""
+    cannot skip one or judge one it made up; and `changes` names exactly the spec's knobs."""
     out = copy.deepcopy(schema())
+    if knobs:
+        changes = out["properties"]["changes"]
+        changes["properties"].update({k.name: schema_property(k) for k in knobs})
+        changes["required"] = [*changes["required"], *(k.name for k in knobs)]
     if not checklist:
         return out
     item = out["properties"]["checklist"]["items"]
@@ -83,6 +88,7 @@ class Changes:
     cfg: float | None = None
     steps: int | None = None
     seed: str | int = "keep"
+    knobs: tuple[tuple[str, Any], ...] = ()  # (name, value asked) for keys beyond the five
 
 
 @dataclass(frozen=True)
@@ -144,17 +150,34 @@ def parse(text: str) -> Verdict:
                                 for a in data["alternatives"]]
     elif "changes" not in data and data.get("done") is True:
         data["changes"] = dict(CHANGE_DEFAULTS)
+    asked = _knob_requests(data)
     errors = sorted(jsonschema.Draft202012Validator(schema()).iter_errors(data),
                     key=lambda e: list(e.absolute_path))
     if errors:
         where = ".".join(str(p) for p in errors[0].absolute_path) or "the object"
         raise VerdictInvalid(f"{where}: {errors[0].message}")
-    return build(data)
+    return build(data, asked)
 
 
-def build(data: dict[str, Any]) -> Verdict:
-    changes = _changes(data["changes"], "changes")
-    alternatives = tuple(_changes(a, f"alternatives.{n}")
+def _knob_requests(data: dict[str, Any]) -> list[tuple[tuple[str, Any], ...]]:
+    """Keys of `changes` (and of each alternative) beyond the five, taken out before the
+    schema check: they name knobs, and whether the spec declares them is for the patch to
+    decide (an unknown one is refused and recorded, not a reason to ask again)."""
+    found = []
+    for changes in [data.get("changes"), *(data.get("alternatives") or [])]:
+        if not isinstance(changes, dict):
+            found.append(())
+            continue
+        extra = [(k, changes.pop(k)) for k in list(changes) if k not in CHANGE_DEFAULTS]
+        found.append(tuple((k, v) for k, v in extra if v is not None))  # null: no change
+    return found
+
+
+def build(data: dict[str, Any], asked: Sequence[tuple[tuple[str, Any], ...]] = ()
+          ) -> Verdict:
+    asked = list(asked) + [()] * (1 + len(data.get("alternatives", [])) - len(asked))
+    changes = replace(_changes(data["changes"], "changes"), knobs=asked[0])
+    alternatives = tuple(replace(_changes(a, f"alternatives.{n}"), knobs=asked[n + 1])
                          for n, a in enumerate(data.get("alternatives", [])))
     checklist = tuple(Check(i["requirement"], i["met"], i.get("observation", ""))
                       for i in data.get("checklist", []))

@@ -54,6 +54,9 @@ class Knobs:
     missed: float = 0.0
     noise_seed: int = 0
     first_bias: float = 0.0  # head-to-head: the chance of preferring the first image shown
+    # Knob changes every verdict that is not done asks for, as a model told of the spec's
+    # knobs answers ({"denoise": 0.5}); names and values are sent as given, sane or not.
+    tune: dict[str, Any] = field(default_factory=dict)
 
 
 def _dumps(data: Any) -> str:
@@ -301,6 +304,8 @@ class OllamaStandin(BackgroundServer):
             if verdict["checklist"]:  # a picky critic: the last requirement is never quite met
                 verdict["checklist"][-1].update(met=False, observation="knob never_done")
             verdict["changes"]["seed"] = "new"
+        if self.knobs.tune and not verdict["done"]:
+            verdict["changes"].update(self.knobs.tune)
         if self.knobs.wild > 0:
             self.knobs.wild -= 1
             verdict.update(done=False, checklist=[])
