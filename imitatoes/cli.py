@@ -136,26 +136,48 @@ def _problems(path: Path, overrides: list[str], allow_outside: bool,
 @app.command()
 def init(
     workflow_file: Annotated[Path, typer.Argument(
-        metavar="WORKFLOW", help="An API-format workflow (Workflow > Export (API)).")],
+        metavar="WORKFLOW", help="Your workflow: API format (Workflow > Export (API)) or the "
+        "UI format ComfyUI saves (converted with --comfy-url's node definitions).")],
     goal: Annotated[str | None, typer.Option(help="What you want (default: the prompt).")] = None,
     output: Annotated[Path | None, typer.Option(
         help="Where the spec goes (default: beside the workflow, named after it).")] = None,
+    comfy_url: Annotated[str | None, typer.Option(
+        metavar="URL", help="A running ComfyUI whose node definitions convert a UI-format "
+        "workflow and bound the proposed knobs (default: $IMITATOES_COMFY_URL).")] = None,
 ) -> None:
     """Write a starter spec for a workflow you already have: prompt, negative, seed, steps and
-    cfg bound by node path, starting at the workflow's own values."""
+    cfg (or Flux guidance) bound by node path, starting at the workflow's own values, and
+    knobs for sampler, scheduler, denoise and LoRA strengths proposed, commented out."""
     from . import starter
 
     target = output or workflow_file.with_suffix(".yaml")
+    url = comfy_url or os.environ.get("IMITATOES_COMFY_URL")
     with reported():
-        found = starter.write(workflow_file, target, goal)
+        info = _node_definitions(url) if url else None
+        found = starter.write(workflow_file, target, goal, info)
         try:
             spec.load(target, env={}, allow_outside=True)  # what init writes must validate
         except InvalidSpec:
             target.unlink()  # leave nothing half-right behind
+            if found.converted is not None:
+                found.converted.unlink(missing_ok=True)
             raise
     for note in found.notes:
         typer.echo(f"  {note}")
     typer.echo(f"wrote {target}; next: imitatoes validate {target}")
+
+
+def _node_definitions(url: str) -> dict[str, Any]:
+    from .comfy import ComfyClient, ComfyError
+
+    client = ComfyClient(url, use_websocket=False)
+    try:
+        return client.object_info()
+    except ComfyError as exc:
+        raise UsageError(f"could not read the node definitions of ComfyUI at {url}: {exc}"
+                         ) from None
+    finally:
+        client.close()
 
 
 @app.command("schema")

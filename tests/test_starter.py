@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import yaml
 from typer.testing import CliRunner
 
+from imitatoes import nodecheck, starter
 from imitatoes import spec as specs
 from imitatoes.cli import app
 
@@ -66,7 +68,7 @@ def test_init_refuses_what_it_cannot_bind(tmp_path: Path) -> None:
     del flow["3"]
     (tmp_path / "no_sampler.json").write_text(json.dumps(flow))
     result = runner.invoke(app, ["init", str(tmp_path / "no_sampler.json")])
-    assert result.exit_code == 2 and "no KSampler" in result.output
+    assert result.exit_code == 2 and "no sampler imitatoes knows" in result.output
     assert not (tmp_path / "no_sampler.yaml").exists()
     ui = runner.invoke(app, ["init", str(ROOT / "tests/specs/workflows/ui_export.json"),
                              "--output", str(tmp_path / "ui.yaml")])
@@ -84,3 +86,132 @@ def test_init_keeps_tokens_a_user_already_placed(tmp_path: Path) -> None:
     s = specs.load(tmp_path / "sdxl.yaml", env={})
     assert ("__PROMPT__", "prompt") in s.bindings and s.start.prompt == "a lighthouse"
     assert s.bind(s.start)["6"]["inputs"]["text"] == "a lighthouse"
+
+
+def uncommented(path: Path) -> Path:
+    """The spec with init's proposed knobs switched on, as a user would do it."""
+    text = path.read_text()
+    text = text.replace("# knobs:", "knobs:").replace("#   ", "  ")
+    path.write_text(text)
+    return path
+
+
+def test_init_converts_a_ui_workflow_with_the_servers_definitions(servers, tmp_path: Path
+                                                                   ) -> None:
+    comfy, ollama = servers
+    comfy.knobs.loras = ["style.safetensors"]
+    shutil.copy(ROOT / "tests/specs/workflows/sd15_lora.ui.json", tmp_path / "fox.json")
+    result = runner.invoke(app, ["init", str(tmp_path / "fox.json"), "--comfy-url", comfy.url,
+                                 "--goal", "A red fox in snow"])
+    assert result.exit_code == 0, result.output
+    assert "converted the UI-format workflow to API format" in result.output
+    api = json.loads((tmp_path / "fox.api.json").read_text())
+    assert set(api) == {"3", "4", "5", "6", "7", "8", "9", "10"}  # no note, reroute, primitive,
+    assert api["9"]["inputs"]["images"] == ["8", 0]  # bypassed invert wired around
+    assert api["3"]["inputs"]["seed"] == 156680208700286  # the primitive's value
+    spec = specs.load(uncommented(tmp_path / "fox.yaml"), env={})
+    assert spec.workflow_path == tmp_path / "fox.api.json"
+    assert {k.name: k.targets for k in spec.knobs} == {
+        "sampler": ("3.inputs.sampler_name",), "scheduler": ("3.inputs.scheduler",),
+        "lora": ("10.inputs.strength_model", "10.inputs.strength_clip")}
+    offered = comfy.object_info()["KSampler"]["input"]["required"]["sampler_name"][0]
+    assert set(spec.knobs[0].choices) <= set(offered) and spec.knobs[0].start == "euler"
+    # and it runs as written: one iteration against the stand-ins, knobs and all
+    run = runner.invoke(app, ["run", str(tmp_path / "fox.yaml"), "--comfy-url", comfy.url,
+                              "--ollama-url", ollama.url, "--set", "limits.max_loops=1",
+                              "--set", "limits.iterations_per_loop=1", "--set",
+                              "critic.model=qwen2.5vl:7b", "--runs-dir", str(tmp_path / "r"),
+                              "--yes"])
+    assert run.exit_code in (0, 3), run.output
+    assert len(list((tmp_path / "r").glob("*/loop_01_iter_01.png"))) == 1
+
+
+def test_a_ui_workflow_needs_a_server_and_refuses_what_it_cannot_convert(servers, tmp_path: Path
+                                                                         ) -> None:
+    comfy, _ = servers
+    ui = json.loads((ROOT / "tests/specs/workflows/sd15_lora.ui.json").read_text())
+    (tmp_path / "fox.json").write_text(json.dumps(ui))
+    alone = runner.invoke(app, ["init", str(tmp_path / "fox.json")])
+    assert alone.exit_code == 2 and "give --comfy-url" in alone.output
+    ui["nodes"][0]["type"] = "CheckpointLoaderFancy"
+    (tmp_path / "fox.json").write_text(json.dumps(ui))
+    refused = runner.invoke(app, ["init", str(tmp_path / "fox.json"), "--comfy-url", comfy.url])
+    assert refused.exit_code == 2
+    assert "node 4 (CheckpointLoaderFancy): not a node this ComfyUI knows" in refused.output
+    assert not (tmp_path / "fox.yaml").exists() and not (tmp_path / "fox.api.json").exists()
+
+
+def node(cls: str, **inputs: object) -> dict[str, object]:
+    return {"class_type": cls, "inputs": inputs}
+
+
+FLUX = {  # SamplerCustomAdvanced with RandomNoise, BasicGuider, KSamplerSelect, BasicScheduler
+    "11": node("DualCLIPLoader", clip_name1="t5xxl_fp16.safetensors",
+               clip_name2="clip_l.safetensors", type="flux"),
+    "12": node("UNETLoader", unet_name="flux1-dev.safetensors", weight_dtype="default"),
+    "6": node("CLIPTextEncode", text="a lighthouse in a storm", clip=["11", 0]),
+    "26": node("FluxGuidance", guidance=3.5, conditioning=["6", 0]),
+    "22": node("BasicGuider", model=["12", 0], conditioning=["26", 0]),
+    "25": node("RandomNoise", noise_seed=219670278747233),
+    "16": node("KSamplerSelect", sampler_name="euler"),
+    "17": node("BasicScheduler", scheduler="simple", steps=20, denoise=1.0, model=["12", 0]),
+    "27": node("EmptySD3LatentImage", width=1024, height=1024, batch_size=1),
+    "13": node("SamplerCustomAdvanced", noise=["25", 0], guider=["22", 0], sampler=["16", 0],
+               sigmas=["17", 0], latent_image=["27", 0]),
+    "10": node("VAELoader", vae_name="ae.safetensors"),
+    "8": node("VAEDecode", samples=["13", 0], vae=["10", 0]),
+    "9": node("SaveImage", filename_prefix="flux", images=["8", 0]),
+}
+
+
+def full_catalogue() -> dict[str, object]:
+    return json.loads((ROOT / "tests/fixtures/comfyui/object_info_full.json").read_text()
+                      )["response"]["body"]
+
+
+def test_flux_binds_guidance_and_the_sampler_parts(tmp_path: Path) -> None:
+    found = starter.find(FLUX)
+    assert found.bindings == {"25.inputs.noise_seed": "seed", "17.inputs.steps": "steps",
+                              "6.inputs.text": "prompt", "26.inputs.guidance": "cfg"}
+    knobs = starter.propose(FLUX, full_catalogue())
+    assert knobs["sampler"]["path"] == "16.inputs.sampler_name"
+    assert knobs["scheduler"] == {"path": "17.inputs.scheduler", "choices": [
+        "simple", "normal", "karras", "exponential", "sgm_uniform", "beta"]}
+    assert "denoise" not in knobs  # from an empty latent: below 1 only leaves noise
+    img2img = {**FLUX, "27": node("VAEEncode", pixels=["30", 0], vae=["10", 0]),
+               "30": node("LoadImage", image="fox.png")}
+    assert starter.propose(img2img, full_catalogue())["denoise"] == {
+        "path": "17.inputs.denoise", "type": "number", "min": 0.3, "max": 1.0,
+        "max_delta": 0.15, "step": 0.05}
+    (tmp_path / "flux.json").write_text(json.dumps(FLUX))
+    starter.write(tmp_path / "flux.json", tmp_path / "flux.yaml", None, full_catalogue())
+    spec = specs.load(uncommented(tmp_path / "flux.yaml"), env={})
+    assert (spec.start.cfg, spec.start.steps, spec.start.seed) == (3.5, 20, 219670278747233)
+    assert nodecheck.knob_problems(spec.knobs, spec.workflow, full_catalogue()) == []
+
+
+def test_sdxl_with_a_refiner_binds_the_base_and_both_texts() -> None:
+    flow = {
+        "4": node("CheckpointLoaderSimple", ckpt_name="sd_xl_base_1.0.safetensors"),
+        "12": node("CheckpointLoaderSimple", ckpt_name="sd_xl_refiner_1.0.safetensors"),
+        "75": node("CLIPTextEncodeSDXL", text_g="a lighthouse", text_l="a lighthouse",
+                   width=1024, height=1024, crop_w=0, crop_h=0, target_width=1024,
+                   target_height=1024, clip=["4", 1]),
+        "7": node("CLIPTextEncode", text="text, watermark", clip=["4", 1]),
+        "81": node("CLIPTextEncodeSDXLRefiner", ascore=6, width=1024, height=1024,
+                   text="a lighthouse", clip=["12", 1]),
+        "5": node("EmptyLatentImage", width=1024, height=1024, batch_size=1),
+        "10": node("KSamplerAdvanced", add_noise="enable", noise_seed=721897303308196, steps=25,
+                   cfg=8, sampler_name="euler", scheduler="normal", start_at_step=0,
+                   end_at_step=20, return_with_leftover_noise="enable", model=["4", 0],
+                   positive=["75", 0], negative=["7", 0], latent_image=["5", 0]),
+        "11": node("KSamplerAdvanced", add_noise="disable", noise_seed=0, steps=25, cfg=8,
+                   sampler_name="euler", scheduler="normal", start_at_step=20,
+                   end_at_step=10000, return_with_leftover_noise="disable", model=["12", 0],
+                   positive=["81", 0], negative=["7", 0], latent_image=["10", 0]),
+    }
+    found = starter.find(flow)
+    assert found.bindings == {"10.inputs.noise_seed": "seed", "10.inputs.steps": "steps",
+                              "10.inputs.cfg": "cfg", "75.inputs.text_g": "prompt",
+                              "75.inputs.text_l": "prompt", "7.inputs.text": "negative"}
+    assert any("other samplers (11" in note for note in found.notes)

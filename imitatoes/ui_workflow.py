@@ -1,0 +1,194 @@
+"""UI-format workflows (what ComfyUI's Save writes: litegraph `nodes` and `links`) turned into
+the API format ComfyUI runs, as its own frontend does (`app.graphToPrompt()`): widget values
+mapped to inputs by the server's node definitions, links resolved through Reroute nodes,
+PrimitiveNode values inlined, notes dropped, muted nodes left out and bypassed nodes wired
+around. Values are kept as written; what cannot be converted is refused with its node id."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import WorkflowError
+
+NOTES = frozenset({"Note", "MarkdownNote"})
+WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
+MUTED, BYPASSED = 2, 4  # litegraph modes: NEVER, and the frontend's BYPASS
+UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_upload")
+# Widgets the frontend shows but does not send: "control after generate" after a seed, and
+# the upload button after a file choice.
+CONTROL, UPLOAD = "<control after generate>", "<upload>"
+
+
+class Unconvertible(WorkflowError):
+    """The workflow has parts that cannot become API format; one line per node."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("this UI-format workflow cannot be converted:\n  " +
+                         "\n  ".join(problems) + "\nexport it with Workflow > Export (API) in "
+                         "ComfyUI instead, or fix the nodes named above")
+
+
+def is_ui_format(data: Any) -> bool:
+    return isinstance(data, dict) and isinstance(data.get("nodes"), list) and "links" in data
+
+
+@dataclass(frozen=True)
+class _Link:
+    origin: int
+    slot: int
+    type: str
+
+
+@dataclass(frozen=True)
+class _Value:
+    value: Any
+
+
+def to_api(ui: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
+    """The API-format workflow of a UI-format one, given the server's /object_info."""
+    problems: list[str] = []
+    if (ui.get("definitions") or {}).get("subgraphs"):
+        problems.append("the workflow has subgraphs; unpack them (right-click > Unpack "
+                        "Subgraph) and save again")
+    nodes = {n["id"]: n for n in ui["nodes"] if isinstance(n, dict) and "id" in n}
+    links = _links(ui.get("links") or [])
+    out: dict[str, Any] = {}
+    for node_id in sorted(nodes, key=_order):
+        node = nodes[node_id]
+        kind = str(node.get("type"))
+        if kind in NOTES or kind in ("Reroute", "PrimitiveNode") or \
+                node.get("mode") in (MUTED, BYPASSED):
+            continue
+        definition = info.get(kind)
+        if not isinstance(definition, dict):
+            problems.append(f"node {node_id} ({kind}): not a node this ComfyUI knows (a custom "
+                            "node pack not installed?)")
+            continue
+        try:
+            inputs = _inputs(node, definition, nodes, links)
+        except _Refused as exc:
+            problems.append(f"node {node_id} ({kind}): {exc}")
+            continue
+        title = node.get("title") or definition.get("display_name") or kind
+        out[str(node_id)] = {"inputs": inputs, "class_type": kind, "_meta": {"title": title}}
+    if problems:
+        raise Unconvertible(problems)
+    if not out:
+        raise Unconvertible(["no node is left to run (all notes, muted or bypassed)"])
+    return out
+
+
+class _Refused(Exception):
+    pass
+
+
+def _order(node_id: Any) -> tuple[int, Any]:
+    """Ascending numeric ids, as JavaScript orders integer-like keys."""
+    return (0, int(node_id)) if str(node_id).isdigit() else (1, str(node_id))
+
+
+def _links(raw: list[Any]) -> dict[int, tuple[int, int, str]]:
+    """link id -> (origin node, origin slot, type), from 0.4 lists or version-1 objects."""
+    out = {}
+    for link in raw:
+        if isinstance(link, list) and len(link) >= 6:
+            out[link[0]] = (link[1], link[2], str(link[5]))
+        elif isinstance(link, dict):
+            out[link["id"]] = (link["origin_id"], link["origin_slot"], str(link.get("type")))
+    return out
+
+
+def widget_names(definition: Mapping[str, Any]) -> list[str]:
+    """The node's widgets in the order the frontend makes them (and `widgets_values` holds
+    their values): each widget input, required then optional, with the slots the frontend
+    adds after some of them."""
+    names = []
+    for section in ("required", "optional"):
+        for name, config in ((definition.get("input") or {}).get(section) or {}).items():
+            if not _is_widget(config):
+                continue
+            names.append(name)
+            extra = config[1] if len(config) > 1 and isinstance(config[1], dict) else {}
+            if extra.get("control_after_generate"):
+                names.append(CONTROL)
+            if any(extra.get(flag) for flag in UPLOAD_FLAGS):
+                names.append(UPLOAD)
+    return names
+
+
+def _is_widget(config: Any) -> bool:
+    if not isinstance(config, list) or not config:
+        return False
+    extra = config[1] if len(config) > 1 and isinstance(config[1], dict) else {}
+    return (isinstance(config[0], list) or config[0] in WIDGET_TYPES) and \
+        not extra.get("forceInput")
+
+
+def _inputs(node: Mapping[str, Any], definition: Mapping[str, Any],
+            nodes: Mapping[Any, Any], links: Mapping[int, tuple[int, int, str]]
+            ) -> dict[str, Any]:
+    names = widget_names(definition)
+    values = node.get("widgets_values") or []
+    if isinstance(values, dict):  # some custom nodes save widgets by name
+        values = [values.get(n) for n in names]
+    if len(values) < len(names):
+        shown = ", ".join(n for n in names if not n.startswith("<"))
+        raise _Refused(f"{len(values)} widget values for its widgets ({shown}); open it in "
+                       "this ComfyUI and save it again")
+    inputs: dict[str, Any] = {name: value for name, value in zip(names, values, strict=False)
+                              if not name.startswith("<")}
+    for slot in node.get("inputs") or []:
+        link = slot.get("link")
+        if link is None:
+            continue
+        found = _resolve(link, nodes, links, set())
+        name = slot["name"]
+        if isinstance(found, _Value):
+            inputs[name] = found.value
+        elif isinstance(found, _Link):
+            inputs[name] = [str(found.origin), found.slot]
+    return inputs
+
+
+def _resolve(link_id: int, nodes: Mapping[Any, Any], links: Mapping[int, tuple[int, int, str]],
+             seen: set[int]) -> _Link | _Value | None:
+    """Where a link's value really comes from: through Reroutes and bypassed nodes to a real
+    node's output, or a PrimitiveNode's value; None when nothing reaches it (a muted node)."""
+    if link_id in seen or link_id not in links:
+        return None
+    seen.add(link_id)
+    origin_id, slot, kind = links[link_id]
+    origin = nodes.get(origin_id)
+    if origin is None:
+        return None
+    if origin.get("type") == "PrimitiveNode":
+        values = origin.get("widgets_values") or [None]
+        return _Value(values[0])
+    if origin.get("type") == "Reroute" or origin.get("mode") == BYPASSED:
+        upstream = _passed_through(origin, slot, kind)
+        return _resolve(upstream, nodes, links, seen) if upstream is not None else None
+    if origin.get("mode") == MUTED:
+        return None
+    return _Link(origin_id, slot, kind)
+
+
+def _passed_through(node: Mapping[str, Any], slot: int, kind: str) -> int | None:
+    """The input link a Reroute or a bypassed node passes on for output `slot`: the input at
+    the same index when its type matches, else the first input of the output's type."""
+    inputs = node.get("inputs") or []
+    if node.get("type") == "Reroute":
+        return inputs[0].get("link") if inputs else None
+    outputs = node.get("outputs") or []
+    want = outputs[slot].get("type", kind) if slot < len(outputs) else kind
+    candidates = ([inputs[slot]] if slot < len(inputs) else []) + list(inputs)
+    for candidate in candidates:
+        if candidate.get("link") is not None and _same_type(candidate.get("type"), want):
+            return candidate["link"]
+    return None
+
+
+def _same_type(a: Any, b: Any) -> bool:
+    return a == b or "*" in (a, b)

@@ -1,0 +1,123 @@
+"""UI-format workflows to API format, checked against what ComfyUI's own frontend made of the
+same files (tests/fixtures/comfyui-ui) and against its rules for reroutes, primitives,
+muted and bypassed nodes."""
+
+from __future__ import annotations
+
+import copy
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from imitatoes import ui_workflow
+from imitatoes.ui_workflow import Unconvertible
+
+from .conftest import ROOT
+
+PAIRS = ROOT / "tests" / "fixtures" / "comfyui-ui"
+INFO = json.loads((ROOT / "tests/fixtures/comfyui/object_info_full.json").read_text()
+                  )["response"]["body"]
+NAMES = sorted(p.name[:-len(".ui.json")] for p in PAIRS.glob("*.ui.json"))
+
+
+def load(name: str) -> dict[str, Any]:
+    return json.loads((PAIRS / name).read_text())
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_same_as_comfyuis_frontend(name: str) -> None:
+    got = ui_workflow.to_api(load(f"{name}.ui.json"), INFO)
+    want = load(f"{name}.api.json")
+    for node_id, node in want.items():
+        # The frontend names nodes the server leaves unnamed from its own translations
+        # (ImageScaleToTotalPixels: "Scale Image to Total Pixels"); we use the class name.
+        if not INFO[node["class_type"]].get("display_name") and not _custom_title(name, node_id):
+            assert got[node_id]["_meta"]["title"] == node["class_type"]
+            got[node_id]["_meta"] = node["_meta"]
+    assert json.dumps(got) == json.dumps(want)  # the same keys in the same order
+
+
+def _custom_title(name: str, node_id: str) -> bool:
+    ui = load(f"{name}.ui.json")
+    return any(str(n["id"]) == node_id and n.get("title") for n in ui["nodes"])
+
+
+def img2img() -> dict[str, Any]:
+    return load("image2image.ui.json")
+
+
+def node(ui: dict[str, Any], node_id: int) -> dict[str, Any]:
+    return next(n for n in ui["nodes"] if n["id"] == node_id)
+
+
+def test_a_bypassed_node_is_wired_around() -> None:
+    ui = img2img()
+    node(ui, 18)["mode"] = 4  # ImageScaleToTotalPixels, between LoadImage and VAEEncode
+    api = ui_workflow.to_api(ui, INFO)
+    assert "18" not in api and api["12"]["inputs"]["pixels"] == ["10", 0]
+
+
+def test_a_muted_node_is_left_out_with_what_it_fed() -> None:
+    ui = img2img()
+    node(ui, 18)["mode"] = 2
+    api = ui_workflow.to_api(ui, INFO)
+    assert "18" not in api and "pixels" not in api["12"]["inputs"]
+
+
+def test_a_reroute_is_followed_to_the_real_output() -> None:
+    ui = img2img()
+    ui["nodes"].append({"id": 50, "type": "Reroute", "mode": 0,
+                        "inputs": [{"name": "", "type": "*", "link": 13}],
+                        "outputs": [{"name": "", "type": "MODEL", "links": [51]}]})
+    ui["links"] = [[13, 14, 0, 50, 0, "MODEL"] if link[0] == 13 else link
+                   for link in ui["links"]] + [[51, 50, 0, 3, 0, "MODEL"]]
+    node(ui, 3)["inputs"][0]["link"] = 51
+    api = ui_workflow.to_api(ui, INFO)
+    assert "50" not in api and api["3"]["inputs"]["model"] == ["14", 0]
+
+
+def test_a_primitive_is_inlined_where_its_widget_was() -> None:
+    ui = img2img()
+    ui["nodes"].append({"id": 60, "type": "PrimitiveNode", "mode": 0,
+                        "outputs": [{"name": "INT", "type": "INT", "links": [61],
+                                     "widget": {"name": "seed"}}],
+                        "widgets_values": [777, "fixed"]})
+    ui["links"].append([61, 60, 0, 3, 4, "INT"])
+    node(ui, 3)["inputs"].append({"name": "seed", "type": "INT", "link": 61,
+                                  "widget": {"name": "seed"}})
+    api = ui_workflow.to_api(ui, INFO)
+    assert "60" not in api and api["3"]["inputs"]["seed"] == 777
+    assert list(api["3"]["inputs"])[0] == "seed"  # a widget's place, not a link's
+
+
+def test_notes_control_after_generate_and_upload_buttons_are_not_sent() -> None:
+    api = ui_workflow.to_api(img2img(), INFO)
+    assert {n["class_type"] for n in api.values()}.isdisjoint({"MarkdownNote", "Note"})
+    assert "randomize" not in json.dumps(api["3"]) and api["10"]["inputs"] == {
+        "image": "example.png"}
+
+
+def test_what_cannot_be_converted_is_refused_with_each_node() -> None:
+    ui = img2img()
+    ui["nodes"].append({"id": 70, "type": "FancyCustomNode", "mode": 0, "widgets_values": []})
+    node(ui, 3)["widgets_values"] = node(ui, 3)["widgets_values"][:4]
+    with pytest.raises(Unconvertible) as caught:
+        ui_workflow.to_api(ui, INFO)
+    assert caught.value.problems == [
+        "node 3 (KSampler): 4 widget values for its widgets (seed, steps, cfg, sampler_name, "
+        "scheduler, denoise); open it in this ComfyUI and save it again",
+        "node 70 (FancyCustomNode): not a node this ComfyUI knows (a custom node pack not "
+        "installed?)"]
+    sub = copy.deepcopy(img2img())
+    sub["definitions"] = {"subgraphs": [{"id": "x"}]}
+    with pytest.raises(Unconvertible, match="subgraphs"):
+        ui_workflow.to_api(sub, INFO)
+
+
+def test_version_1_links_as_objects(tmp_path: Path) -> None:
+    ui = img2img()
+    ui["links"] = [{"id": lk[0], "origin_id": lk[1], "origin_slot": lk[2], "target_id": lk[3],
+                    "target_slot": lk[4], "type": lk[5]} for lk in ui["links"]]
+    assert ui_workflow.to_api(ui, INFO) == ui_workflow.to_api(img2img(), INFO)
