@@ -26,7 +26,7 @@ def measure(server: ComfyStandin, websocket: bool, n: int) -> list[float]:
     lags = []
     for i in range(n + 1):
         # 5 to 40 steps of 10 ms: renders end at varied times, as real ones do
-        prompt = workflow.bind(SD15, {"__PROMPT__": "a red circle", "__NEG__": "",
+        prompt = workflow.bind(SD15, {"6.inputs.text": "a red circle", "7.inputs.text": "",
                                       "3.inputs.cfg": 7.0, "3.inputs.steps": 5 + (i * 7) % 36,
                                       "3.inputs.seed": i})
         prompt["5"]["inputs"].update(width=64, height=64)

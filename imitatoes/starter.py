@@ -26,6 +26,10 @@ NUMBERS = {"seed": "seed", "noise_seed": "seed", "steps": "steps", "cfg": "cfg"}
 FEEDERS = ("noise", "guider", "sigmas")
 ENCODERS = {"CLIPTextEncode": ("text",), "CLIPTextEncodeSDXL": ("text_g", "text_l"),
             "CLIPTextEncodeFlux": ("t5xxl", "clip_l")}
+# Nodes whose text output is one of their own text inputs, by output slot: an encoder's text
+# linked from one of these is bound where the text is written.
+TEXT_SOURCES = {"PrimitiveString": {0: "value"}, "PrimitiveStringMultiline": {0: "value"},
+                "ImitatoesSelfImprovingPrompt": {0: "prompt", 1: "negative"}}
 GUIDANCE = {"FluxGuidance": "guidance", "CLIPTextEncodeFlux": "guidance"}
 # The proposals offer the sampler names and schedulers most guides use, where the server has
 # them (the full lists are 40 and 9 long: too many choices for a critic to reason about).
@@ -128,6 +132,11 @@ def _bind_texts(flow: Mapping[str, Any], encoder: str, parameter: str, found: Fo
     kind = flow[encoder]["class_type"]
     for name in ENCODERS[kind]:  # SDXL and Flux encoders take the text twice
         text = flow[encoder]["inputs"].get(name)
+        source = _text_source(flow, text)
+        if source is not None:  # the text comes from a node: bind it where it is written
+            encoder, name = source
+            kind = flow[encoder]["class_type"]
+            text = flow[encoder]["inputs"][name]
         if not isinstance(text, str):
             continue
         token = text.strip() if text.strip() in workflow.tokens({"t": text}) else None
@@ -136,6 +145,16 @@ def _bind_texts(flow: Mapping[str, Any], encoder: str, parameter: str, found: Fo
         found.texts.setdefault(parameter, "" if token else text)
         found.notes.append(f"{parameter}: node {encoder} ({kind}) {name}" +
                            (f", bound by its token {token}" if token else ""))
+
+
+def _text_source(flow: Mapping[str, Any], value: Any) -> tuple[str, str] | None:
+    node_id = _linked(flow, value)
+    if node_id is None:
+        return None
+    name = TEXT_SOURCES.get(flow[node_id].get("class_type", ""), {}).get(value[1])
+    if name is None or not isinstance(flow[node_id]["inputs"].get(name), str):
+        return None
+    return node_id, name
 
 
 def _bind_guidance(flow: Mapping[str, Any], link: Any, found: Found, depth: int = 0) -> None:

@@ -4,9 +4,10 @@
     scripts/run_loop.py --workflow my_api_workflow.json --prompt "a red fox in snow" \\
         --negative-prompt "blurry" --iterations-per-loop 3 --max-loops 2 --model qwen2.5vl:7b
 
-The workflow must be in ComfyUI's API format with tokens where the loop patches text
-(__PROMPT__, required, and __NEG__). Seed, steps and cfg are the KSampler's own values, bound by
-node path, unless __SEED__, __STEPS__ or __CFG__ tokens say where they go. The spec built here
+The workflow must be in ComfyUI's API format. The prompt, negative prompt, seed, steps and cfg
+are found as `imitatoes init` finds them (the sampler, and the text encoders its conditioning
+comes from) and bound by node path, unless tokens (__PROMPT__, __NEG__, __SEED__, __STEPS__,
+__CFG__) say where they go. The spec built here
 is saved in the run folder, so `imitatoes resume` and later runs can use it.
 """
 
@@ -28,7 +29,7 @@ except ImportError:  # started with a python that is not the project's: use the 
     os.execv(VENV, [str(VENV), __file__, *sys.argv[1:]])
 
 from imitatoes import cli, spec, starter, terminal, workflow
-from imitatoes.errors import UsageError
+from imitatoes.errors import WorkflowError
 from imitatoes.lifecycle import Run
 
 TOKENS = {"__PROMPT__": "prompt", "__NEG__": "negative", "__CFG__": "cfg",
@@ -38,9 +39,6 @@ TOKENS = {"__PROMPT__": "prompt", "__NEG__": "negative", "__CFG__": "cfg",
 def build(args: argparse.Namespace) -> dict:
     flow = workflow.load(Path(args.workflow))
     found = workflow.tokens(flow)
-    if "__PROMPT__" not in found:
-        raise UsageError(f"{args.workflow} has no __PROMPT__ token: put it in the positive "
-                         "prompt's text input (and __NEG__ in the negative prompt's)")
     requirements = args.requirement or [f"The image shows: {args.prompt}"]
     data = {"name": args.name or name_for(Path(args.workflow)), "goal": args.goal or args.prompt,
             "requirements": requirements,
@@ -59,11 +57,18 @@ def build(args: argparse.Namespace) -> dict:
 
 
 def bindings(flow: dict, found: set[str]) -> dict[str, str]:
-    """Tokens where the workflow has them; the first sampler's own numbers for the rest (a
-    workflow with real numbers there opens in ComfyUI's UI, one with tokens does not)."""
+    """Tokens where the workflow has them; for the rest, the node paths `imitatoes init` would
+    bind: the first sampler's numbers and the texts its conditioning comes from (a workflow
+    with real values there opens in ComfyUI's UI and runs as it is)."""
     bound = {t: p for t, p in TOKENS.items() if t in found}
-    numbers = starter.sampler_numbers(flow).items()
-    return bound | {path: p for path, p in numbers if p not in bound.values()}
+    try:
+        paths = starter.find(flow).bindings
+    except WorkflowError:
+        if "prompt" not in bound.values():
+            raise
+        paths = starter.sampler_numbers(flow)
+    return bound | {t: p for t, p in paths.items() if p not in bound.values()
+                    and not workflow.TOKEN.fullmatch(t)}
 
 
 def name_for(workflow_path: Path) -> str:
@@ -74,7 +79,7 @@ def name_for(workflow_path: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--workflow", required=True, help="API-format workflow with tokens")
+    parser.add_argument("--workflow", required=True, help="an API-format workflow")
     parser.add_argument("--prompt", required=True)
     parser.add_argument("--negative-prompt", default="")
     parser.add_argument("--goal", help="what you want (default: the prompt)")

@@ -193,12 +193,36 @@ def test_run_loop_script_builds_a_spec_and_runs(servers, tmp_path: Path) -> None
     [run_dir] = list((tmp_path / "r").iterdir())
     assert (run_dir / "spec.yaml").is_file() and (run_dir / "loop_01_iter_01.png").is_file()
     saved = yaml.safe_load((run_dir / "spec.yaml").read_text())
-    assert saved["bindings"] == {"__PROMPT__": "prompt", "__NEG__": "negative",
-                                 "3.inputs.seed": "seed", "3.inputs.steps": "steps",
-                                 "3.inputs.cfg": "cfg"}  # numbers from the sampler itself
+    assert saved["bindings"] == {"3.inputs.seed": "seed", "3.inputs.steps": "steps",
+                                 "3.inputs.cfg": "cfg", "6.inputs.text": "prompt",
+                                 "7.inputs.text": "negative"}  # as init would bind them
     assert (saved["start"]["seed"], saved["start"]["cfg"]) == (42, 7.0)  # the workflow's own
-    assert run_loop.main(["--workflow", str(ROOT / "tests/specs/workflows/no_tokens.json"),
-                          "--prompt", "x"]) == 2
+    assert saved["start"]["prompt"] == "a red circle"
+    flow = json.loads((ROOT / "workflows" / "txt2img_sd15.json").read_text())
+    del flow["3"]
+    (tmp_path / "no_sampler.json").write_text(json.dumps(flow))
+    assert run_loop.main(["--workflow", str(tmp_path / "no_sampler.json"), "--prompt", "x"]) == 2
+
+
+def test_run_loop_drives_the_self_improving_workflow(servers, tmp_path: Path) -> None:
+    sys.path.insert(0, str(ROOT / "scripts"))
+    try:
+        import run_loop
+    finally:
+        sys.path.pop(0)
+    code = run_loop.main(["--workflow", str(ROOT / "workflows/imitatoes_self_improving.json"),
+                          "--prompt", "a red circle", "--iterations-per-loop", "1",
+                          "--max-loops", "1", "--comfy-url", servers[0].url, "--ollama-url",
+                          servers[1].url, "--runs-dir", str(tmp_path / "r")])
+    assert code in (0, 3)
+    [run_dir] = list((tmp_path / "r").iterdir())
+    saved = yaml.safe_load((run_dir / "spec.yaml").read_text())
+    assert saved["bindings"]["10.inputs.prompt"] == "prompt"
+    assert saved["bindings"]["10.inputs.negative"] == "negative"
+    record = json.loads((run_dir / "loop_01_iter_01.json").read_text())
+    history = servers[0].history[record["prompt_id"]]
+    texts = [o for o in history["outputs"].values() if "text" in o]
+    assert len(texts) == 3  # reason, should_continue, next_iteration on the canvas
 
 
 def test_run_loop_starts_where_the_workflow_is(servers, tmp_path: Path) -> None:

@@ -33,7 +33,8 @@ SD15 = json.loads((ROOT / "workflows" / "txt2img_sd15.json").read_text())
 
 def txt2img(prompt: str = "a red circle on a blue background", steps: int = 4,
             cfg: float = 7.0, seed: int = 3) -> dict:
-    flow = workflow.bind(SD15, {"__PROMPT__": prompt, "__NEG__": "watermark", "3.inputs.cfg": cfg,
+    flow = workflow.bind(SD15, {"6.inputs.text": prompt, "7.inputs.text": "watermark",
+                                "3.inputs.cfg": cfg,
                                 "3.inputs.steps": steps, "3.inputs.seed": seed})
     flow["5"]["inputs"].update(width=128, height=128)
     return flow

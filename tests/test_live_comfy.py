@@ -1,14 +1,23 @@
 """The client against a real ComfyUI: `IMITATOES_COMFY_URL=http://... pytest -m live`.
-Only model-free workflows from the recordings are used, so any ComfyUI can run them."""
+Model-free workflows from the recordings run on any ComfyUI; init and a one-iteration run
+need a checkpoint (any: ../shared/tools/make_random_sd15.py writes one)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import pytest
+from typer.testing import CliRunner
 
+from imitatoes.cli import app
 from imitatoes.comfy import ComfyClient, ComfyRejected
+from imitatoes.standins.ollama import OllamaStandin
 
-from .conftest import LIVE_COMFY
+from .conftest import LIVE_COMFY, ROOT
 from .standins import fixture
+
+runner = CliRunner()
 
 pytestmark = [pytest.mark.live,
               pytest.mark.skipif(not LIVE_COMFY, reason="IMITATOES_COMFY_URL is not set")]
@@ -55,3 +64,35 @@ def test_live_custom_node_in_a_model_free_graph(client: ComfyClient) -> None:
         assert result.texts == ("a red fox, snow, golden hour",)
         cached = result.entry["status"]["messages"][1][1]["nodes"]
         assert "2" not in cached
+
+
+def test_live_init_then_one_iteration(client: ComfyClient, tmp_path: Path) -> None:
+    """A UI-format SD 1.5 graph (its LoRA bypassed, a Reroute, a seed primitive, a note) made
+    into a spec by `imitatoes init` with this ComfyUI's definitions, its proposed knobs
+    switched on, then one iteration on what init wrote (the critic: the Ollama stand-in)."""
+    checkpoints = client.object_info("CheckpointLoaderSimple")["CheckpointLoaderSimple"][
+        "input"]["required"]["ckpt_name"][0]
+    if not checkpoints:
+        pytest.skip("this ComfyUI has no checkpoint (../shared/tools/make_random_sd15.py)")
+    ui = json.loads((ROOT / "tests/specs/workflows/sd15_lora.ui.json").read_text())
+    nodes = {n["id"]: n for n in ui["nodes"]}
+    nodes[10]["mode"] = 4  # no LoRA here: bypassed, its model and clip wired around
+    nodes[4]["widgets_values"] = [checkpoints[0]]
+    nodes[5]["widgets_values"] = [64, 64, 1]  # a CPU renders this in seconds
+    nodes[3]["widgets_values"][2] = 2  # steps
+    (tmp_path / "mine.json").write_text(json.dumps(ui))
+    made = runner.invoke(app, ["init", str(tmp_path / "mine.json"), "--comfy-url", LIVE_COMFY,
+                               "--goal", "A red fox in snow"])
+    assert made.exit_code == 0, made.output
+    spec_path = tmp_path / "mine.yaml"
+    spec_path.write_text(spec_path.read_text().replace("# knobs:", "knobs:")
+                         .replace("#   ", "  "))
+    assert "lora" not in spec_path.read_text()  # bypassed: nothing to tune
+    with OllamaStandin() as ollama:
+        ran = runner.invoke(app, ["run", str(spec_path), "--comfy-url", LIVE_COMFY,
+                                  "--ollama-url", ollama.url, "--set", "critic.model=llava",
+                                  "--iterations-per-loop", "1", "--max-loops", "1",
+                                  "--runs-dir", str(tmp_path / "runs"), "--yes"])
+    assert ran.exit_code in (0, 3), ran.output
+    [png] = list((tmp_path / "runs").glob("*/loop_01_iter_01.png"))
+    assert png.read_bytes().startswith(b"\x89PNG")

@@ -78,7 +78,7 @@ def test_bind_is_typed() -> None:
     assert flow["3"]["inputs"]["steps"] == 30
     assert flow["6"]["inputs"]["text"] == "a fox"
     assert s.workflow["3"]["inputs"]["cfg"] == 7.0  # the spec's copy is untouched
-    assert s.workflow["6"]["inputs"]["text"] == "__PROMPT__"
+    assert s.workflow["6"]["inputs"]["text"] == "a red fox sitting in fresh snow, golden hour"
 
 
 def test_node_path_bindings_start_at_the_workflow_s_own_values(tmp_path) -> None:

@@ -76,8 +76,9 @@ def test_init_refuses_what_it_cannot_bind(tmp_path: Path) -> None:
 
 
 def test_init_keeps_tokens_a_user_already_placed(tmp_path: Path) -> None:
-    shipped = ROOT / "workflows" / "txt2img_sdxl.json"
-    (tmp_path / "sdxl.json").write_bytes(shipped.read_bytes())
+    shipped = json.loads((ROOT / "workflows" / "txt2img_sdxl.json").read_text())
+    shipped["6"]["inputs"]["text"] = "__PROMPT__"  # placed by hand
+    (tmp_path / "sdxl.json").write_text(json.dumps(shipped))
     bare = runner.invoke(app, ["init", str(tmp_path / "sdxl.json")])
     assert bare.exit_code == 2 and "give --goal" in bare.output
     assert not (tmp_path / "sdxl.yaml").exists()

@@ -4,7 +4,6 @@ muted and bypassed nodes."""
 
 from __future__ import annotations
 
-import copy
 import json
 from pathlib import Path
 from typing import Any
@@ -16,36 +15,35 @@ from imitatoes.ui_workflow import Unconvertible
 
 from .conftest import ROOT
 
-PAIRS = ROOT / "tests" / "fixtures" / "comfyui-ui"
-INFO = json.loads((ROOT / "tests/fixtures/comfyui/object_info_full.json").read_text()
-                  )["response"]["body"]
-NAMES = sorted(p.name[:-len(".ui.json")] for p in PAIRS.glob("*.ui.json"))
+FIXTURES = ROOT / "tests" / "fixtures"
+PAIRS = FIXTURES / "comfyui-ui"  # upstream templates
+OWN = FIXTURES / "comfyui-ui-own"  # ours: reroutes, primitives, muted and bypassed nodes
+INFO = json.loads((FIXTURES / "comfyui/object_info_full.json").read_text())["response"]["body"]
+CASES = sorted(p.with_name(p.name[:-len(".ui.json")]) for folder in (PAIRS, OWN)
+               for p in folder.glob("*.ui.json"))
 
 
-def load(name: str) -> dict[str, Any]:
-    return json.loads((PAIRS / name).read_text())
+def load(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
 
 
-@pytest.mark.parametrize("name", NAMES)
-def test_same_as_comfyuis_frontend(name: str) -> None:
-    got = ui_workflow.to_api(load(f"{name}.ui.json"), INFO)
-    want = load(f"{name}.api.json")
+@pytest.mark.parametrize("case", CASES, ids=lambda p: p.name)
+def test_same_as_comfyuis_frontend(case: Path) -> None:
+    ui = load(case.with_name(f"{case.name}.ui.json"))
+    got = ui_workflow.to_api(ui, INFO)
+    want = load(case.with_name(f"{case.name}.api.json"))
+    titled = {str(n["id"]) for n in ui["nodes"] if n.get("title")}
     for node_id, node in want.items():
         # The frontend names nodes the server leaves unnamed from its own translations
         # (ImageScaleToTotalPixels: "Scale Image to Total Pixels"); we use the class name.
-        if not INFO[node["class_type"]].get("display_name") and not _custom_title(name, node_id):
+        if not INFO[node["class_type"]].get("display_name") and node_id not in titled:
             assert got[node_id]["_meta"]["title"] == node["class_type"]
             got[node_id]["_meta"] = node["_meta"]
     assert json.dumps(got) == json.dumps(want)  # the same keys in the same order
 
 
-def _custom_title(name: str, node_id: str) -> bool:
-    ui = load(f"{name}.ui.json")
-    return any(str(n["id"]) == node_id and n.get("title") for n in ui["nodes"])
-
-
 def img2img() -> dict[str, Any]:
-    return load("image2image.ui.json")
+    return load(PAIRS / "image2image.ui.json")
 
 
 def node(ui: dict[str, Any], node_id: int) -> dict[str, Any]:
@@ -110,7 +108,7 @@ def test_what_cannot_be_converted_is_refused_with_each_node() -> None:
         "scheduler, denoise); open it in this ComfyUI and save it again",
         "node 70 (FancyCustomNode): not a node this ComfyUI knows (a custom node pack not "
         "installed?)"]
-    sub = copy.deepcopy(img2img())
+    sub = img2img()
     sub["definitions"] = {"subgraphs": [{"id": "x"}]}
     with pytest.raises(Unconvertible, match="subgraphs"):
         ui_workflow.to_api(sub, INFO)

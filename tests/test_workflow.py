@@ -40,10 +40,12 @@ def test_bind_by_node_path() -> None:
 
 
 def test_tokens_found_everywhere() -> None:
-    flow = json.loads((ROOT / "workflows" / "txt2img_sd15.json").read_text())
-    assert workflow.tokens(flow) == {"__PROMPT__", "__NEG__"}
+    flow = json.loads((ROOT / "tests/specs/workflows/sd15.json").read_text())
+    flow["3"]["inputs"].update(seed=1, cfg=7)
+    assert workflow.tokens(flow) == {"__PROMPT__", "__NEG__", "__STEPS__"}
     flow["3"]["inputs"].update(seed="__SEED__", cfg="__CFG__")
-    assert workflow.tokens(flow) == {"__PROMPT__", "__NEG__", "__SEED__", "__CFG__"}
+    assert workflow.tokens(flow) == {"__PROMPT__", "__NEG__", "__STEPS__", "__SEED__",
+                                     "__CFG__"}
 
 
 @pytest.mark.parametrize(("name", "needle"), [

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from imitatoes import spec as specs
+from imitatoes import workflow
 from imitatoes.lifecycle import Run
 from imitatoes.standins import comfy_graph
 from imitatoes.standins.comfyui import ComfyStandin
@@ -55,8 +56,9 @@ def test_bound_workflow_passes_comfyuis_validation(path: Path) -> None:
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.name)
 def test_every_widget_holds_a_value_comfyuis_ui_can_show(path: Path) -> None:
-    """A token in a numeric widget shows as NaN in ComfyUI's UI and fails its Run; tokens go in
-    text widgets only, numbers are bound by node path."""
+    """A token in a numeric widget shows as NaN in ComfyUI's UI and fails its Run, one in a
+    text widget is rendered as words: the shipped workflows hold real values, and the specs
+    bind them by node path."""
     info = recorded_info()
     for node_id, node in json.loads(path.read_text()).items():
         spec = info[node["class_type"]]["input"]
@@ -69,6 +71,8 @@ def test_every_widget_holds_a_value_comfyuis_ui_can_show(path: Path) -> None:
                     (node_id, name, value)
             if kind == "STRING" or isinstance(kind, list):
                 assert isinstance(value, str), (node_id, name, value)
+                # run as opened, a token would be rendered as the words "__PROMPT__"
+                assert not workflow.TOKEN.search(value), (node_id, name, value)
 
 
 def test_every_start_value_and_bound_fits_the_sampler() -> None:
