@@ -191,7 +191,7 @@ def test_flux_binds_guidance_and_the_sampler_parts(tmp_path: Path) -> None:
     assert nodecheck.knob_problems(spec.knobs, spec.workflow, full_catalogue()) == []
 
 
-def test_sdxl_with_a_refiner_binds_the_base_and_both_texts() -> None:
+def test_sdxl_with_a_refiner_binds_the_base_and_both_texts(tmp_path: Path) -> None:
     flow = {
         "4": node("CheckpointLoaderSimple", ckpt_name="sd_xl_base_1.0.safetensors"),
         "12": node("CheckpointLoaderSimple", ckpt_name="sd_xl_refiner_1.0.safetensors"),
@@ -216,3 +216,9 @@ def test_sdxl_with_a_refiner_binds_the_base_and_both_texts() -> None:
                               "10.inputs.cfg": "cfg", "75.inputs.text_g": "prompt",
                               "75.inputs.text_l": "prompt", "7.inputs.text": "negative"}
     assert any("other samplers (11" in note for note in found.notes)
+    (tmp_path / "sdxl.json").write_text(json.dumps(flow))
+    starter.write(tmp_path / "sdxl.json", tmp_path / "sdxl.yaml", None, full_catalogue())
+    spec = specs.load(uncommented(tmp_path / "sdxl.yaml"), env={})
+    assert [k.name for k in spec.knobs] == ["sampler", "scheduler"]  # txt2img: no denoise
+    assert spec.bind(spec.start)["75"]["inputs"]["text_l"] == "a lighthouse"
+    assert nodecheck.knob_problems(spec.knobs, spec.workflow, full_catalogue()) == []
