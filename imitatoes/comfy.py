@@ -183,6 +183,23 @@ class ComfyClient:
         self._request("POST", "/free", json={"unload_models": unload_models,
                                              "free_memory": free_memory})
 
+    def upload_image(self, data: bytes, name: str, overwrite: bool = False) -> str:
+        """POST /upload/image into ComfyUI's input folder; the name to give LoadImage (the
+        server's: it adds " (1)" rather than overwrite a different image of that name)."""
+        resp = self._request("POST", "/upload/image", files={"image": (name, data, "image/png")},
+                             data={"type": "input", "overwrite": "true" if overwrite else "false"})
+        if resp.status_code != 200:
+            raise ComfyProtocolError(f"ComfyUI refused the upload of {name!r} "
+                                     f"({resp.status_code}): {resp.text.strip()[:120]!r}")
+        try:
+            body = resp.json()
+            stored = str(body["name"])
+            subfolder = str(body.get("subfolder") or "")
+        except (ValueError, KeyError, TypeError, AttributeError):
+            raise ComfyProtocolError(f"ComfyUI answered the upload of {name!r} with "
+                                     f"{resp.text[:80]!r}, not the stored name") from None
+        return f"{subfolder}/{stored}" if subfolder else stored
+
     def close(self) -> None:
         if self._events:
             self._events.close()
@@ -410,6 +427,9 @@ class ComfyRenderer:
 
     def free(self) -> None:
         self.client.free()
+
+    def upload(self, image: bytes, name: str) -> str:
+        return self.client.upload_image(image, name)
 
     def interrupt(self) -> None:
         """Stop our prompts (and only ours), running or queued; never raise on the way out."""

@@ -8,8 +8,9 @@ import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
+from typing import Any
 
-from . import checklist, critic_prompt, patch
+from . import checklist, critic_prompt, patch, refine
 from . import events as ev
 from .errors import ImitatoesError
 from .events import Listener
@@ -64,6 +65,7 @@ class Engine:
             self._start_loop(state)
         state.iteration += 1
         state.in_progress = True
+        self._enter_refine(state)
         k = key(state.loop, state.iteration)
         saved = self.reuse(k)
         if saved:
@@ -110,7 +112,7 @@ class Engine:
         # All at once, so ComfyUI renders the next while the critic judges the last; not when
         # the two take turns on one GPU (they would fight over it).
         one_gpu = self.spec.critic.unload_before_render or self.spec.comfyui.free_before_critique
-        tickets = {} if one_gpu else {ckey: self.renderer.queue(self.spec.bind(cparams))
+        tickets = {} if one_gpu else {ckey: self.renderer.queue(self._workflow(state, cparams))
                                       for ckey, cparams, saved in plan if saved is None}
         tried = []
         try:
@@ -169,15 +171,39 @@ class Engine:
 
         try:
             rendered = self.renderer.collect(ticket, progress) if ticket is not None else \
-                self.renderer.render(self.spec.bind(params), progress)
+                self.renderer.render(self._workflow(state, params), progress)
         except RenderRejected as exc:
             self.emit(ev.RenderRefused, state, key=k, data=exc.data, message=str(exc))
             raise
         state.renders += 1
         state.pending = {"key": k, "prompt_id": rendered.prompt_id}
         self.emit(ev.ImageRendered, state, key=k, rendered=rendered, reused=False,
-                  params=params, state=state.snapshot())
+                  params=params, state=state.snapshot(),
+                  refine=dict(state.refine) if state.refine else None)
         return rendered
+
+    def _enter_refine(self, state: RunState) -> None:
+        """Refine mode: once the best image scores at least refine.after_score, each render
+        starts from it; when a refine beats it, from the new best."""
+        r, best = self.spec.refine, state.best
+        if r is None or best is None or best.score < r.after_score:
+            return
+        if state.refine is None or state.refine.get("from") != best.key:
+            denoise = state.refine["denoise"] if state.refine else r.start
+            state.refine = {"from": best.key, "denoise": denoise}
+
+    def _workflow(self, state: RunState, params: Params) -> dict[str, Any]:
+        """The workflow for `params`: the spec's, or in refine mode its refine graph with the
+        best image uploaded to ComfyUI (under a name made from its bytes, so uploading it
+        again, after a resume or on another server, is harmless)."""
+        if state.refine is None:
+            return self.spec.bind(params)
+        saved = self.reuse(state.refine["from"])
+        if saved is None:  # its image is gone from the run folder: render from noise
+            state.refine = None
+            return self.spec.bind(params)
+        state.refine["image"] = self.renderer.upload(saved[0], refine.upload_name(saved[0]))
+        return self.spec.bind(params, (state.refine["image"], state.refine["denoise"]))
 
     def _free(self, state: RunState, k: str, server: str, free: Callable[[], None]) -> None:
         """One GPU for both: a server lets go of its models first, and the log says so."""
@@ -262,6 +288,7 @@ class Engine:
         state.failures = 0
         reverted = None
         best = state.best
+        moved = self._adapt_denoise(state, verdict.score)
         contest = self._contest(state, k, image, verdict.score)
         if best is None or (contest is None and verdict.score > best.score) or contest:
             state.best = Best(k, verdict.score, params)
@@ -270,6 +297,7 @@ class Engine:
             base, reverted = best.params, best.key
         else:
             base = params
+        self._enter_refine(state)  # the state says what the next render starts from
         if verdict.done:
             state.done_key = k
             state.remember(Tried(state.loop, state.iteration, params, verdict.score,
@@ -278,16 +306,30 @@ class Engine:
             return
         p = patch.apply(base, verdict.changes, self.spec.bounds, self.spec.seed, self.rng,
                         self.spec.knobs)
+        if moved:
+            p = replace(p, applied=(*p.applied, moved))
         state.params = p.params
         state.proposals = self._proposals(base, verdict.alternatives, p.params)
         # Nothing the critic asked for could be applied (refused, or already there): the next
         # render would repeat this one, unless the seed policy draws a new seed each time.
-        state.stalled = p.params == params and not state.proposals and \
+        state.stalled = p.params == params and not state.proposals and not moved and \
             self.spec.seed.policy != "random"
         applied = p.summary() if reverted is None else f"back to {reverted}; {p.summary()}"
         state.remember(Tried(state.loop, state.iteration, params, verdict.score,
                              verdict.reason, applied))
         self._applied(state, k, p, reverted, verdict.score, items)
+
+    def _adapt_denoise(self, state: RunState, score: float) -> str:
+        """After a refine render: less denoise when it scored below the image it came from
+        (stay closer to it), more when it scored the same (too little changed)."""
+        r, best = self.spec.refine, state.best
+        if r is None or state.refine is None or best is None or score > best.score:
+            return ""
+        old = state.refine["denoise"]
+        step = -r.denoise.max_delta if score < best.score else r.denoise.max_delta
+        new = round(min(max(old + step, r.denoise.min), r.denoise.max), 4)
+        state.refine["denoise"] = new
+        return f"refine denoise {old:g} -> {new:g}" if new != old else ""
 
     def _proposals(self, base: Params, alternatives: tuple[Changes, ...], chosen: Params
                    ) -> list[Params]:

@@ -70,6 +70,7 @@ class ImageRendered(Event):
     reused: bool
     params: Params
     state: RunState
+    refine: dict[str, Any] | None = None  # refine mode: from (a key), image, denoise
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -15,6 +15,7 @@ import jsonschema
 
 from . import knobs, specfiles, template, workflow, yamldoc
 from .errors import Problem, WorkflowError
+from .refine import graph
 from .yamldoc import Document
 
 
@@ -156,6 +157,8 @@ def semantic_problems(doc: Document, spec: dict[str, Any], broken: set[str]) -> 
     except WorkflowError as exc:
         return out + [doc.problem(("workflow",), str(exc))]
     out += _binding_problems(doc, spec, flow)
+    if spec.get("refine") and "refine" not in broken:
+        out += _refine_problems(doc, spec, flow)
     if "knobs" not in broken:
         sound = {name: d for name, d in spec["knobs"].items() if f"knobs.{name}" not in broken}
         out += [doc.problem(("knobs", *where), why) for where, why in
@@ -190,6 +193,30 @@ def _bound_problems(doc: Document, spec: dict[str, Any]) -> list[Problem]:
     if len(terms) > max_terms:
         out.append(doc.problem(("start", "negative"), f"{len(terms)} terms, more than "
                                f"bounds.negative.max_terms ({max_terms})"))
+    return out
+
+
+def _refine_problems(doc: Document, spec: dict[str, Any], flow: dict[str, Any]
+                     ) -> list[Problem]:
+    d = with_defaults({"refine": spec["refine"]})["refine"]
+    r = d["denoise"]
+    out = [] if r["min"] <= r["start"] <= r["max"] else [doc.problem(
+        ("refine", "denoise"), f"start {r['start']} is outside min {r['min']} to max "
+        f"{r['max']}")]
+    source = flow
+    if d.get("workflow"):
+        path = yamldoc.relative_path(doc.path.parent, d["workflow"])
+        refused = _outside(doc, path)
+        if refused:
+            return [*out, doc.problem(("refine", "workflow"), refused)]
+        try:
+            source = workflow.load(path)
+        except WorkflowError as exc:
+            return [*out, doc.problem(("refine", "workflow"), str(exc))]
+    try:
+        graph(source)
+    except WorkflowError as exc:
+        out.append(doc.problem(("refine",), str(exc), key=True))
     return out
 
 

@@ -43,6 +43,9 @@ class Renderer(Protocol):
     def free(self) -> None:
         """Unload the models so the critic has the GPU (comfyui.free_before_critique)."""
 
+    def upload(self, image: bytes, name: str) -> str:
+        """Put an image where the workflow's LoadImage finds it; the name to give it."""
+
 
 class Critic(Protocol):
     def judge(self, image: bytes, prompt: str, checklist: Sequence[str] = ()) -> Judgement:

@@ -275,6 +275,9 @@ def _cards(run_dir: Path, state: RunState, records: list[IterationRecord]) -> st
         settings = " · ".join(filter(None, [
             f"seed {r.params.seed} · cfg {r.params.cfg:g} · steps {r.params.steps}",
             _knob_text(r.params)]))
+        if r.refine:
+            settings += f" · refined from {r.refine.get('from')} at denoise " \
+                        f"{r.refine.get('denoise')}"
         caption = f"{r.key} · score {score} · {settings}"
         cards.append(
             f'<div class="card {cls}" id="card-{escape(r.key)}" data-caption="'

@@ -173,6 +173,7 @@ class IterationRecord:
     done_rejected: list[str] | None = None  # a done claim the strict check did not confirm
     candidates: list[dict[str, Any]] | None = None  # search.candidates: key, seed, score each
     head_to_head: dict[str, Any] | None = None  # search.head_to_head: against, order, winner
+    refine: dict[str, Any] | None = None  # refine mode: from (the key), image, denoise
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"key": self.key, "loop": self.loop, "iteration": self.iteration,
@@ -191,6 +192,8 @@ class IterationRecord:
             d["candidates"] = [dict(c) for c in self.candidates]
         if self.head_to_head is not None:
             d["head_to_head"] = dict(self.head_to_head)
+        if self.refine is not None:
+            d["refine"] = dict(self.refine)
         return d
 
     @staticmethod
@@ -204,7 +207,7 @@ class IterationRecord:
             d.get("applied"), d.get("score"), d.get("reverted_to"),
             [Refusal(**r) for r in d.get("refused", [])], Params.from_dict(nxt) if nxt else None,
             [Item(**i) for i in d.get("requirements", [])], d.get("done_rejected"),
-            d.get("candidates"), d.get("head_to_head"))
+            d.get("candidates"), d.get("head_to_head"), d.get("refine"))
 
     @property
     def reason(self) -> str:
@@ -268,10 +271,15 @@ def read_state(run_dir: Path) -> RunState:
                              "are intact") from None
 
 
+REFINE_WORKFLOW = "refine_workflow.json"  # refine.workflow, when the spec names one
+
+
 def snapshot(spec: Spec) -> dict[str, Any]:
     """The spec as run, self-contained: the workflow and the template sit beside it."""
     data = json.loads(json.dumps(spec.data))
     data["workflow"] = "workflow.json"
+    if isinstance(data.get("refine"), dict) and data["refine"].get("workflow"):
+        data["refine"]["workflow"] = REFINE_WORKFLOW
     text = spec.critic.prompt_template
     data.setdefault("critic", {})["prompt_template"] = text if template.is_inline(text) \
         else text + "\n"
@@ -294,6 +302,8 @@ def create(spec: Spec, root: Path | None = None) -> Path:
             raise RunFolderError(f"cannot create a run folder in {root}: {exc.strerror}; "
                                  "choose another with --runs-dir or IMITATOES_RUNS") from None
     write_start(run_dir, snapshot(spec), dict(spec.workflow))
+    if spec.refine is not None and (spec.data.get("refine") or {}).get("workflow"):
+        write_atomic(run_dir / REFINE_WORKFLOW, to_json(dict(spec.refine.graph.workflow)))
     if spec.path.is_file():  # where it came from, for `resume --refresh`
         write_atomic(run_dir / SOURCE, to_json({"spec": str(spec.path.resolve())}))
     return run_dir

@@ -57,7 +57,11 @@ class RunLog(ev.Handler):
             earlier = runfolder.read_record(self.dir, event.key)
             prompt_id = earlier.prompt_id if earlier else ""
         self.record = IterationRecord(event.key, event.loop, event.iteration, event.params,
-                                      prompt_id, {"render": round(event.rendered.seconds, 3)})
+                                      prompt_id, {"render": round(event.rendered.seconds, 3)},
+                                      refine=event.refine)
+        if event.reused and self.record.refine is None:
+            earlier = runfolder.read_record(self.dir, event.key)
+            self.record.refine = earlier.refine if earlier else None
         runfolder.write_record(self.dir, self.record)  # the record first, then the image
         if not event.reused:
             runfolder.write_atomic(self.dir / f"{event.key}.png", event.rendered.image)

@@ -10,6 +10,7 @@ from typing import Any
 
 from . import knobs as knob_rules
 from . import lint, specfiles, template, workflow, yamldoc
+from . import refine as refine_rules
 from .errors import InvalidSpec, WorkflowError
 from .yamldoc import Document
 
@@ -110,6 +111,14 @@ class Search:
 
 
 @dataclass(frozen=True)
+class Refine:
+    after_score: float
+    denoise: Range
+    start: float
+    graph: refine_rules.RefineGraph
+
+
+@dataclass(frozen=True)
 class Limits:
     iterations_per_loop: int
     max_loops: int
@@ -146,14 +155,19 @@ class Spec:
     output_dir: Path
     data: Mapping[str, Any]  # the document as run (overrides applied), for the run folder
     knobs: tuple[knob_rules.Knob, ...] = ()
+    refine: Refine | None = None
 
-    def bind(self, params: Params) -> dict[str, Any]:
-        """The workflow to submit for `params`."""
+    def bind(self, params: Params, init: tuple[str, float] | None = None) -> dict[str, Any]:
+        """The workflow to submit for `params`; with `init` (the uploaded image's name and a
+        denoise), the refine workflow that starts from that image."""
         values = {target: getattr(params, name) for target, name in self.bindings}
         chosen = dict(params.knobs)
         values.update({target: chosen[k.name] for k in self.knobs for target in k.targets
                        if k.name in chosen})
-        return workflow.bind(self.workflow, values)
+        if init is None or self.refine is None:
+            return workflow.bind(self.workflow, values)
+        values.update({refine_rules.INIT_IMAGE: init[0], self.refine.graph.denoise: init[1]})
+        return workflow.bind(self.refine.graph.workflow, values)
 
 
 def load(path: str | Path, overrides: Iterable[str] = (),
@@ -255,6 +269,7 @@ def build(doc: Document) -> Spec:
     return Spec(
         path=doc.path, name=d["name"], goal=d["goal"], requirements=tuple(d["requirements"]),
         workflow_path=workflow_path, workflow=flow, knobs=knobs,
+        refine=refine_settings(d.get("refine"), flow, spec_dir),
         bindings=tuple(d["bindings"].items()), start=start,
         bounds=_bounds(d["bounds"]), seed=SeedPolicy(**d["seed"]),
         critic=replace(_critic(d["critic"], spec_dir), knobs=knobs),
@@ -263,6 +278,18 @@ def build(doc: Document) -> Spec:
                                                        "url": d["comfyui"]["url"].rstrip("/")}),
         output_dir=Path(runs) if runs else yamldoc.relative_path(spec_dir, d["output"]["dir"]),
         data=doc.data)
+
+
+def refine_settings(d: Mapping[str, Any] | None, flow: Mapping[str, Any], spec_dir: Path
+                    ) -> Refine | None:
+    """The spec's refine section with its graph (WorkflowError when none can be made)."""
+    if not d:
+        return None
+    source = workflow.load(yamldoc.relative_path(spec_dir, d["workflow"])) \
+        if d.get("workflow") else flow
+    r = lint.with_defaults({"refine": dict(d)})["refine"]["denoise"]
+    return Refine(float(d["after_score"]), Range(r["min"], r["max"], r["max_delta"]),
+                  float(r["start"]), refine_rules.graph(source))
 
 
 def _params(d: Mapping[str, Any]) -> Params:

@@ -18,12 +18,11 @@ import yaml
 
 from . import lint, specfiles, ui_workflow, workflow
 from .errors import UsageError, WorkflowError
+from .samplers import SAMPLERS, first_sampler, linked, node_order, sampler_nodes
 
-SAMPLERS = ("KSampler", "KSamplerAdvanced", "SamplerCustom", "SamplerCustomAdvanced")
 # Inputs that hold the numbers, on the sampler or on the nodes its noise, guider and sigmas
 # come from (RandomNoise, CFGGuider, BasicScheduler).
 NUMBERS = {"seed": "seed", "noise_seed": "seed", "steps": "steps", "cfg": "cfg"}
-FEEDERS = ("noise", "guider", "sigmas")
 ENCODERS = {"CLIPTextEncode": ("text",), "CLIPTextEncodeSDXL": ("text_g", "text_l"),
             "CLIPTextEncodeFlux": ("t5xxl", "clip_l")}
 # Nodes whose text output is one of their own text inputs, by output slot: an encoder's text
@@ -48,26 +47,6 @@ class Found:
     converted: Path | None = None  # the API-format workflow written for a UI-format one
 
 
-def first_sampler(flow: Mapping[str, Any]) -> str | None:
-    return next((i for i, n in sorted(flow.items(), key=lambda kv: _order(kv[0]))
-                 if n.get("class_type") in SAMPLERS), None)
-
-
-def _order(node_id: str) -> tuple[int, str]:
-    return (0, f"{int(node_id):012d}") if str(node_id).isdigit() else (1, str(node_id))
-
-
-def _linked(flow: Mapping[str, Any], value: Any) -> str | None:
-    return str(value[0]) if isinstance(value, list) and value and str(value[0]) in flow \
-        else None
-
-
-def _sampler_nodes(flow: Mapping[str, Any], sampler: str) -> list[str]:
-    """The sampler and the nodes its noise, guider and sigmas come from."""
-    inputs = flow[sampler].get("inputs", {})
-    return [sampler] + [n for n in (_linked(flow, inputs.get(k)) for k in FEEDERS) if n]
-
-
 def sampler_numbers(flow: Mapping[str, Any]) -> dict[str, str]:
     """Node path -> parameter for the first sampler's seed, steps and cfg that hold numbers
     (on the sampler, or on its RandomNoise, CFGGuider and BasicScheduler)."""
@@ -75,7 +54,7 @@ def sampler_numbers(flow: Mapping[str, Any]) -> dict[str, str]:
     if sampler is None:
         return {}
     out: dict[str, str] = {}
-    for node_id in _sampler_nodes(flow, sampler):
+    for node_id in sampler_nodes(flow, sampler):
         for name, value in flow[node_id].get("inputs", {}).items():
             parameter = NUMBERS.get(name)
             if parameter and parameter not in out.values() and \
@@ -89,7 +68,7 @@ def _conditioning(flow: Mapping[str, Any], sampler: str, side: str) -> Any:
     inputs = flow[sampler].get("inputs", {})
     if side in inputs:
         return inputs[side]
-    guider = _linked(flow, inputs.get("guider"))
+    guider = linked(flow, inputs.get("guider"))
     if guider is None:
         return None
     g = flow[guider].get("inputs", {})
@@ -148,7 +127,7 @@ def _bind_texts(flow: Mapping[str, Any], encoder: str, parameter: str, found: Fo
 
 
 def _text_source(flow: Mapping[str, Any], value: Any) -> tuple[str, str] | None:
-    node_id = _linked(flow, value)
+    node_id = linked(flow, value)
     if node_id is None:
         return None
     name = TEXT_SOURCES.get(flow[node_id].get("class_type", ""), {}).get(value[1])
@@ -159,7 +138,7 @@ def _text_source(flow: Mapping[str, Any], value: Any) -> tuple[str, str] | None:
 
 def _bind_guidance(flow: Mapping[str, Any], link: Any, found: Found, depth: int = 0) -> None:
     """Flux has no cfg: its guidance (FluxGuidance, or the Flux encoder's own) moves instead."""
-    node_id = _linked(flow, link)
+    node_id = linked(flow, link)
     if node_id is None or depth > 20:
         return
     node = flow[node_id]
@@ -214,8 +193,8 @@ def propose(flow: Mapping[str, Any], info: Mapping[str, Any] | None) -> dict[str
     sampler = first_sampler(flow)
     if sampler is None:
         return {}
-    nodes = _sampler_nodes(flow, sampler)
-    select = _linked(flow, flow[sampler].get("inputs", {}).get("sampler"))
+    nodes = sampler_nodes(flow, sampler)
+    select = linked(flow, flow[sampler].get("inputs", {}).get("sampler"))
     out: dict[str, Any] = {}
     for node_id in nodes + ([select] if select else []):
         inputs = flow[node_id].get("inputs", {})
@@ -234,7 +213,7 @@ def propose(flow: Mapping[str, Any], info: Mapping[str, Any] | None) -> dict[str
                               "min": min(value, max(limits.get("min", 0.0), 0.3)),
                               "max": max(value, limits.get("max", 1.0)), "max_delta": 0.15,
                               "step": 0.05}
-    loras = [i for i, n in sorted(flow.items(), key=lambda kv: _order(kv[0]))
+    loras = [i for i, n in sorted(flow.items(), key=lambda kv: node_order(kv[0]))
              if n.get("class_type") in LORAS]
     for node_id in loras:
         knob = _lora_knob(flow, node_id, _options(info, flow[node_id]["class_type"]))
@@ -246,7 +225,7 @@ def propose(flow: Mapping[str, Any], info: Mapping[str, Any] | None) -> dict[str
 def _from_noise(flow: Mapping[str, Any], sampler: str) -> bool:
     """Whether the sampler starts from an empty latent (txt2img), where a denoise below 1
     only leaves noise in the image: denoise is a knob for img2img."""
-    source = _linked(flow, flow[sampler].get("inputs", {}).get("latent_image"))
+    source = linked(flow, flow[sampler].get("inputs", {}).get("latent_image"))
     kind = str(flow[source].get("class_type", "")) if source else ""
     return kind.startswith("Empty") and "Latent" in kind
 

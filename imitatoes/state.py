@@ -49,12 +49,16 @@ class RunState:
     in_progress: bool = False  # saved mid-iteration (a crash, an error, Ctrl-C)
     stalled: bool = False  # the last verdict changed nothing: the next image would repeat
     proposals: list[Params] = field(default_factory=list)  # the critic's alternatives, to try
+    # Refine mode: renders start from the best image ("from") at this denoise; "image" is
+    # its name on ComfyUI after the last upload.
+    refine: dict[str, Any] | None = None
 
     def snapshot(self) -> RunState:
         """A copy a listener may keep: every field is immutable except the two containers."""
         return replace(self, history=list(self.history), instructions=list(self.instructions),
                        proposals=list(self.proposals),
-                       pending=dict(self.pending) if self.pending is not None else None)
+                       pending=dict(self.pending) if self.pending is not None else None,
+                       refine=dict(self.refine) if self.refine is not None else None)
 
     def remember(self, tried: Tried) -> None:
         self.history.append(tried)
@@ -82,7 +86,8 @@ class RunState:
                               ([d["instruction"]] if d.get("instruction") else [])),
             failures=d.get("failures", 0),
             proposals=[Params.from_dict(p) for p in d.get("proposals", [])],
-            pending=d.get("pending"), stalled=d.get("stalled", False))
+            pending=d.get("pending"), stalled=d.get("stalled", False),
+            refine=d.get("refine"))
 
 
 def key(loop: int, iteration: int) -> str:

@@ -27,6 +27,7 @@ class FakeRenderer:
         self.interrupted = 0
         self.queued: list[dict[str, Any]] = []
         self.frees = 0
+        self.uploads: list[tuple[str, bytes]] = []
         self.fail_at, self.exc = fail_at, exc
 
     def render(self, workflow: dict[str, Any],
@@ -50,6 +51,10 @@ class FakeRenderer:
 
     def free(self) -> None:
         self.frees += 1
+
+    def upload(self, image: bytes, name: str) -> str:
+        self.uploads.append((name, image))
+        return name
 
     def params(self, n: int) -> dict[str, Any]:
         """cfg, steps, seed and texts of the n-th render (1-based) of the standard workflow."""

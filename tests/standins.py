@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import os
 import re
@@ -13,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import requests
+from PIL import Image
 
 from imitatoes.standins.comfyui import ComfyStandin
 from imitatoes.standins.ollama import OllamaStandin
@@ -58,12 +60,25 @@ def replay(url: str, request: dict[str, Any]) -> requests.Response:
     """Send a recorded request as it was sent (a deliberately broken body included)."""
     kwargs: dict[str, Any] = {"timeout": 10}
     raw = request.get("raw_body", request.get("body_raw"))  # the two recorders' names
-    if "body" in request:
+    if "multipart" in request:  # a file field is recorded as "NAME (PNG bytes)"
+        fields = request["multipart"]
+        kwargs["files"] = {k: (v.split(" ")[0], _png(), "image/png")
+                           for k, v in fields.items() if v.endswith("(PNG bytes)")}
+        kwargs["data"] = {k: v for k, v in fields.items() if not v.endswith("(PNG bytes)")}
+        if not kwargs["files"]:  # still multipart, as the recording was
+            kwargs["files"] = {"subfolder": (None, "")}
+    elif "body" in request:
         kwargs["json"] = request["body"]
     elif raw is not None:
         kwargs["data"] = raw
         kwargs["headers"] = {"Content-Type": "application/json"}
     return requests.request(request["method"], url + request["path"], **kwargs)
+
+
+def _png() -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (8, 8), (200, 30, 30)).save(out, "PNG")
+    return out.getvalue()
 
 
 def urls(servers: tuple[ComfyStandin, OllamaStandin]) -> list[str]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import time
 from collections.abc import Iterator
@@ -10,14 +11,14 @@ from typing import Any
 import pytest
 import requests
 import websocket
+from PIL import Image
 
 from imitatoes.standins.comfyui import ComfyStandin, Knobs
 
 from .standins import FIXTURES, fixture, replay, same_shape, shape
 
 UNSUPPORTED = {  # what the stand-in does not implement, and why that is fine for imitatoes
-    "upload_image_ok.json", "upload_image_exists_no_overwrite.json",
-    "upload_image_missing_file.json", "prompt_loadimage_uploaded_ok.json",  # no uploads
+    "prompt_loadimage_uploaded_ok.json",  # needs its upload first: a scenario test below
     "object_info_CLIPTextEncodeSDXL.json", "object_info_ImageScaleBy.json",
     "object_info_KSamplerAdvanced.json", "object_info_LoraLoader.json",
     "object_info_VAELoader.json",  # nodes it cannot run are not offered
@@ -46,7 +47,7 @@ def comfy() -> Iterator[ComfyStandin]:
 def assert_like(resp: requests.Response, recorded: dict[str, Any]) -> None:
     want = recorded["response"]
     assert resp.status_code == want["status"]
-    want_type = want["headers"].get("Content-Type", "").split(";")[0]
+    want_type = (want["headers"].get("Content-Type") or "").split(";")[0]  # None: no header
     got_type = resp.headers.get("Content-Type", "").split(";")[0]
     if want_type or resp.content:
         assert got_type == want_type
@@ -291,3 +292,21 @@ def test_stubborn_seeds_draw_the_wrong_colour_whatever_the_prompt() -> None:
     assert 60 < hit < 100  # about the share asked for, decided by the seed alone
     assert [picture.stubborn(scene, s, 0.4) for s in seeds] == \
         [picture.stubborn(scene, s, 0.4) for s in seeds]
+
+
+def test_an_uploaded_image_is_loaded_and_a_different_one_never_overwrites(comfy) -> None:
+    def upload(colour: tuple[int, int, int], **fields: str) -> dict[str, Any]:
+        out = io.BytesIO()
+        Image.new("RGB", (8, 8), colour).save(out, "PNG")
+        return requests.post(comfy.url + "/upload/image", files={
+            "image": ("init.png", out.getvalue(), "image/png")}, data=fields, timeout=5).json()
+
+    assert upload((200, 0, 0))["name"] == "init.png"
+    assert upload((200, 0, 0))["name"] == "init.png"  # the same bytes: the same file
+    assert upload((0, 0, 200))["name"] == "init (1).png"  # never over another image
+    assert upload((0, 200, 0), overwrite="true")["name"] == "init.png"
+    escaped = requests.post(comfy.url + "/upload/image", files={
+        "image": ("x.png", b"png", "image/png")}, data={"subfolder": "../../etc"}, timeout=5)
+    assert escaped.status_code == 400
+    recorded = fixture("comfyui", "prompt_loadimage_uploaded_ok.json")
+    assert_like(replay(comfy.url, recorded["request"]), recorded)

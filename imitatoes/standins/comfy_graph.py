@@ -9,7 +9,7 @@ import json
 import re
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -198,15 +198,18 @@ class _Checker:
             return [_error("value_bigger_than_max", f"Value {value} bigger than max of "
                            f"{extra['max']}", name, input_name=name, input_config=config,
                            received_value=value)]
-        if isinstance(kind, list) and value not in kind and node["class_type"] != "LoadImage":
+        if isinstance(kind, list) and value not in kind and node["class_type"] not in IMAGE_FILES:
             listed = str(kind) if len(kind) <= 20 else f"(list of length {len(kind)})"
             return [_error("value_not_in_list", "Value not in list", f"{name}: '{value}' not in "
                            f"{listed}", input_name=name, input_config=config if len(kind) <= 20
                            else None, received_value=value)]
-        if node["class_type"] == "LoadImage" and name == "image" and value not in self.inputs_dir:
+        if node["class_type"] in IMAGE_FILES and name == "image" and value not in self.inputs_dir:
             return [_error("custom_validation_failed", "Custom validation failed for node",
                            f"image - Invalid image file: {value}", input_name=name)]
         return []
+
+
+IMAGE_FILES = ("LoadImage", "LoadImageMask")  # their image lists are the input folder
 
 
 def _declared(spec: dict) -> list[tuple[str, str]]:
@@ -235,6 +238,9 @@ class Latent:
     seed: int = 0
     steps: int = 20
     cfg: float = 8.0
+    init: Image.Image | None = None  # VAEEncode's pixels: img2img starts from them
+    mask: Image.Image | None = None  # SetLatentNoiseMask: only white is repainted
+    denoise: float = 1.0
 
 
 # Reports one sampler step (node id, step, steps); it may raise to interrupt the node.
@@ -249,7 +255,8 @@ def _sampler(inputs: dict[str, Any], node_id: str, step: StepHook) -> tuple:
         step(node_id, k, int(inputs["steps"]))
     return (Latent(latent.width, latent.height, latent.batch, inputs["positive"],
                    inputs["negative"], int(inputs["seed"]), int(inputs["steps"]),
-                   float(inputs["cfg"])),)
+                   float(inputs["cfg"]), latent.init, latent.mask,
+                   float(inputs.get("denoise", 1.0))),)
 
 
 def _decode(inputs: dict[str, Any], node_id: str, step: StepHook) -> tuple:
@@ -262,7 +269,31 @@ def decode(inputs: dict[str, Any], stubborn: float = 0.0) -> tuple:
     lat: Latent = inputs["samples"]
     scene = picture.stubborn(picture.scene_from(lat.positive, lat.negative, lat.steps,
                                                 lat.cfg), lat.seed, stubborn)
-    return ([picture.paint(scene, lat.width, lat.height, lat.seed + i) for i in range(lat.batch)],)
+    return ([_from_init(picture.paint(scene, lat.width, lat.height, lat.seed + i), lat)
+             for i in range(lat.batch)],)
+
+
+def _from_init(fresh: Image.Image, lat: Latent) -> Image.Image:
+    """img2img as the stand-in does it: the new picture blended over the init image by
+    denoise; with a noise mask, only the mask's white is repainted (black stays as it was,
+    pixel for pixel, so tests can check what an inpaint left alone)."""
+    if lat.init is None:
+        return fresh
+    init = lat.init.convert("RGB")
+    out = Image.blend(init, fresh.resize(init.size), max(0.0, min(1.0, lat.denoise)))
+    if lat.mask is not None:
+        out = Image.composite(out, init, lat.mask.convert("L").resize(init.size))
+    return out
+
+
+def _encode(inputs: dict[str, Any], node_id: str, step: StepHook) -> tuple:
+    image = inputs["pixels"][0]
+    return (Latent(image.width, image.height, len(inputs["pixels"]), init=image),)
+
+
+def channel(image: Image.Image, name: str) -> Image.Image:
+    rgba = image.convert("RGBA")
+    return rgba.getchannel({"red": "R", "green": "G", "blue": "B", "alpha": "A"}[name])
 
 
 def _empty_image(inputs: dict[str, Any], node_id: str, step: StepHook) -> tuple:
@@ -296,4 +327,7 @@ EXECUTORS: dict[str, Executor] = {
     "PrimitiveStringMultiline": lambda i, n, s: (str(i["value"]),),
     "StringConcatenate": lambda i, n, s: (f"{i['string_a']}{i['delimiter']}{i['string_b']}",),
     "RegexReplace": _regex,
+    "VAEEncode": _encode,
+    "SetLatentNoiseMask": lambda i, n, s: (replace(i["samples"], mask=i["mask"]),),
+    "ImageToMask": lambda i, n, s: (channel(i["image"][0], i["channel"]),),
 }

@@ -10,7 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from PIL import Image, PngImagePlugin
+from PIL import Image, ImageOps, PngImagePlugin
 
 from . import comfy_graph, picture
 
@@ -143,6 +143,10 @@ class Run:
         if class_type == "LoadImage":
             img = Image.open(io.BytesIO(self.server.inputs[inputs["image"]])).convert("RGB")
             return ([img], None), None
+        if class_type == "LoadImageMask":  # ComfyUI's: alpha is inverted, colours are not
+            img = Image.open(io.BytesIO(self.server.inputs[inputs["image"]]))
+            mask = comfy_graph.channel(img, inputs["channel"])
+            return (ImageOps.invert(mask) if inputs["channel"] == "alpha" else mask,), None
         if class_type == "KSampler" and self.server.knobs.execution_errors > 0:
             self.server.knobs.execution_errors -= 1
             raise RuntimeError("stand-in fault: CUDA out of memory while sampling")

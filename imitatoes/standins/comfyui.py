@@ -116,7 +116,9 @@ class ComfyStandin(BackgroundServer):
             ("POST", "/free", self._post_free), ("GET", "/view", self._get_view),
             ("GET", "/system_stats", self._system_stats), ("GET", "/features", self._features),
             ("GET", "/object_info", self._object_info),
-            ("GET", "/object_info/{node_class}", self._object_info_one), ("GET", "/ws", self._ws)]
+            ("GET", "/object_info/{node_class}", self._object_info_one), ("GET", "/ws", self._ws),
+            ("POST", "/upload/image", self._upload_image),
+            ("POST", "/upload/mask", self._upload_mask)]
         for method, path, handler in routes:
             app.router.add_route(method, path, handler)
             app.router.add_route(method, "/api" + path, handler)
@@ -253,6 +255,55 @@ class ComfyStandin(BackgroundServer):
                 return web.Response(body=out.getvalue(), content_type=f"image/{fmt}",
                                     headers=headers)
         return web.Response(body=data, content_type="image/png", headers=headers)
+
+    async def _upload_image(self, request: web.Request) -> web.Response:
+        return self._store_upload(await request.post(), None)
+
+    async def _upload_mask(self, request: web.Request) -> web.Response:
+        """As ComfyUI's: the mask's alpha put into the original image (`original_ref`)."""
+        post = await request.post()
+        try:
+            ref = json.loads(str(post.get("original_ref")))
+            original = self.inputs[ref["filename"]] if ref.get("type", "output") == "input" \
+                else self.files[(ref.get("type", "output"), ref.get("subfolder", ""),
+                                 ref["filename"])]
+        except (ValueError, KeyError, TypeError):
+            return web.Response(status=400)
+        if "/" in ref["filename"] or ".." in ref["filename"]:
+            return web.Response(status=400)
+
+        def merged(data: bytes) -> bytes:
+            base = Image.open(io.BytesIO(original)).convert("RGBA")
+            base.putalpha(Image.open(io.BytesIO(data)).convert("RGBA").getchannel("A"))
+            return png(base, {})
+        return self._store_upload(post, merged)
+
+    def _store_upload(self, post: Any, transform: Any) -> web.Response:
+        """ComfyUI's image_upload: a name that exists gets " (1)", " (2)", ... unless the
+        bytes are the same (then the name is reused) or overwrite is "true"/"1"; a subfolder
+        or name that leaves the input folder is a 400."""
+        image = post.get("image")
+        if not isinstance(image, web.FileField) or not image.filename:
+            return web.Response(status=400)
+        subfolder = str(post.get("subfolder", ""))
+        kind = str(post.get("type") or "input")
+        root = "/input"
+        where = os.path.abspath(os.path.join(root, os.path.normpath(subfolder), image.filename))
+        if os.path.commonpath((root, where)) != root or kind != "input":
+            return web.Response(status=400)
+        data = image.file.read()
+        if transform is not None:
+            data = transform(data)
+        stem, ext = os.path.splitext(image.filename)
+        name, i = image.filename, 1
+
+        def key(n: str) -> str:
+            return f"{subfolder}/{n}" if subfolder else n
+        if str(post.get("overwrite")) not in ("true", "1"):
+            while key(name) in self.inputs and self.inputs[key(name)] != data:
+                name, i = f"{stem} ({i}){ext}", i + 1
+        self.inputs[key(name)] = data
+        return web.json_response({"name": name, "subfolder": subfolder, "type": kind})
 
     async def _system_stats(self, request: web.Request) -> web.Response:
         return web.json_response({

@@ -1,0 +1,86 @@
+"""Refine mode: once an image is good enough, render from it (img2img at a low denoise)
+instead of from noise. The refine workflow is the user's (a LoadImage whose image is
+`__INIT_IMAGE__`) or made from their txt2img graph: LoadImage -> VAEEncode in place of the
+empty latent the sampler starts from."""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from . import workflow
+from .errors import WorkflowError
+from .samplers import first_sampler, sampler_nodes
+
+INIT_IMAGE = "__INIT_IMAGE__"
+
+
+@dataclass(frozen=True)
+class RefineGraph:
+    workflow: Mapping[str, Any]  # with INIT_IMAGE where the uploaded image's name goes
+    denoise: str  # the node path of the sampler's denoise
+
+
+def upload_name(image: bytes) -> str:
+    """A name for the image on ComfyUI, made from its bytes: a different image never gets
+    the same name (ComfyUI keeps the one it has when the bytes match), and hex digits cannot
+    leave its input folder."""
+    return f"imitatoes_{hashlib.sha256(image).hexdigest()[:20]}.png"
+
+
+def graph(flow: Mapping[str, Any]) -> RefineGraph:
+    """The refine graph of a workflow: as it is when it loads INIT_IMAGE itself, else built
+    from its txt2img graph. WorkflowError says why neither works."""
+    sampler = first_sampler(flow)
+    if sampler is None:
+        raise WorkflowError("refine needs a sampler (KSampler or SamplerCustomAdvanced with "
+                            "BasicScheduler) to start from the image")
+    denoise = _denoise_path(flow, sampler)
+    if INIT_IMAGE in workflow.tokens(flow):
+        return RefineGraph(flow, denoise)
+    return RefineGraph(_img2img(flow, sampler), denoise)
+
+
+def _denoise_path(flow: Mapping[str, Any], sampler: str) -> str:
+    for node_id in sampler_nodes(flow, sampler):
+        if isinstance(flow[node_id].get("inputs", {}).get("denoise"), int | float):
+            return f"{node_id}.inputs.denoise"
+    raise WorkflowError(f"refine needs a denoise to turn down, and sampler {sampler} "
+                        f"({flow[sampler]['class_type']}) has none; use KSampler, or give "
+                        "refine.workflow")
+
+
+def _img2img(flow: Mapping[str, Any], sampler: str) -> dict[str, Any]:
+    out = copy.deepcopy(dict(flow))
+    link = out[sampler]["inputs"].get("latent_image")
+    source = str(link[0]) if isinstance(link, list) and link else None
+    if source is None or "Latent" not in str(out.get(source, {}).get("class_type", "")):
+        raise WorkflowError(f"refine cannot tell where sampler {sampler} starts from (its "
+                            "latent_image is not an empty latent); give refine.workflow, a "
+                            f"workflow with a LoadImage whose image is {INIT_IMAGE}")
+    vae = next((n["inputs"]["vae"] for n in out.values()
+                if n.get("class_type") == "VAEDecode" and isinstance(n["inputs"].get("vae"),
+                                                                      list)), None)
+    if vae is None:
+        raise WorkflowError("refine needs the VAE the workflow decodes with (a VAEDecode)")
+    load, encode = _free_ids(out, 2)
+    out[load] = {"class_type": "LoadImage", "inputs": {"image": INIT_IMAGE},
+                 "_meta": {"title": "imitatoes: the image to refine"}}
+    out[encode] = {"class_type": "VAEEncode", "inputs": {"pixels": [load, 0], "vae": vae}}
+    out[sampler]["inputs"]["latent_image"] = [encode, 0]
+    if not any(_uses(n, source) for n in out.values()):
+        del out[source]  # nothing else reads the empty latent
+    return out
+
+
+def _uses(node: Mapping[str, Any], source: str) -> bool:
+    return any(isinstance(v, list) and v and str(v[0]) == source
+               for v in node.get("inputs", {}).values())
+
+
+def _free_ids(flow: Mapping[str, Any], n: int) -> list[str]:
+    top = max((int(k) for k in flow if str(k).isdigit()), default=0)
+    return [str(top + i) for i in range(1, n + 1)]

@@ -1,0 +1,154 @@
+"""Refine mode: from the best image (img2img) once it is good enough."""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import json
+import random
+import shutil
+from pathlib import Path
+
+import pytest
+from PIL import Image, ImageChops
+
+from imitatoes import refine
+from imitatoes import spec as specs
+from imitatoes.engine import Engine
+from imitatoes.errors import WorkflowError
+from imitatoes.events import Event, ImageRendered
+from imitatoes.lifecycle import Run
+from imitatoes.state import first_state
+
+from .conftest import ROOT
+from .doubles import FakeCritic, FakeRenderer, verdict
+
+SD15 = json.loads((ROOT / "workflows" / "txt2img_sd15.json").read_text())
+DEMO = specs.load(ROOT / "imitatoes" / "data" / "demo.yaml", env={})
+
+
+def test_the_refine_graph_loads_the_image_in_place_of_the_empty_latent() -> None:
+    g = refine.graph(SD15)
+    flow = g.workflow
+    assert g.denoise == "3.inputs.denoise"
+    assert flow["10"] == {"class_type": "LoadImage", "inputs": {"image": refine.INIT_IMAGE},
+                          "_meta": {"title": "imitatoes: the image to refine"}}
+    assert flow["11"] == {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0],
+                                                                 "vae": ["4", 2]}}
+    assert flow["3"]["inputs"]["latent_image"] == ["11", 0] and "5" not in flow
+    assert SD15["3"]["inputs"]["latent_image"] == ["5", 0]  # the original is untouched
+
+
+def test_a_graph_it_cannot_refine_says_why() -> None:
+    advanced = json.loads(json.dumps(SD15))
+    advanced["3"]["class_type"] = "KSamplerAdvanced"
+    del advanced["3"]["inputs"]["denoise"]
+    with pytest.raises(WorkflowError, match="has none; use KSampler, or give refine.workflow"):
+        refine.graph(advanced)
+    own = json.loads(json.dumps(SD15))
+    own["20"] = {"class_type": "LoadImage", "inputs": {"image": refine.INIT_IMAGE}}
+    assert refine.graph(own).workflow is own  # the user's refine workflow, as written
+
+
+def test_upload_names_come_from_the_bytes() -> None:
+    a, b = refine.upload_name(b"one"), refine.upload_name(b"two")
+    assert a == refine.upload_name(b"one") and a != b
+    assert a.startswith("imitatoes_") and a[10:-4].isalnum() and a.endswith(".png")
+
+
+def refining(after: float = 0.75, **denoise: float) -> specs.Spec:
+    r = specs.Refine(after, specs.Range(denoise.get("min", 0.25), denoise.get("max", 0.6),
+                                        denoise.get("max_delta", 0.1)),
+                     denoise.get("start", 0.45), refine.graph(DEMO.workflow))
+    return dataclasses.replace(DEMO, refine=r, limits=specs.Limits(6, 1))
+
+
+def test_refines_from_the_best_once_it_is_good_enough_and_moves_denoise() -> None:
+    renderer = FakeRenderer()
+    images: dict[str, bytes] = {}
+    events: list[Event] = []
+
+    def keep(event: Event) -> None:
+        events.append(event)
+        if isinstance(event, ImageRendered):
+            images[event.key] = event.rendered.image
+
+    critic = FakeCritic(*(verdict(score, prompt_append=word) for score, word in zip(
+        (0.5, 0.8, 0.6, 0.8, 0.9, 0.9), ("red", "blue", "round", "flat", "sharp", "clean"),
+        strict=True)))
+    engine = Engine(refining(), renderer, critic, [keep], rng=random.Random(0),
+                    reuse=lambda k: (images[k], DEMO.start) if k in images else None)
+    state = engine.run(first_state(refining()))
+    loads = [next((n["inputs"]["image"] for n in w.values()
+                   if n["class_type"] == "LoadImage"), None) for w in renderer.workflows]
+    best2 = refine.upload_name(images["loop_01_iter_02"])
+    best5 = refine.upload_name(images["loop_01_iter_05"])
+    assert loads == [None, None, best2, best2, best2, best5]  # from the best, then the new best
+    denoise = [w["3"]["inputs"]["denoise"] for w in renderer.workflows]
+    # 0.6 < 0.8: closer to the best (-0.1); 0.8 = 0.8: freer (+0.1); 0.9 beats it: kept
+    assert denoise == [1.0, 1.0, 0.45, 0.35, 0.45, 0.45]
+    steps = [e.refine for e in events if isinstance(e, ImageRendered)]
+    assert steps[2] == {"from": "loop_01_iter_02", "denoise": 0.45, "image": best2}
+    assert state.refine == {"from": "loop_01_iter_05", "denoise": 0.55, "image": best5}
+    assert [name for name, _ in renderer.uploads] == [best2, best2, best2, best5]
+
+
+def test_refine_against_the_stand_ins_keeps_the_image_and_resumes(servers, tmp_path: Path
+                                                                   ) -> None:
+    comfy, ollama = servers
+    shutil.copy(ROOT / "imitatoes/data/demo_workflow.json", tmp_path)
+    spec_path = tmp_path / "demo.yaml"
+    spec_path.write_text((ROOT / "imitatoes/data/demo.yaml").read_text().replace(
+        "limits: {iterations_per_loop: 3, max_loops: 3}",
+        "limits: {iterations_per_loop: 4, max_loops: 1}\n"
+        "refine: {after_score: 0.5, denoise: {start: 0.4}}"))
+    ollama.knobs.never_done = True  # the last requirement is never met: it keeps refining
+    env = {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
+    outcome = Run.begin(specs.load(spec_path, env=env), tmp_path / "runs").execute()
+    run_dir = outcome.run_dir
+    records = [json.loads(p.read_text()) for p in sorted(run_dir.glob("loop_01_iter_0?.json"))]
+    refined = [r for r in records if r.get("refine")]
+    assert refined, [r.get("score") for r in records]
+    first = refined[0]
+    source = run_dir / f"{first['refine']['from']}.png"
+    assert comfy.inputs[first["refine"]["image"]] == source.read_bytes()  # uploaded as it is
+    sent = comfy.history[first["prompt_id"]]["prompt"][2]
+    assert {n["class_type"] for n in sent.values()} >= {"LoadImage", "VAEEncode"}
+    # the stand-in blends the new picture over the init image by denoise
+    made = Image.open(run_dir / f"{first['key']}.png").convert("RGB")
+    init = Image.open(io.BytesIO(source.read_bytes())).convert("RGB")
+    assert ImageChops.difference(made, init).getbbox() is not None  # not a copy ...
+    assert _mean_diff(made, init) < _mean_diff(made, Image.new("RGB", made.size))  # ... near it
+    state = json.loads((run_dir / "state.json").read_text())
+    assert state["refine"]["from"] == state["best"]["key"]
+    # resumed for more, it goes on refining from where it was
+    before = {p.name for p in run_dir.glob("loop_*.json")}
+    more = Run.reopen(run_dir, ["limits.max_loops=2"], env).execute()
+    assert more.state.renders > outcome.state.renders
+    [nxt, *_] = sorted(p for p in run_dir.glob("loop_*.json") if p.name not in before)
+    assert json.loads(nxt.read_text())["refine"]["from"] == state["refine"]["from"]
+
+
+def _mean_diff(a: Image.Image, b: Image.Image) -> float:
+    diff = ImageChops.difference(a, b.resize(a.size)).convert("L")
+    histogram = diff.histogram()
+    return sum(v * n for v, n in enumerate(histogram)) / (a.width * a.height)
+
+
+def test_a_refine_workflow_of_ones_own_travels_with_the_run(servers, tmp_path: Path) -> None:
+    comfy, ollama = servers
+    flow = json.loads((ROOT / "imitatoes/data/demo_workflow.json").read_text())
+    (tmp_path / "demo_workflow.json").write_text(json.dumps(flow))
+    own = refine.graph(flow).workflow  # as a user would write it: LoadImage __INIT_IMAGE__
+    (tmp_path / "mine_refine.json").write_text(json.dumps(own))
+    spec_path = tmp_path / "demo.yaml"
+    spec_path.write_text((ROOT / "imitatoes/data/demo.yaml").read_text().replace(
+        "limits: {iterations_per_loop: 3, max_loops: 3}",
+        "limits: {iterations_per_loop: 4, max_loops: 1}\n"
+        "refine: {after_score: 0.5, workflow: mine_refine.json}"))
+    ollama.knobs.never_done = True
+    env = {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
+    run_dir = Run.begin(specs.load(spec_path, env=env), tmp_path / "runs").execute().run_dir
+    assert json.loads((run_dir / "refine_workflow.json").read_text()) == own
+    again = specs.load(run_dir / "spec.yaml", env=env)  # what resume reads
+    assert again.refine is not None and again.refine.graph.workflow == own
