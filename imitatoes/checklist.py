@@ -8,6 +8,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 from .verdict import Check
 
@@ -19,6 +20,8 @@ class Item:
     observation: str = ""
     by: str = "missing"  # how the critic's item was found: text, position or missing
     user: bool = False  # added by the user as a further instruction
+    region: Any = None  # where the critic says it fails (refine.repair), as it gave it
+    fix: str = ""  # and what belongs there
 
 
 def requirements(spec_requirements: Sequence[str], instructions: Sequence[str]
@@ -46,7 +49,8 @@ def match(wanted: Sequence[tuple[str, bool]], checks: Sequence[Check]) -> tuple[
     for i, (text, user) in enumerate(wanted):
         check, by = found.get(i, (None, "missing"))
         out.append(Item(text, check.met if check else None,
-                          check.observation if check else "", by, user))
+                        check.observation if check else "", by, user,
+                        check.region if check else None, check.fix if check else ""))
     return tuple(out)
 
 

@@ -139,7 +139,8 @@ class _Base:
 
     def _format(self) -> dict[str, Any]:
         """The JSON Schema of the question being asked."""
-        return self.schema or verdicts.schema_for(self.checklist, self.spec.knobs)
+        return self.schema or verdicts.schema_for(self.checklist, self.spec.knobs,
+                                                  self.spec.regions)
 
     def _messages(self, prompt: str, *images: Prepared) -> list[dict[str, Any]]:
         raise NotImplementedError

@@ -86,6 +86,16 @@ Answer with JSON only, in this shape:
  "reason": "one short sentence"}}"""
 
 
+def with_regions(prompt: str, on: bool) -> str:
+    """refine.repair: the critic may point at where a requirement fails."""
+    if not on:
+        return prompt
+    return (prompt + "\n\nFor an unmet requirement that fails in one part of the image, add "
+            "to its checklist item \"region\": [x0, y0, x1, y1] (0 to 1000, from the top "
+            "left of this image) and \"fix\": what should be there. Only that region will be "
+            "repainted; leave region out when the whole image is wrong.")
+
+
 def with_proposals(prompt: str, k: int) -> str:
     """search.proposals: the question also asks for other changes worth trying."""
     if k <= 1:

@@ -4,14 +4,18 @@ It never touches the network or the disk itself."""
 
 from __future__ import annotations
 
+import io
 import random
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 from typing import Any
 
+from PIL import Image
+
 from . import checklist, critic_prompt, patch, refine
 from . import events as ev
+from . import repair as repair_rules
 from .errors import ImitatoesError
 from .events import Listener
 from .ports import Critic, Rendered, Renderer, RenderRejected
@@ -38,6 +42,7 @@ class Engine:
         # A render saved before a crash (image and the params it was made with), judged
         # instead of being rendered again.
         self.reuse = reuse or (lambda _key: None)
+        self.mask: bytes | None = None  # the repair mask of the render under way
 
     def emit(self, event_type: type[ev.Event], at: RunState, **fields: object) -> None:
         event = event_type(loop=at.loop, iteration=at.iteration, **fields)
@@ -94,9 +99,10 @@ class Engine:
         if self.spec.comfyui.free_before_critique:
             self._free(state, k, "comfyui", self.renderer.free)
         self.emit(ev.Critiquing, state, key=k)
-        prompt = critic_prompt.with_proposals(critic_prompt.critic_prompt(
-            self.spec, params, state.loop, state.iteration, state.history, state.instructions),
-            self.spec.search.proposals)
+        prompt = critic_prompt.with_regions(critic_prompt.with_proposals(
+            critic_prompt.critic_prompt(self.spec, params, state.loop, state.iteration,
+                                        state.history, state.instructions),
+            self.spec.search.proposals), self.spec.critic.regions)
         judgement, items = self._critique(rendered.image, prompt, state)
         return rendered, prompt, judgement, items
 
@@ -179,7 +185,7 @@ class Engine:
         state.pending = {"key": k, "prompt_id": rendered.prompt_id}
         self.emit(ev.ImageRendered, state, key=k, rendered=rendered, reused=False,
                   params=params, state=state.snapshot(),
-                  refine=dict(state.refine) if state.refine else None)
+                  refine=dict(state.refine) if state.refine else None, mask=self.mask)
         return rendered
 
     def _enter_refine(self, state: RunState) -> None:
@@ -195,7 +201,9 @@ class Engine:
     def _workflow(self, state: RunState, params: Params) -> dict[str, Any]:
         """The workflow for `params`: the spec's, or in refine mode its refine graph with the
         best image uploaded to ComfyUI (under a name made from its bytes, so uploading it
-        again, after a resume or on another server, is harmless)."""
+        again, after a resume or on another server, is harmless), and with a region to
+        repair, its mask too: only that region is repainted, for what belongs there."""
+        self.mask = None
         if state.refine is None:
             return self.spec.bind(params)
         saved = self.reuse(state.refine["from"])
@@ -203,7 +211,39 @@ class Engine:
             state.refine = None
             return self.spec.bind(params)
         state.refine["image"] = self.renderer.upload(saved[0], refine.upload_name(saved[0]))
-        return self.spec.bind(params, (state.refine["image"], state.refine["denoise"]))
+        init = (state.refine["image"], state.refine["denoise"])
+        region = state.refine.get("region")
+        repair = self.spec.refine.repair if self.spec.refine else None
+        if region is None or repair is None:
+            return self.spec.bind(params, init)
+        with Image.open(io.BytesIO(saved[0])) as img:  # reads the header only
+            size = img.size
+        self.mask = repair_rules.mask(repair_rules.Box(*region["box"]), size, repair.feather)
+        state.refine["mask"] = self.renderer.upload(self.mask, refine.upload_name(self.mask))
+        if region.get("fix"):
+            params = replace(params, prompt=f"{region['fix']}, {params.prompt}")
+        return self.spec.bind(params, init, state.refine["mask"])
+
+    def _choose_region(self, state: RunState, k: str, items: tuple[checklist.Item, ...]
+                       ) -> patch.Refusal | None:
+        """refine.repair: the first unmet requirement the critic located in this image, when
+        this image is the one the next refine starts from; a region that cannot be used is
+        refused (and recorded), and the next refine repaints the whole image."""
+        repair = self.spec.refine.repair if self.spec.refine else None
+        if repair is None or state.refine is None or state.best is None or \
+                state.best.key != k:
+            return None
+        state.refine.pop("region", None)
+        state.refine.pop("mask", None)
+        for item in items:
+            if item.met is False and item.region is not None:
+                box, why = repair_rules.accept(item.region, repair.min_share, repair.max_share)
+                if box is None:
+                    return patch.Refusal("region", item.region, f"{item.requirement}: {why}")
+                state.refine["region"] = {"box": box.as_list(), "requirement": item.requirement,
+                                          "fix": item.fix}
+                return None
+        return None
 
     def _free(self, state: RunState, k: str, server: str, free: Callable[[], None]) -> None:
         """One GPU for both: a server lets go of its models first, and the log says so."""
@@ -298,6 +338,7 @@ class Engine:
         else:
             base = params
         self._enter_refine(state)  # the state says what the next render starts from
+        region_refused = self._choose_region(state, k, items)
         if verdict.done:
             state.done_key = k
             state.remember(Tried(state.loop, state.iteration, params, verdict.score,
@@ -308,6 +349,8 @@ class Engine:
                         self.spec.knobs)
         if moved:
             p = replace(p, applied=(*p.applied, moved))
+        if region_refused:
+            p = replace(p, refused=(*p.refused, region_refused))
         state.params = p.params
         state.proposals = self._proposals(base, verdict.alternatives, p.params)
         # Nothing the critic asked for could be applied (refused, or already there): the next

@@ -71,6 +71,7 @@ class ImageRendered(Event):
     params: Params
     state: RunState
     refine: dict[str, Any] | None = None  # refine mode: from (a key), image, denoise
+    mask: bytes | None = None  # refine.repair: the mask of the region repainted
 
 
 @dataclass(frozen=True, kw_only=True)

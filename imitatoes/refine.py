@@ -18,10 +18,14 @@ from .samplers import first_sampler, sampler_nodes
 INIT_IMAGE = "__INIT_IMAGE__"
 
 
+INIT_MASK = "__INIT_MASK__"
+
+
 @dataclass(frozen=True)
 class RefineGraph:
     workflow: Mapping[str, Any]  # with INIT_IMAGE where the uploaded image's name goes
     denoise: str  # the node path of the sampler's denoise
+    inpaint: Mapping[str, Any]  # the same with INIT_MASK: only the mask's white is repainted
 
 
 def upload_name(image: bytes) -> str:
@@ -39,9 +43,23 @@ def graph(flow: Mapping[str, Any]) -> RefineGraph:
         raise WorkflowError("refine needs a sampler (KSampler or SamplerCustomAdvanced with "
                             "BasicScheduler) to start from the image")
     denoise = _denoise_path(flow, sampler)
-    if INIT_IMAGE in workflow.tokens(flow):
-        return RefineGraph(flow, denoise)
-    return RefineGraph(_img2img(flow, sampler), denoise)
+    refined = flow if INIT_IMAGE in workflow.tokens(flow) else _img2img(flow, sampler)
+    return RefineGraph(refined, denoise, _masked(refined, sampler))
+
+
+def _masked(flow: Mapping[str, Any], sampler: str) -> dict[str, Any]:
+    """SetLatentNoiseMask between the encoded image and the sampler, its mask loaded from
+    INIT_MASK's red channel (white: repaint)."""
+    out = copy.deepcopy(dict(flow))
+    encoded = out[sampler]["inputs"].get("latent_image")
+    load, masked = _free_ids(out, 2)
+    out[load] = {"class_type": "LoadImageMask", "inputs": {"image": INIT_MASK,
+                                                            "channel": "red"},
+                 "_meta": {"title": "imitatoes: the region to repaint"}}
+    out[masked] = {"class_type": "SetLatentNoiseMask", "inputs": {"samples": encoded,
+                                                                 "mask": [load, 0]}}
+    out[sampler]["inputs"]["latent_image"] = [masked, 0]
+    return out
 
 
 def _denoise_path(flow: Mapping[str, Any], sampler: str) -> str:

@@ -31,6 +31,8 @@ h1{font-size:22px;margin:0 0 4px} h2{font-size:17px;margin:28px 0 8px}
 .card{background:#fff;border:1px solid #ddd;border-radius:6px;padding:8px;width:330px}
 .card.best{border-color:#2a7;box-shadow:0 0 0 2px #2a7} .card.done{border-color:#27a}
 .card img{width:100%;border-radius:4px;display:block}
+.shot{position:relative;display:block}
+.region{position:absolute;border:2px dashed #e33;box-sizing:border-box;pointer-events:none}
 .k{font-weight:600} .score{float:right;font-variant-numeric:tabular-nums}
 table{border-collapse:collapse;background:#fff} .wide{width:100%}
 td,th{border:1px solid #ddd;padding:4px 6px;vertical-align:top;text-align:left}
@@ -281,12 +283,26 @@ def _cards(run_dir: Path, state: RunState, records: list[IterationRecord]) -> st
         caption = f"{r.key} · score {score} · {settings}"
         cards.append(
             f'<div class="card {cls}" id="card-{escape(r.key)}" data-caption="'
-            f'{escape(caption)}"><a href="{escape(r.key)}.png"><img alt="{escape(r.key)}" '
-            f'src="{thumbs.data_uri(run_dir, r.key)}"></a><span class="k">{escape(r.key)}'
+            f'{escape(caption)}"><a class="shot" href="{escape(r.key)}.png"><img '
+            f'alt="{escape(r.key)}" src="{thumbs.data_uri(run_dir, r.key)}">{_region(r)}</a>'
+            f'<span class="k">{escape(r.key)}'
             f'</span><span class="score">{score}</span><div class="muted">'
             f"{escape(settings)}</div>"
             f"<div>{escape(r.reason)}</div>{_others(run_dir, r)}</div>")
     return "".join(cards)
+
+
+def _region(r: IterationRecord) -> str:
+    """refine.repair: the box that was repainted, drawn on the image (0-1000 coordinates)."""
+    region = (r.refine or {}).get("region")
+    box = region.get("box") if isinstance(region, dict) else None
+    if not (isinstance(box, list) and len(box) == 4 and
+            all(isinstance(v, int | float) for v in box)):
+        return ""
+    x0, y0, x1, y1 = (min(max(float(v) / 10, 0.0), 100.0) for v in box)
+    title = f"repainted: {region.get('requirement', '')} ({region.get('fix', '')})"
+    return (f'<span class="region" title="{escape(title)}" style="left:{x0:.1f}%;'
+            f'top:{y0:.1f}%;width:{x1 - x0:.1f}%;height:{y1 - y0:.1f}%"></span>')
 
 
 def _others(run_dir: Path, r: IterationRecord) -> str:

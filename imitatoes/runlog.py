@@ -63,6 +63,8 @@ class RunLog(ev.Handler):
             earlier = runfolder.read_record(self.dir, event.key)
             self.record.refine = earlier.refine if earlier else None
         runfolder.write_record(self.dir, self.record)  # the record first, then the image
+        if event.mask is not None:
+            runfolder.write_atomic(self.dir / f"{event.key}_mask.png", event.mask)
         if not event.reused:
             runfolder.write_atomic(self.dir / f"{event.key}.png", event.rendered.image)
         self._save_state(event.state)  # with the pending render: resume judges it

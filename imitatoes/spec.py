@@ -47,7 +47,11 @@ def as_dict(obj: Any) -> dict[str, Any]:
     """dataclasses.asdict, with knob values as a {name: value} mapping (the pairs keep them
     hashable in Params and Changes; the mapping is how a person reads them in JSON)."""
     return asdict(obj, dict_factory=lambda pairs: {
-        k: dict(v) if k == "knobs" and _pairs(v) else v for k, v in pairs})
+        k: dict(v) if k == "knobs" and _pairs(v) else v for k, v in pairs
+        if not (k in _QUIET and not v)})
+
+
+_QUIET = {"region", "fix"}  # a checklist item's repair fields: left out when empty
 
 
 def _pairs(value: Any) -> bool:
@@ -100,6 +104,7 @@ class Critic:
     prompt_template: str  # the template text, read from its file when the spec names one
     verifier: str | None = None  # the model that checks a done claim (search.verify_done)
     knobs: tuple[knob_rules.Knob, ...] = ()  # what the verdict schema lets the critic name
+    regions: bool = False  # refine.repair: the verdict schema lets it point at a region
 
 
 @dataclass(frozen=True)
@@ -111,11 +116,19 @@ class Search:
 
 
 @dataclass(frozen=True)
+class Repair:
+    min_share: float
+    max_share: float
+    feather: float
+
+
+@dataclass(frozen=True)
 class Refine:
     after_score: float
     denoise: Range
     start: float
     graph: refine_rules.RefineGraph
+    repair: Repair | None = None
 
 
 @dataclass(frozen=True)
@@ -157,9 +170,11 @@ class Spec:
     knobs: tuple[knob_rules.Knob, ...] = ()
     refine: Refine | None = None
 
-    def bind(self, params: Params, init: tuple[str, float] | None = None) -> dict[str, Any]:
+    def bind(self, params: Params, init: tuple[str, float] | None = None,
+             mask: str | None = None) -> dict[str, Any]:
         """The workflow to submit for `params`; with `init` (the uploaded image's name and a
-        denoise), the refine workflow that starts from that image."""
+        denoise), the refine workflow that starts from that image; with `mask` too (the
+        uploaded mask's name), the one that repaints only the mask's white."""
         values = {target: getattr(params, name) for target, name in self.bindings}
         chosen = dict(params.knobs)
         values.update({target: chosen[k.name] for k in self.knobs for target in k.targets
@@ -167,7 +182,10 @@ class Spec:
         if init is None or self.refine is None:
             return workflow.bind(self.workflow, values)
         values.update({refine_rules.INIT_IMAGE: init[0], self.refine.graph.denoise: init[1]})
-        return workflow.bind(self.refine.graph.workflow, values)
+        if mask is None:
+            return workflow.bind(self.refine.graph.workflow, values)
+        values[refine_rules.INIT_MASK] = mask
+        return workflow.bind(self.refine.graph.inpaint, values)
 
 
 def load(path: str | Path, overrides: Iterable[str] = (),
@@ -272,7 +290,8 @@ def build(doc: Document) -> Spec:
         refine=refine_settings(d.get("refine"), flow, spec_dir),
         bindings=tuple(d["bindings"].items()), start=start,
         bounds=_bounds(d["bounds"]), seed=SeedPolicy(**d["seed"]),
-        critic=replace(_critic(d["critic"], spec_dir), knobs=knobs),
+        critic=replace(_critic(d["critic"], spec_dir), knobs=knobs,
+                       regions=bool((d.get("refine") or {}).get("repair") is not None)),
         limits=Limits(**d["limits"]), search=Search(**d.get("search") or {"verify_done": False}),
         comfyui=Comfy(**{**d["comfyui"],
                                                        "url": d["comfyui"]["url"].rstrip("/")}),
@@ -287,9 +306,12 @@ def refine_settings(d: Mapping[str, Any] | None, flow: Mapping[str, Any], spec_d
         return None
     source = workflow.load(yamldoc.relative_path(spec_dir, d["workflow"])) \
         if d.get("workflow") else flow
-    r = lint.with_defaults({"refine": dict(d)})["refine"]["denoise"]
+    full = lint.with_defaults({"refine": dict(d)})["refine"]
+    r = full["denoise"]
+    repair = full.get("repair")
     return Refine(float(d["after_score"]), Range(r["min"], r["max"], r["max_delta"]),
-                  float(r["start"]), refine_rules.graph(source))
+                  float(r["start"]), refine_rules.graph(source),
+                  Repair(**repair) if repair is not None else None)
 
 
 def _params(d: Mapping[str, Any]) -> Params:

@@ -33,11 +33,24 @@ def schema() -> dict[str, Any]:
     return json.loads(text)
 
 
-def schema_for(checklist: Sequence[str], knobs: Sequence[Knob] = ()) -> dict[str, Any]:
+REGION = {"type": "array", "items": {"type": "integer", "minimum": 0, "maximum": 1000},
+          "minItems": 4, "maxItems": 4,
+          "description": "[x0, y0, x1, y1] in 0-1000 coordinates: where the requirement fails"}
+
+
+def schema_for(checklist: Sequence[str], knobs: Sequence[Knob] = (), regions: bool = False
+               ) -> dict[str, Any]:
     """The verdict schema for one question: exactly one checklist entry per requirement, in
     order, each naming its requirement, so a model held to the schema (Ollama's `format`)
-    cannot skip one or judge one it made up; and `changes` names exactly the spec's knobs."""
+    cannot skip one or judge one it made up; `changes` names exactly the spec's knobs; with
+    `regions` (refine.repair) an unmet item may say where it fails, and what belongs there."""
     out = copy.deepcopy(schema())
+    item = out["properties"]["checklist"]["items"]
+    if regions:
+        item["properties"]["region"] = REGION
+    else:
+        for name in ("region", "fix"):
+            del item["properties"][name]
     if knobs:
         changes = out["properties"]["changes"]
         changes["properties"].update({k.name: schema_property(k) for k in knobs})
@@ -96,6 +109,8 @@ class Check:
     requirement: str
     met: bool
     observation: str = ""
+    region: Any = None  # as the critic gave it: [x0, y0, x1, y1] in 0-1000, unchecked
+    fix: str = ""  # what should be in the region
 
 
 @dataclass(frozen=True)
@@ -179,7 +194,8 @@ def build(data: dict[str, Any], asked: Sequence[tuple[tuple[str, Any], ...]] = (
     changes = replace(_changes(data["changes"], "changes"), knobs=asked[0])
     alternatives = tuple(replace(_changes(a, f"alternatives.{n}"), knobs=asked[n + 1])
                          for n, a in enumerate(data.get("alternatives", [])))
-    checklist = tuple(Check(i["requirement"], i["met"], i.get("observation", ""))
+    checklist = tuple(Check(i["requirement"], i["met"], i.get("observation", ""),
+                            i.get("region"), str(i.get("fix", "")).strip())
                       for i in data.get("checklist", []))
     if checklist:
         score = sum(ch.met for ch in checklist) / len(checklist)

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageChops
 
-from imitatoes import refine
+from imitatoes import refine, repair
 from imitatoes import spec as specs
 from imitatoes.engine import Engine
 from imitatoes.errors import WorkflowError
@@ -152,3 +152,80 @@ def test_a_refine_workflow_of_ones_own_travels_with_the_run(servers, tmp_path: P
     assert json.loads((run_dir / "refine_workflow.json").read_text()) == own
     again = specs.load(run_dir / "spec.yaml", env=env)  # what resume reads
     assert again.refine is not None and again.refine.graph.workflow == own
+
+
+@pytest.mark.parametrize(("raw", "box", "why"), [
+    ([100, 100, 300, 300], [100, 100, 300, 300], ""),
+    ([300, 300, 100, 100], [100, 100, 300, 300], ""),  # corners swapped
+    ([-50, -50, 200, 200], [0, 0, 200, 200], ""),  # clamped to the image
+    ([500, 500, 510, 510], [455, 455, 555, 555], ""),  # grown to 1% around its centre
+    ([0, 0, 1000, 1000], [146.4, 146.4, 853.6, 853.6], ""),  # shrunk to half
+    ([1200, 1200, 1500, 1500], None, "no area inside the image (coordinates are 0-1000)"),
+    ([1, 2, 3], None, "not four numbers [x0, y0, x1, y1]"),
+    ([0, 0, "big", 9], None, "not four finite numbers"),
+])
+def test_regions_are_clamped_to_the_image_and_to_a_share_of_it(raw, box, why) -> None:
+    got, reason = repair.accept(raw, 0.01, 0.5)
+    assert (got.as_list() if got else None, reason) == (box, why)
+
+
+def test_the_mask_is_white_inside_the_box_and_black_outside() -> None:
+    data = repair.mask(repair.Box(250, 250, 750, 500), (200, 100), 0.1)
+    m = Image.open(io.BytesIO(data))
+    assert m.mode == "L" and m.size == (200, 100)
+    assert m.getpixel((100, 37)) > 240 and m.getpixel((10, 10)) == 0
+    outside = [m.getpixel((x, y)) for x in range(200) for y in range(100)
+               if not (50 <= x < 150 and 25 <= y < 50)]
+    assert max(outside) == 0  # the soft edge stays inside the box
+
+
+def test_a_region_is_repainted_and_the_rest_stays_as_it_was(servers, tmp_path: Path) -> None:
+    comfy, ollama = servers
+    shutil.copy(ROOT / "imitatoes/data/demo_workflow.json", tmp_path)
+    spec_path = tmp_path / "demo.yaml"
+    spec_path.write_text((ROOT / "imitatoes/data/demo.yaml").read_text().replace(
+        "limits: {iterations_per_loop: 3, max_loops: 3}",
+        "limits: {iterations_per_loop: 4, max_loops: 1}\n"
+        "refine: {after_score: 0.5, denoise: {start: 0.6}, repair: {feather: 0.02}}"))
+    ollama.knobs.never_done = True
+    ollama.knobs.region = [250, 250, 750, 750]
+    env = {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
+    run_dir = Run.begin(specs.load(spec_path, env=env), tmp_path / "runs").execute().run_dir
+    records = [json.loads(p.read_text()) for p in sorted(run_dir.glob("loop_01_iter_0?.json"))]
+    repaired = next(r for r in records if (r.get("refine") or {}).get("region"))
+    region = repaired["refine"]["region"]
+    assert region["box"] == [250, 250, 750, 750] and region["fix"]
+    assert "region" in repaired["critic"]["prompt"]  # the critic was told it may point
+    mask = Image.open(run_dir / f"{repaired['key']}_mask.png")
+    made = Image.open(run_dir / f"{repaired['key']}.png").convert("RGB")
+    source = Image.open(run_dir / f"{repaired['refine']['from']}.png").convert("RGB")
+    assert mask.size == made.size == source.size
+    w, h = made.size
+    inside = (w // 4, h // 4, 3 * w // 4, 3 * h // 4)
+    outside = Image.new("L", made.size, 255)
+    outside.paste(0, inside)
+    diff = ImageChops.difference(made, source)
+    assert ImageChops.multiply(diff.convert("L"), outside).getbbox() is None  # untouched
+    assert diff.crop(inside).getbbox() is not None  # repainted
+    sent = comfy.history[repaired["prompt_id"]]["prompt"][2]
+    assert {"LoadImageMask", "SetLatentNoiseMask"} <= {n["class_type"] for n in sent.values()}
+    report = (run_dir / "report.html").read_text()
+    assert 'class="region"' in report and "left:25.0%;top:25.0%;width:50.0%" in report
+
+
+def test_an_absurd_region_is_refused_and_recorded(servers, tmp_path: Path) -> None:
+    comfy, ollama = servers
+    shutil.copy(ROOT / "imitatoes/data/demo_workflow.json", tmp_path)
+    spec_path = tmp_path / "demo.yaml"
+    spec_path.write_text((ROOT / "imitatoes/data/demo.yaml").read_text().replace(
+        "limits: {iterations_per_loop: 3, max_loops: 3}",
+        "limits: {iterations_per_loop: 3, max_loops: 1}\n"
+        "refine: {after_score: 0.5, repair: {}}"))
+    ollama.knobs.never_done = True
+    ollama.knobs.region = [5000, 5000, 9000, 9000]
+    env = {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
+    run_dir = Run.begin(specs.load(spec_path, env=env), tmp_path / "runs").execute().run_dir
+    refusals = [f for p in sorted(run_dir.glob("loop_01_iter_0?.json"))
+                for f in json.loads(p.read_text()).get("refused", []) if f["field"] == "region"]
+    assert refusals and "no area inside the image" in refusals[0]["reason"]
+    assert not list(run_dir.glob("*_mask.png"))  # the whole image was refined instead

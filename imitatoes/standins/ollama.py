@@ -57,6 +57,9 @@ class Knobs:
     # Knob changes every verdict that is not done asks for, as a model told of the spec's
     # knobs answers ({"denoise": 0.5}); names and values are sent as given, sane or not.
     tune: dict[str, Any] = field(default_factory=dict)
+    # A region (0-1000) every unmet item is said to fail in, with its fix, as grounding
+    # models answer; sent as given, sane or not.
+    region: list[Any] | None = None
 
 
 def _dumps(data: Any) -> str:
@@ -306,6 +309,10 @@ class OllamaStandin(BackgroundServer):
             verdict["changes"]["seed"] = "new"
         if self.knobs.tune and not verdict["done"]:
             verdict["changes"].update(self.knobs.tune)
+        if self.knobs.region is not None:
+            for item in verdict["checklist"]:
+                if not item["met"]:
+                    item.update(region=self.knobs.region, fix=item["requirement"].lower())
         if self.knobs.wild > 0:
             self.knobs.wild -= 1
             verdict.update(done=False, checklist=[])
