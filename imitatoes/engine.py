@@ -337,8 +337,11 @@ class Engine:
             base, reverted = best.params, best.key
         else:
             base = params
+        refined_before = dict(state.refine or {})
         self._enter_refine(state)  # the state says what the next render starts from
         region_refused = self._choose_region(state, k, items)
+        # a new source image, denoise or region makes the next image differ
+        refine_moved = (state.refine or {}) != refined_before
         if verdict.done:
             state.done_key = k
             state.remember(Tried(state.loop, state.iteration, params, verdict.score,
@@ -355,8 +358,8 @@ class Engine:
         state.proposals = self._proposals(base, verdict.alternatives, p.params)
         # Nothing the critic asked for could be applied (refused, or already there): the next
         # render would repeat this one, unless the seed policy draws a new seed each time.
-        state.stalled = p.params == params and not state.proposals and not moved and \
-            self.spec.seed.policy != "random"
+        state.stalled = p.params == params and not state.proposals and not moved \
+            and not refine_moved and self.spec.seed.policy != "random"
         applied = p.summary() if reverted is None else f"back to {reverted}; {p.summary()}"
         state.remember(Tried(state.loop, state.iteration, params, verdict.score,
                              verdict.reason, applied))

@@ -96,3 +96,40 @@ def test_live_init_then_one_iteration(client: ComfyClient, tmp_path: Path) -> No
     assert ran.exit_code in (0, 3), ran.output
     [png] = list((tmp_path / "runs").glob("*/loop_01_iter_01.png"))
     assert png.read_bytes().startswith(b"\x89PNG")
+
+
+def test_live_refine_and_repair(client: ComfyClient, tmp_path: Path) -> None:
+    """Refine and repair steps rendered by a real ComfyUI (any SD 1.5 checkpoint, the random
+    one included): the best image uploaded, img2img from it, then a masked repaint."""
+    checkpoints = client.object_info("CheckpointLoaderSimple")["CheckpointLoaderSimple"][
+        "input"]["required"]["ckpt_name"][0]
+    if not checkpoints:
+        pytest.skip("this ComfyUI has no checkpoint (../shared/tools/make_random_sd15.py)")
+    flow = json.loads((ROOT / "workflows/txt2img_sd15.json").read_text())
+    flow["4"]["inputs"]["ckpt_name"] = checkpoints[0]
+    flow["5"]["inputs"].update(width=64, height=64)
+    (tmp_path / "sd15.json").write_text(json.dumps(flow))
+    (tmp_path / "spec.yaml").write_text(
+        "name: live-refine\ngoal: A red circle.\nrequirements: [A red circle, Blue background]\n"
+        "workflow: sd15.json\nbindings: {6.inputs.text: prompt, 7.inputs.text: negative, "
+        "3.inputs.seed: seed, 3.inputs.steps: steps, 3.inputs.cfg: cfg}\n"
+        "start: {prompt: a red circle, steps: 2}\nbounds: {steps: {min: 1, max: 3}}\n"
+        "critic: {model: llava}\nlimits: {iterations_per_loop: 3, max_loops: 1}\n"
+        "refine: {after_score: 0.0, repair: {}}\n")
+    with OllamaStandin() as ollama:
+        ollama.knobs.never_done = True
+        ollama.knobs.region = [200, 200, 800, 800]
+        ran = runner.invoke(app, ["run", str(tmp_path / "spec.yaml"), "--comfy-url",
+                                  LIVE_COMFY, "--ollama-url", ollama.url, "--runs-dir",
+                                  str(tmp_path / "runs"), "--yes"])
+    assert ran.exit_code in (0, 3), ran.output
+    [run_dir] = list((tmp_path / "runs").iterdir())
+    records = [json.loads(p.read_text()) for p in sorted(run_dir.glob("loop_01_iter_0?.json"))]
+    steps = [r.get("refine") or {} for r in records]
+    assert steps[0] == {} and steps[1].get("image", "").startswith("imitatoes_")
+    assert any(s.get("region") for s in steps[1:]), steps
+    repaired = next(r for r, s in zip(records, steps, strict=True) if s.get("region"))
+    assert (run_dir / f"{repaired['key']}_mask.png").is_file()
+    sent = client.history(repaired["prompt_id"])["prompt"][2]
+    assert {"LoadImage", "VAEEncode", "LoadImageMask", "SetLatentNoiseMask"} <= {
+        n["class_type"] for n in sent.values()}

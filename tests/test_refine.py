@@ -229,3 +229,21 @@ def test_an_absurd_region_is_refused_and_recorded(servers, tmp_path: Path) -> No
                 for f in json.loads(p.read_text()).get("refused", []) if f["field"] == "region"]
     assert refusals and "no area inside the image" in refusals[0]["reason"]
     assert not list(run_dir.glob("*_mask.png"))  # the whole image was refined instead
+
+
+def test_refine_stops_repeating_itself_only_when_denoise_cannot_move() -> None:
+    """A critic that asks for nothing: entering refine mode and each denoise step make the
+    next image differ, so the run goes on until denoise is at its bound."""
+    renderer = FakeRenderer()
+    images: dict[str, bytes] = {}
+
+    def keep(event: Event) -> None:
+        if isinstance(event, ImageRendered):
+            images[event.key] = event.rendered.image
+
+    engine = Engine(refining(), renderer, FakeCritic(*[verdict(0.8)] * 6), [keep],
+                    rng=random.Random(0),
+                    reuse=lambda k: (images[k], DEMO.start) if k in images else None)
+    state = engine.run(first_state(refining()))
+    assert [w["3"]["inputs"]["denoise"] for w in renderer.workflows] == [1.0, 0.45, 0.55, 0.6]
+    assert (state.status, state.stalled) == ("limits", True)
