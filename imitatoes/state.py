@@ -110,7 +110,11 @@ def within_limits(state: RunState, spec: Spec) -> tuple[RunState, tuple[str, ...
     best = state.best
     if best is not None:
         best = replace(best, params=within(best.params, spec.bounds, spec.knobs)[0])
-    return replace(state, last_loop=last, params=params, best=best), (*notes, *changed)
+    if state.refine is not None and spec.refine is None:
+        notes.append("refine mode is off now (the spec has no refine section)")
+    refine = state.refine if spec.refine is not None else None
+    return replace(state, last_loop=last, params=params, best=best, refine=refine), \
+        (*notes, *changed)
 
 
 def continued(state: RunState, spec: Spec, instruction: str) -> RunState:

@@ -247,3 +247,14 @@ def test_refine_stops_repeating_itself_only_when_denoise_cannot_move() -> None:
     state = engine.run(first_state(refining()))
     assert [w["3"]["inputs"]["denoise"] for w in renderer.workflows] == [1.0, 0.45, 0.55, 0.6]
     assert (state.status, state.stalled) == ("limits", True)
+
+
+def test_resuming_under_a_spec_without_refine_turns_it_off() -> None:
+    from imitatoes.state import within_limits
+
+    state = first_state(refining())
+    state.refine = {"from": "loop_01_iter_02", "denoise": 0.45}
+    kept, _ = within_limits(state, refining())
+    off, notes = within_limits(state, DEMO)
+    assert kept.refine == state.refine and off.refine is None
+    assert "refine mode is off now (the spec has no refine section)" in notes
