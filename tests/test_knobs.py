@@ -170,3 +170,20 @@ def test_knobs_are_checked_against_the_servers_node_definitions() -> None:
         "the knob type integer",
         "knob scheduler -> node 3 (KSampler) denoise: the input is FLOAT, not a list of "
         "choices"]
+
+
+def test_the_plain_lines_show_each_knob(servers, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from imitatoes.cli import app
+
+    comfy, ollama = servers
+    shutil.copy(SPEC.parent.parent / "workflows" / "sd15.json", tmp_path)
+    path = tmp_path / "knobs.yaml"
+    path.write_text(SPEC.read_text().replace("../workflows/", ""))
+    result = CliRunner().invoke(app, ["run", str(path), "--comfy-url", comfy.url,
+                                      "--ollama-url", ollama.url, "--max-loops", "1",
+                                      "--iterations-per-loop", "1", "--runs-dir",
+                                      str(tmp_path / "runs"), "--yes"])
+    assert result.exit_code in (0, 3), result.output
+    assert "steps 20 sampler euler denoise 1 size 512 |" in result.output
