@@ -178,7 +178,7 @@ def _start_problems(d: Mapping[str, Any], flow: Mapping[str, Any]) -> list[tuple
             [(where, f"{what} {start!r} is not one of the choices")]
     if kind == "text":
         return [] if isinstance(start, str) else [(where, f"{what} {start!r} is not text")]
-    if not _is_number(start) or (kind == "integer" and not float(start).is_integer()):
+    if not _is_number(start) or (kind == "integer" and not _as_float(start).is_integer()):
         return [(where, f"{what} {start!r} is not a {'whole ' if kind == 'integer' else ''}"
                  "number")]
     if "min" in d and "max" in d and d["min"] <= d["max"] and \
@@ -188,8 +188,17 @@ def _start_problems(d: Mapping[str, Any], flow: Mapping[str, Any]) -> list[tuple
 
 
 def _is_number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool) and \
-        math.isfinite(value)
+    """A finite number (an int of any size is finite; math.isfinite would overflow on it)."""
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
+
+
+def _as_float(value: float) -> float:
+    try:
+        return float(value)
+    except OverflowError:  # a 400-digit int from the critic: beyond any bound
+        return math.inf if value > 0 else -math.inf
 
 
 @dataclass(frozen=True)
@@ -215,7 +224,7 @@ def change(knob: Knob, current: Any, asked: Any) -> Outcome:
     if not _is_number(asked):
         return Outcome(current, "", "not a finite number")
     assert knob.min is not None and knob.max is not None
-    target = min(max(float(asked), knob.min), knob.max)
+    target = min(max(_as_float(asked), knob.min), knob.max)
     if knob.max_delta is not None:
         target = min(max(target, current - knob.max_delta), current + knob.max_delta)
     target = _on_step(knob, target)
@@ -263,7 +272,7 @@ def within(knob: Knob, value: Any) -> Any:
     if not _is_number(value):
         return knob.start
     assert knob.min is not None and knob.max is not None
-    value = _on_step(knob, min(max(float(value), knob.min), knob.max))
+    value = _on_step(knob, min(max(_as_float(value), knob.min), knob.max))
     return int(round(value)) if knob.type == "integer" else value
 
 

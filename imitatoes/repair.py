@@ -34,10 +34,9 @@ def accept(raw: Any, min_share: float, max_share: float) -> tuple[Box | None, st
     min_share or shrunk to max_share around its centre."""
     if not (isinstance(raw, Sequence) and not isinstance(raw, str) and len(raw) == 4):
         return None, "not four numbers [x0, y0, x1, y1]"
-    if not all(isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
-               for v in raw):
+    if not all(_finite(v) for v in raw):
         return None, "not four finite numbers"
-    x0, y0, x1, y1 = (min(max(float(v), 0.0), SCALE) for v in raw)
+    x0, y0, x1, y1 = (min(max(_clamped(v), 0.0), SCALE) for v in raw)
     x0, x1 = sorted((x0, x1))
     y0, y1 = sorted((y0, y1))
     if x1 - x0 < 1 or y1 - y0 < 1:
@@ -48,6 +47,17 @@ def accept(raw: Any, min_share: float, max_share: float) -> tuple[Box | None, st
     elif box.share > max_share:
         box = _scaled(box, math.sqrt(max_share / box.share))
     return box, ""
+
+
+def _finite(v: Any) -> bool:
+    if isinstance(v, bool):
+        return False
+    return isinstance(v, int) or (isinstance(v, float) and math.isfinite(v))
+
+
+def _clamped(v: float) -> float:
+    """A float of any finite number (a 400-digit int included) that the clamp can take."""
+    return float(max(min(v, 10 * SCALE), -10 * SCALE))
 
 
 def _scaled(box: Box, factor: float) -> Box:

@@ -50,11 +50,16 @@ class _Value:
 def to_api(ui: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
     """The API-format workflow of a UI-format one, given the server's /object_info."""
     problems: list[str] = []
-    if (ui.get("definitions") or {}).get("subgraphs"):
+    definitions = ui.get("definitions")
+    if isinstance(definitions, dict) and definitions.get("subgraphs"):
         problems.append("the workflow has subgraphs; unpack them (right-click > Unpack "
                         "Subgraph) and save again")
-    nodes = {n["id"]: n for n in ui["nodes"] if isinstance(n, dict) and "id" in n}
-    links = _links(ui.get("links") or [])
+    try:
+        nodes = {n["id"]: n for n in ui["nodes"] if isinstance(n, dict) and "id" in n}
+        links = _links(ui.get("links") or [])
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise Unconvertible([f"its nodes or links are not as ComfyUI saves them ({exc!r}); "
+                             "open it in ComfyUI and save it again"]) from None
     out: dict[str, Any] = {}
     for node_id in sorted(nodes, key=_order):
         node = nodes[node_id]
@@ -71,6 +76,10 @@ def to_api(ui: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
             inputs = _inputs(node, definition, nodes, links)
         except _Refused as exc:
             problems.append(f"node {node_id} ({kind}): {exc}")
+            continue
+        except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
+            problems.append(f"node {node_id} ({kind}): not as ComfyUI saves a node ({exc!r}); "
+                            "open the workflow in ComfyUI and save it again")
             continue
         title = node.get("title") or definition.get("display_name") or kind
         out[str(node_id)] = {"inputs": inputs, "class_type": kind, "_meta": {"title": title}}
@@ -134,6 +143,8 @@ def _inputs(node: Mapping[str, Any], definition: Mapping[str, Any],
     values = node.get("widgets_values") or []
     if isinstance(values, dict):  # some custom nodes save widgets by name
         values = [values.get(n) for n in names]
+    if not isinstance(values, list):
+        raise _Refused(f"its widget values are {type(values).__name__}, not a list")
     if len(values) < len(names):
         shown = ", ".join(n for n in names if not n.startswith("<"))
         raise _Refused(f"{len(values)} widget values for its widgets ({shown}); open it in "

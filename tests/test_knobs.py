@@ -43,6 +43,8 @@ def patched(**asked: object):
     ("denoise", 0.93, 0.95, "not on a step of 0.05; rounded to 0.95"),
     ("denoise", 7, 1.0, "outside 0.3..1; clamped to 1"),
     ("denoise", "lots", 1.0, "not a finite number"),
+    ("denoise", 10**400, 1.0, "outside 0.3..1; clamped to 1"),  # no float holds it
+    ("denoise", float("nan"), 1.0, "not a finite number"),
     ("size", 700, 704, "not on a step of 64; rounded to 704"),
     ("size", 10_000, 768, "outside 384..768; clamped to 768"),
     ("sampler", "dpmpp_2m", "dpmpp_2m", ""),

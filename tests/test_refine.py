@@ -163,6 +163,8 @@ def test_a_refine_workflow_of_ones_own_travels_with_the_run(servers, tmp_path: P
     ([1200, 1200, 1500, 1500], None, "no area inside the image (coordinates are 0-1000)"),
     ([1, 2, 3], None, "not four numbers [x0, y0, x1, y1]"),
     ([0, 0, "big", 9], None, "not four finite numbers"),
+    ([0, 0, 10**400, 10**400], [146.4, 146.4, 853.6, 853.6], ""),  # huge, then shrunk
+    ([0, 0, float("inf"), 9], None, "not four finite numbers"),
 ])
 def test_regions_are_clamped_to_the_image_and_to_a_share_of_it(raw, box, why) -> None:
     got, reason = repair.accept(raw, 0.01, 0.5)

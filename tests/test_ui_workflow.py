@@ -119,3 +119,17 @@ def test_version_1_links_as_objects(tmp_path: Path) -> None:
     ui["links"] = [{"id": lk[0], "origin_id": lk[1], "origin_slot": lk[2], "target_id": lk[3],
                     "target_slot": lk[4], "type": lk[5]} for lk in ui["links"]]
     assert ui_workflow.to_api(ui, INFO) == ui_workflow.to_api(img2img(), INFO)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda u: node(u, 3).__setitem__("inputs", "x"),
+    lambda u: [i.pop("name") for i in node(u, 3)["inputs"]],
+    lambda u: node(u, 3).__setitem__("widgets_values", "abc"),
+    lambda u: u.__setitem__("links", [{"id": 1}]),
+    lambda u: u["nodes"][0].__setitem__("id", [1]),
+])
+def test_a_damaged_file_is_refused_not_a_crash(damage) -> None:
+    ui = img2img()
+    damage(ui)
+    with pytest.raises(Unconvertible, match="ComfyUI saves|widget values"):
+        ui_workflow.to_api(ui, INFO)
