@@ -128,9 +128,10 @@ def _bind_texts(flow: Mapping[str, Any], encoder: str, parameter: str, found: Fo
 
 def _text_source(flow: Mapping[str, Any], value: Any) -> tuple[str, str] | None:
     node_id = linked(flow, value)
-    if node_id is None:
+    slot = value[1] if node_id is not None and len(value) > 1 else None
+    if not isinstance(slot, int):  # a link is [node id, output slot]
         return None
-    name = TEXT_SOURCES.get(flow[node_id].get("class_type", ""), {}).get(value[1])
+    name = TEXT_SOURCES.get(flow[node_id].get("class_type", ""), {}).get(slot)
     if name is None or not isinstance(flow[node_id]["inputs"].get(name), str):
         return None
     return node_id, name

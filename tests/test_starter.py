@@ -6,12 +6,14 @@ import json
 import shutil
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
 from imitatoes import nodecheck, starter
 from imitatoes import spec as specs
 from imitatoes.cli import app
+from imitatoes.errors import WorkflowError
 
 from .conftest import ROOT
 
@@ -222,3 +224,11 @@ def test_sdxl_with_a_refiner_binds_the_base_and_both_texts(tmp_path: Path) -> No
     assert [k.name for k in spec.knobs] == ["sampler", "scheduler"]  # txt2img: no denoise
     assert spec.bind(spec.start)["75"]["inputs"]["text_l"] == "a lighthouse"
     assert nodecheck.knob_problems(spec.knobs, spec.workflow, full_catalogue()) == []
+
+
+def test_odd_links_are_not_followed_and_never_crash() -> None:
+    flow = json.loads((ROOT / "workflows" / "txt2img_sd15.json").read_text())
+    for odd in (["7", [1]], ["7"], ["7", "a"], ["999", 0]):
+        flow["6"]["inputs"]["text"] = odd  # the positive text is no text: nothing to bind
+        with pytest.raises(WorkflowError, match="no text encoder found"):
+            starter.find(flow)
