@@ -249,6 +249,8 @@ def choose(run_dir: Path, key: str, chosen: str, candidates: list[dict[str, Any]
     write_record(run_dir, record)
     try:
         os.replace(run_dir / f"{chosen}.png", run_dir / f"{key}.png")
+        if (run_dir / f"{chosen}_mask.png").is_file():  # refine.repair: its mask goes along
+            os.replace(run_dir / f"{chosen}_mask.png", run_dir / f"{key}_mask.png")
         (run_dir / f"{chosen}.json").unlink(missing_ok=True)
     except OSError as exc:
         raise RunFolderError(f"cannot move {chosen}.png in {run_dir}: {exc.strerror}") from None

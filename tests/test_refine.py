@@ -260,3 +260,21 @@ def test_resuming_under_a_spec_without_refine_turns_it_off() -> None:
     off, notes = within_limits(state, DEMO)
     assert kept.refine == state.refine and off.refine is None
     assert "refine mode is off now (the spec has no refine section)" in notes
+
+
+def test_a_chosen_candidate_keeps_its_mask_under_the_iteration_s_name(servers, tmp_path: Path
+                                                                      ) -> None:
+    comfy, ollama = servers
+    shutil.copy(ROOT / "imitatoes/data/demo_workflow.json", tmp_path)
+    spec_path = tmp_path / "demo.yaml"
+    spec_path.write_text((ROOT / "imitatoes/data/demo.yaml").read_text().replace(
+        "limits: {iterations_per_loop: 3, max_loops: 3}",
+        "limits: {iterations_per_loop: 3, max_loops: 1}\nsearch: {candidates: 2}\n"
+        "refine: {after_score: 0.5, repair: {}}"))
+    ollama.knobs.never_done = True
+    ollama.knobs.region = [100, 100, 400, 400]
+    env = {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
+    run_dir = Run.begin(specs.load(spec_path, env=env), tmp_path / "runs").execute().run_dir
+    records = [json.loads(p.read_text()) for p in sorted(run_dir.glob("loop_01_iter_0?.json"))]
+    repaired = [r["key"] for r in records if (r.get("refine") or {}).get("region")]
+    assert repaired and all((run_dir / f"{k}_mask.png").is_file() for k in repaired)
