@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from . import nodecheck, workflow
+from . import nodecheck
 from . import spec as specs
 from .comfy import ComfyClient, ComfyError
 from .comfy import how_to_start as comfy_how_to
@@ -76,23 +76,9 @@ def node_checks(spec: Spec, info: dict[str, Any]) -> list[Check]:
     return [c for c in out if c is not None]
 
 
-def _targets(spec: Spec, parameter: str) -> list[tuple[str, str]]:
-    """(node id, input name) of every input a parameter is bound to."""
-    found = []
-    for target, name in spec.bindings:
-        if name != parameter:
-            continue
-        where = workflow.node_input(spec.workflow, target)
-        if where:
-            found.append(where)
-            continue
-        for node_id, node in spec.workflow.items():
-            found += [(node_id, k) for k, v in node.get("inputs", {}).items() if v == target]
-    return found
-
-
 def limit_check(spec: Spec, info: dict[str, Any], parameter: str) -> Check | None:
-    targets = _targets(spec, parameter)
+    targets = nodecheck.landing(spec.workflow, [t for t, name in spec.bindings
+                                                if name == parameter])
     if not targets:
         return None
     if parameter == "seed":
@@ -103,9 +89,8 @@ def limit_check(spec: Spec, info: dict[str, Any], parameter: str) -> Check | Non
     problems = []
     for node_id, name in targets:
         cls = spec.workflow[node_id]["class_type"]
-        config = info.get(cls, {}).get("input", {}).get("required", {}).get(name) or \
-            info.get(cls, {}).get("input", {}).get("optional", {}).get(name)
-        limits = config[1] if config and len(config) > 1 else {}
+        config = nodecheck.input_config(info.get(cls) or {}, name)
+        limits = nodecheck.limits(config) if config else {}
         if "min" in limits and low < limits["min"]:
             problems.append(f"{low:g} is below {cls}.{name}'s minimum {limits['min']:g}")
         if "max" in limits and high > limits["max"]:

@@ -19,7 +19,7 @@ from . import repair as repair_rules
 from .errors import ImitatoesError
 from .events import Listener
 from .ports import Critic, Rendered, Renderer, RenderRejected
-from .spec import Params, Spec
+from .spec import Params, Repair, Spec
 from .state import Best, RunState, Tried, key
 from .verdict import Changes, Judgement
 
@@ -213,7 +213,7 @@ class Engine:
         state.refine["image"] = self.renderer.upload(saved[0], refine.upload_name(saved[0]))
         init = (state.refine["image"], state.refine["denoise"])
         region = state.refine.get("region")
-        repair = self.spec.refine.repair if self.spec.refine else None
+        repair = self._repair()
         if region is None or repair is None:
             return self.spec.bind(params, init)
         with Image.open(io.BytesIO(saved[0])) as img:  # reads the header only
@@ -224,12 +224,15 @@ class Engine:
             params = replace(params, prompt=f"{region['fix']}, {params.prompt}")
         return self.spec.bind(params, init, state.refine["mask"])
 
+    def _repair(self) -> Repair | None:
+        return self.spec.refine.repair if self.spec.refine else None
+
     def _choose_region(self, state: RunState, k: str, items: tuple[checklist.Item, ...]
                        ) -> patch.Refusal | None:
         """refine.repair: the first unmet requirement the critic located in this image, when
         this image is the one the next refine starts from; a region that cannot be used is
         refused (and recorded), and the next refine repaints the whole image."""
-        repair = self.spec.refine.repair if self.spec.refine else None
+        repair = self._repair()
         if repair is None or state.refine is None or state.best is None or \
                 state.best.key != k:
             return None
@@ -328,6 +331,7 @@ class Engine:
         state.failures = 0
         reverted = None
         best = state.best
+        refined_before = dict(state.refine or {})
         moved = self._adapt_denoise(state, verdict.score)
         contest = self._contest(state, k, image, verdict.score)
         if best is None or (contest is None and verdict.score > best.score) or contest:
@@ -337,7 +341,6 @@ class Engine:
             base, reverted = best.params, best.key
         else:
             base = params
-        refined_before = dict(state.refine or {})
         self._enter_refine(state)  # the state says what the next render starts from
         region_refused = self._choose_region(state, k, items)
         # a new source image, denoise or region makes the next image differ
@@ -358,8 +361,8 @@ class Engine:
         state.proposals = self._proposals(base, verdict.alternatives, p.params)
         # Nothing the critic asked for could be applied (refused, or already there): the next
         # render would repeat this one, unless the seed policy draws a new seed each time.
-        state.stalled = p.params == params and not state.proposals and not moved \
-            and not refine_moved and self.spec.seed.policy != "random"
+        state.stalled = p.params == params and not state.proposals and not refine_moved \
+            and self.spec.seed.policy != "random"
         applied = p.summary() if reverted is None else f"back to {reverted}; {p.summary()}"
         state.remember(Tried(state.loop, state.iteration, params, verdict.score,
                              verdict.reason, applied))

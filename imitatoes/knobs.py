@@ -56,20 +56,12 @@ def targets_of(d: Mapping[str, Any]) -> tuple[str, ...]:
     return (path,) if isinstance(path, str) else tuple(path or ())
 
 
-def workflow_value(flow: Mapping[str, Any], target: str) -> Any:
-    """The value a node path holds in the workflow (None for a token or a missing input)."""
-    where = workflow.node_input(flow, target)
-    if where is None:
-        return None
-    return (flow.get(where[0]) or {}).get("inputs", {}).get(where[1])
-
-
 def start_of(d: Mapping[str, Any], flow: Mapping[str, Any]) -> Any:
     """The start value: as written, else the workflow's own value at the first node path."""
     if "start" in d:
         return d["start"]
     for target in targets_of(d):
-        value = workflow_value(flow, target)
+        value = workflow.value_at(flow, target)
         # A link (a list) or a token holds no value of its own.
         if value is not None and not isinstance(value, list) and \
                 not (isinstance(value, str) and workflow.TOKEN.fullmatch(value)):
@@ -115,7 +107,7 @@ def problems(data: Mapping[str, Mapping[str, Any]], flow: Mapping[str, Any],
         for n, target in enumerate(targets_of(d)):
             where = (name, "path") if isinstance(d.get("path"), str) else (name, "path", n)
             why = _target_problem(flow, found, target, kind_of(d))
-            held = workflow_value(flow, target)
+            held = workflow.value_at(flow, target)
             if not why and (target in bound or held in bound):
                 also = target if target in bound else f"{target} holds {held}, which"
                 why = f"{also} is also under bindings; a value can have one owner"
@@ -153,13 +145,13 @@ def _target_problem(flow: Mapping[str, Any], found: set[str], target: str, kind:
     why = workflow.node_path_problem(flow, target)
     if why:
         return why
-    value = workflow_value(flow, target)
+    value = workflow.value_at(flow, target)
     if isinstance(value, list):
         return f"{target} is a link from node {value[0] if value else '?'}, not a value"
     if kind in ("number", "integer") and isinstance(value, str) and \
             not workflow.TOKEN.fullmatch(value):
         return f"{target} holds text ({value[:40]!r}), but the knob is a {kind}"
-    if kind == "text" and _is_number(value):
+    if kind == "text" and finite_number(value):
         return f"{target} holds a number ({value}), but the knob is text"
     return ""
 
@@ -178,7 +170,7 @@ def _start_problems(d: Mapping[str, Any], flow: Mapping[str, Any]) -> list[tuple
             [(where, f"{what} {start!r} is not one of the choices")]
     if kind == "text":
         return [] if isinstance(start, str) else [(where, f"{what} {start!r} is not text")]
-    if not _is_number(start) or (kind == "integer" and not _as_float(start).is_integer()):
+    if not finite_number(start) or (kind == "integer" and not _as_float(start).is_integer()):
         return [(where, f"{what} {start!r} is not a {'whole ' if kind == 'integer' else ''}"
                  "number")]
     if "min" in d and "max" in d and d["min"] <= d["max"] and \
@@ -187,7 +179,7 @@ def _start_problems(d: Mapping[str, Any], flow: Mapping[str, Any]) -> list[tuple
     return []
 
 
-def _is_number(value: Any) -> bool:
+def finite_number(value: Any) -> bool:
     """A finite number (an int of any size is finite; math.isfinite would overflow on it)."""
     if isinstance(value, bool):
         return False
@@ -221,7 +213,7 @@ def change(knob: Knob, current: Any, asked: Any) -> Outcome:
         if len(asked) > knob.max_chars:
             return Outcome(current, "", f"more than {knob.max_chars} characters")
         return Outcome(asked.strip(), _said(knob.name, current, asked.strip()), "")
-    if not _is_number(asked):
+    if not finite_number(asked):
         return Outcome(current, "", "not a finite number")
     assert knob.min is not None and knob.max is not None
     target = min(max(_as_float(asked), knob.min), knob.max)
@@ -259,7 +251,7 @@ def _said(name: str, old: Any, new: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    return f"{value:g}" if _is_number(value) else repr(value) if isinstance(value, str) and \
+    return f"{value:g}" if finite_number(value) else repr(value) if isinstance(value, str) and \
         (" " in value or not value) else str(value)
 
 
@@ -269,7 +261,7 @@ def within(knob: Knob, value: Any) -> Any:
         return value if value in knob.choices else knob.start
     if knob.type == "text":
         return value if isinstance(value, str) and len(value) <= knob.max_chars else knob.start
-    if not _is_number(value):
+    if not finite_number(value):
         return knob.start
     assert knob.min is not None and knob.max is not None
     value = _on_step(knob, min(max(_as_float(value), knob.min), knob.max))

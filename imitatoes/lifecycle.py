@@ -48,8 +48,7 @@ def check(spec: Spec) -> dict[str, Any]:
     try:
         stats = client.system_stats()
         nodes = node_definitions(spec, client)
-        found = nodecheck.problems(spec.bind(spec.start), nodes) + \
-            nodecheck.knob_problems(spec.knobs, spec.workflow, nodes)
+        found = misfits(spec, nodes)
         if found:
             raise WorkflowRejected(
                 f"the workflow does not fit ComfyUI at {spec.comfyui.url}:\n  " +
@@ -70,14 +69,19 @@ def node_definitions(spec: Spec, client: ComfyClient) -> dict[str, Any]:
     return {c: client.object_info(c).get(c) for c in classes}
 
 
+def misfits(spec: Spec, nodes: dict[str, Any]) -> list[str]:
+    """The start values and the knobs against the server's node definitions (nodecheck)."""
+    return nodecheck.problems(spec.bind(spec.start), nodes) + \
+        nodecheck.knob_problems(spec.knobs, spec.workflow, nodes)
+
+
 def workflow_problems(spec: Spec) -> list[str]:
     """The bound workflow against the node definitions of the spec's ComfyUI (nodecheck)."""
     client = ComfyClient(spec.comfyui.url, spec.comfyui.connect_timeout, spec.comfyui.timeout,
                          use_websocket=False)
     try:
         nodes = node_definitions(spec, client)
-        return nodecheck.problems(spec.bind(spec.start), nodes) + \
-            nodecheck.knob_problems(spec.knobs, spec.workflow, nodes)
+        return misfits(spec, nodes)
     finally:
         client.close()
 

@@ -25,7 +25,7 @@ def problems(workflow: Mapping[str, Any], info: Mapping[str, Any]) -> list[str]:
             continue
         inputs = node.get("inputs") if isinstance(node.get("inputs"), dict) else {}
         for name, value in sorted(inputs.items()):
-            config = _config(definition, name)
+            config = input_config(definition, name)
             if config is None or isinstance(value, list):  # unknown, or a link
                 continue
             found = _value_problem(value, config)
@@ -34,7 +34,7 @@ def problems(workflow: Mapping[str, Any], info: Mapping[str, Any]) -> list[str]:
     return out
 
 
-def _config(definition: dict[str, Any], name: str) -> list[Any] | None:
+def input_config(definition: dict[str, Any], name: str) -> list[Any] | None:
     inputs = definition.get("input") or {}
     for section in ("required", "optional"):
         config = (inputs.get(section) or {}).get(name)
@@ -43,18 +43,23 @@ def _config(definition: dict[str, Any], name: str) -> list[Any] | None:
     return None
 
 
-def _choices(config: list[Any]) -> list[Any] | None:
+def combo_options(config: list[Any]) -> list[Any] | None:
     """A combo's options: ["a", "b"] as the first element, or ("COMBO", {"options": [...]})."""
     if isinstance(config[0], list):
         return config[0]
-    extra = config[1] if len(config) > 1 and isinstance(config[1], dict) else {}
+    extra = limits(config)
     if config[0] == "COMBO" and isinstance(extra.get("options"), list):
         return extra["options"]
     return None
 
 
+def limits(config: list[Any]) -> dict[str, Any]:
+    """An input's settings (min, max, step, default, control_after_generate, ...)."""
+    return config[1] if len(config) > 1 and isinstance(config[1], dict) else {}
+
+
 def _value_problem(value: Any, config: list[Any]) -> str:
-    choices = _choices(config)
+    choices = combo_options(config)
     if choices is not None:
         if value in choices:
             return ""
@@ -64,7 +69,7 @@ def _value_problem(value: Any, config: list[Any]) -> str:
             f"it offers {', '.join(names[:8])}{', ...' if len(names) > 8 else ''}"
             if names else "it lists none: put the file in ComfyUI's models folder")
         return f"{value!r} is not on this ComfyUI ({offer})"
-    extra = config[1] if len(config) > 1 and isinstance(config[1], dict) else {}
+    extra = limits(config)
     if isinstance(value, int | float) and not isinstance(value, bool):
         if "min" in extra and value < extra["min"]:
             return f"{value} is below its minimum {extra['min']}"
@@ -79,9 +84,9 @@ def knob_problems(knobs: Sequence[Knob], workflow: Mapping[str, Any],
     past the widget's, a number knob on a whole-number input, a choice on a number."""
     out = []
     for knob in knobs:
-        for node_id, name in _landing(workflow, knob.targets):
+        for node_id, name in landing(workflow, knob.targets):
             cls = str(workflow[node_id].get("class_type"))
-            config = _config(info.get(cls) or {}, name)
+            config = input_config(info.get(cls) or {}, name)
             if config is None:
                 continue
             found = _fit(knob, config)
@@ -90,7 +95,7 @@ def knob_problems(knobs: Sequence[Knob], workflow: Mapping[str, Any],
     return out
 
 
-def _landing(workflow: Mapping[str, Any], targets: Sequence[str]) -> list[tuple[str, str]]:
+def landing(workflow: Mapping[str, Any], targets: Sequence[str]) -> list[tuple[str, str]]:
     """(node id, input) of each node path, and of each input whose whole value is a token."""
     out = []
     for target in targets:
@@ -105,7 +110,7 @@ def _landing(workflow: Mapping[str, Any], targets: Sequence[str]) -> list[tuple[
 
 
 def _fit(knob: Knob, config: list[Any]) -> str:
-    choices = _choices(config)
+    choices = combo_options(config)
     if knob.type == "choice":
         if choices is None:
             return f"the input is {config[0]}, not a list of choices"
@@ -118,7 +123,7 @@ def _fit(knob: Knob, config: list[Any]) -> str:
     if config[0] == "INT" and knob.type == "number" and not (
             knob.step and float(knob.step).is_integer() and float(knob.min or 0).is_integer()):
         return "the input takes whole numbers: make the knob type integer"
-    extra = config[1] if len(config) > 1 and isinstance(config[1], dict) else {}
+    extra = limits(config)
     if "min" in extra and knob.min is not None and knob.min < extra["min"]:
         return f"knob min {knob.min:g} is below the input's minimum {extra['min']:g}"
     if "max" in extra and knob.max is not None and knob.max > extra["max"]:

@@ -11,6 +11,8 @@ from typing import Any
 
 from PIL import Image, ImageDraw, ImageFilter
 
+from .knobs import finite_number
+
 SCALE = 1000  # the coordinates Qwen2.5-VL and similar models answer grounding questions in
 
 
@@ -34,7 +36,7 @@ def accept(raw: Any, min_share: float, max_share: float) -> tuple[Box | None, st
     min_share or shrunk to max_share around its centre."""
     if not (isinstance(raw, Sequence) and not isinstance(raw, str) and len(raw) == 4):
         return None, "not four numbers [x0, y0, x1, y1]"
-    if not all(_finite(v) for v in raw):
+    if not all(finite_number(v) for v in raw):
         return None, "not four finite numbers"
     x0, y0, x1, y1 = (min(max(_clamped(v), 0.0), SCALE) for v in raw)
     x0, x1 = sorted((x0, x1))
@@ -47,12 +49,6 @@ def accept(raw: Any, min_share: float, max_share: float) -> tuple[Box | None, st
     elif box.share > max_share:
         box = _scaled(box, math.sqrt(max_share / box.share))
     return box, ""
-
-
-def _finite(v: Any) -> bool:
-    if isinstance(v, bool):
-        return False
-    return isinstance(v, int) or (isinstance(v, float) and math.isfinite(v))
 
 
 def _clamped(v: float) -> float:

@@ -19,7 +19,6 @@ from . import charts, patch, provenance, runfolder, thumbs
 from . import events as ev
 from .errors import ImitatoesError
 from .runfolder import IterationRecord
-from .spec import Params
 from .state import RunState
 
 REFRESH_SECONDS = 5
@@ -246,9 +245,6 @@ def _knob_charts(spec: dict[str, Any], records: list[IterationRecord], labels: l
     return out
 
 
-def _knob_text(p: Params) -> str:
-    return " · ".join(f"{name} {value:g}" if isinstance(value, int | float) else
-                      f"{name} {value}" for name, value in p.knobs)
 
 
 def _compare(records: list[IterationRecord], state: RunState) -> str:
@@ -276,7 +272,7 @@ def _cards(run_dir: Path, state: RunState, records: list[IterationRecord]) -> st
                        if on)
         settings = " · ".join(filter(None, [
             f"seed {r.params.seed} · cfg {r.params.cfg:g} · steps {r.params.steps}",
-            _knob_text(r.params)]))
+            r.params.knob_text(" · ")]))
         if r.refine:
             settings += f" · refined from {r.refine.get('from')} at denoise " \
                         f"{r.refine.get('denoise')}"
@@ -329,10 +325,11 @@ def _table(records: list[IterationRecord]) -> str:
                           f"{escape(str(x.asked)[:200])} ({escape(x.reason)})</div>"
                           for x in r.refused)
         timing = f"{r.seconds.get('render', 0):.1f} / {r.seconds.get('critique', 0):.1f}"
+        knobs = f"<td>{escape(p.knob_text(' · '))}</td>" if with_knobs else ""
         rows.append(f"<tr><td>{escape(r.key)}</td><td>{marked(p.prompt, previous['prompt'])}"
                     f"</td><td>{marked(p.negative, previous['negative'])}</td><td>{p.cfg:g}"
                     f"</td><td>{p.steps}</td><td>{p.seed}</td>"
-                    f"{f'<td>{escape(_knob_text(p))}</td>' if with_knobs else ''}"
+                    f"{knobs}"
                     f"<td>{score}</td><td>{timing}</td>"
                     f"<td>{escape(r.reason)}</td><td>"
                     f"{escape('; '.join(r.applied or []) or 'nothing')}{refused}</td></tr>")

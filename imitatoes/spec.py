@@ -31,6 +31,11 @@ class Params:
     def knob(self, name: str) -> Any:
         return dict(self.knobs)[name]
 
+    def knob_text(self, sep: str = " ") -> str:
+        """The knob values as a person reads them: "sampler euler · denoise 0.8"."""
+        return sep.join(f"{name} {value:g}" if isinstance(value, int | float) else
+                        f"{name} {value}" for name, value in self.knobs)
+
     def with_knob(self, name: str, value: Any) -> Params:
         return replace(self, knobs=tuple((n, value if n == name else v) for n, v in self.knobs))
 
@@ -239,10 +244,9 @@ def _start_from_workflow(doc: Document) -> None:
     except WorkflowError:
         return  # lint says so too
     for target, parameter in bindings.items():
-        where = workflow.node_input(flow, str(target))
-        if parameter not in _FROM_WORKFLOW or parameter in start or where is None:
+        if parameter not in _FROM_WORKFLOW or parameter in start:
             continue
-        value = (flow.get(where[0]) or {}).get("inputs", {}).get(where[1])
+        value = workflow.value_at(flow, str(target))
         if isinstance(value, _FROM_WORKFLOW[parameter]) and not isinstance(value, bool):
             yamldoc.apply_override(doc, ("start", parameter), value,
                                    f"the workflow's {target}")

@@ -16,7 +16,7 @@ from typing import Any
 
 import yaml
 
-from . import lint, specfiles, ui_workflow, workflow
+from . import lint, nodecheck, specfiles, ui_workflow, workflow
 from .errors import UsageError, WorkflowError
 from .samplers import SAMPLERS, first_sampler, linked, node_order, sampler_nodes
 
@@ -261,13 +261,10 @@ def _options(info: Mapping[str, Any] | None, cls: str) -> dict[str, dict[str, An
         for name, config in ((definition.get("input") or {}).get(section) or {}).items():
             if not isinstance(config, list) or not config:
                 continue
-            extra = config[1] if len(config) > 1 and isinstance(config[1], dict) else {}
-            if isinstance(config[0], list):
-                out[name] = {"choices": config[0]}
-            elif config[0] == "COMBO" and isinstance(extra.get("options"), list):
-                out[name] = {"choices": extra["options"]}
-            else:
-                out[name] = {k: extra[k] for k in ("min", "max") if _number(extra.get(k))}
+            offered = nodecheck.combo_options(config)
+            out[name] = {"choices": offered} if offered is not None else {
+                k: v for k, v in nodecheck.limits(config).items()
+                if k in ("min", "max") and _number(v)}
     return out
 
 

@@ -144,8 +144,7 @@ class PlainLines:
             score = "-" if row.score is None else f"{row.score:.2f}"
             verdict = "done" if row.state == "done" else ("no verdict" if row.state == "failed"
                                                           else f"score {score}")
-            knobs = "".join(f" {name} {value:g}" if isinstance(value, int | float) else
-                            f" {name} {value}" for name, value in row.params.knobs)
+            knobs = f" {row.params.knob_text()}" if row.params.knobs else ""
             self._print(f"loop {row.loop} iter {row.iteration}: seed {row.params.seed} cfg "
                         f"{row.params.cfg:g} steps {row.params.steps}{knobs} | render "
                         f"{row.render_s or 0:.1f}s critique {row.critique_s or 0:.1f}s | "

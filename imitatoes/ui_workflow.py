@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from .errors import WorkflowError
+from .nodecheck import limits
 
 NOTES = frozenset({"Note", "MarkdownNote"})
 WIDGET_TYPES = frozenset({"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"})
@@ -120,7 +121,7 @@ def widget_names(definition: Mapping[str, Any]) -> list[str]:
             if not _is_widget(config):
                 continue
             names.append(name)
-            extra = config[1] if len(config) > 1 and isinstance(config[1], dict) else {}
+            extra = limits(config)
             if extra.get("control_after_generate"):
                 names.append(CONTROL)
             if any(extra.get(flag) for flag in UPLOAD_FLAGS):
@@ -131,9 +132,8 @@ def widget_names(definition: Mapping[str, Any]) -> list[str]:
 def _is_widget(config: Any) -> bool:
     if not isinstance(config, list) or not config:
         return False
-    extra = config[1] if len(config) > 1 and isinstance(config[1], dict) else {}
     return (isinstance(config[0], list) or config[0] in WIDGET_TYPES) and \
-        not extra.get("forceInput")
+        not limits(config).get("forceInput")
 
 
 def _inputs(node: Mapping[str, Any], definition: Mapping[str, Any],

@@ -101,6 +101,14 @@ def node_input(workflow: Mapping[str, Any], target: str) -> tuple[str, str] | No
     return (m.group(1), m.group(2)) if m else None
 
 
+def value_at(workflow: Mapping[str, Any], target: str) -> Any:
+    """The value a node path holds in the workflow (None for a token or a missing input)."""
+    where = node_input(workflow, target)
+    if where is None:
+        return None
+    return (workflow.get(where[0]) or {}).get("inputs", {}).get(where[1])
+
+
 def node_path_problem(workflow: Mapping[str, Any], target: str) -> str:
     node_id, name = node_input(workflow, target) or ("", "")
     node = workflow.get(node_id)

@@ -93,18 +93,33 @@ def test_refines_from_the_best_once_it_is_good_enough_and_moves_denoise() -> Non
     assert [name for name, _ in renderer.uploads] == [best2, best2, best2, best5]
 
 
-def test_refine_against_the_stand_ins_keeps_the_image_and_resumes(servers, tmp_path: Path
-                                                                   ) -> None:
+def demo_run(servers, tmp_path: Path, settings: str, region: list | None = None,
+             workflow: str = "") -> Run:
+    """The demo spec with `settings` after its limits (which `settings` replaces), against
+    the stand-ins, the critic never satisfied (so it keeps refining) and, with `region`,
+    saying every unmet requirement fails there. `workflow`: a refine workflow beside it."""
     comfy, ollama = servers
     shutil.copy(ROOT / "imitatoes/data/demo_workflow.json", tmp_path)
+    if workflow:
+        (tmp_path / "mine_refine.json").write_text(workflow)
     spec_path = tmp_path / "demo.yaml"
     spec_path.write_text((ROOT / "imitatoes/data/demo.yaml").read_text().replace(
-        "limits: {iterations_per_loop: 3, max_loops: 3}",
-        "limits: {iterations_per_loop: 4, max_loops: 1}\n"
-        "refine: {after_score: 0.5, denoise: {start: 0.4}}"))
-    ollama.knobs.never_done = True  # the last requirement is never met: it keeps refining
-    env = {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
-    outcome = Run.begin(specs.load(spec_path, env=env), tmp_path / "runs").execute()
+        "limits: {iterations_per_loop: 3, max_loops: 3}", settings))
+    ollama.knobs.never_done = True
+    ollama.knobs.region = region
+    return Run.begin(specs.load(spec_path, env=env_for(servers)), tmp_path / "runs")
+
+
+def env_for(servers) -> dict[str, str]:
+    return {"IMITATOES_COMFY_URL": servers[0].url, "IMITATOES_OLLAMA_URL": servers[1].url}
+
+
+def test_refine_against_the_stand_ins_keeps_the_image_and_resumes(servers, tmp_path: Path
+                                                                   ) -> None:
+    comfy, _ = servers
+    env = env_for(servers)
+    outcome = demo_run(servers, tmp_path, "limits: {iterations_per_loop: 4, max_loops: 1}\n"
+                       "refine: {after_score: 0.5, denoise: {start: 0.4}}").execute()
     run_dir = outcome.run_dir
     records = [json.loads(p.read_text()) for p in sorted(run_dir.glob("loop_01_iter_0?.json"))]
     refined = [r for r in records if r.get("refine")]
@@ -136,19 +151,12 @@ def _mean_diff(a: Image.Image, b: Image.Image) -> float:
 
 
 def test_a_refine_workflow_of_ones_own_travels_with_the_run(servers, tmp_path: Path) -> None:
-    comfy, ollama = servers
     flow = json.loads((ROOT / "imitatoes/data/demo_workflow.json").read_text())
-    (tmp_path / "demo_workflow.json").write_text(json.dumps(flow))
     own = refine.graph(flow).workflow  # as a user would write it: LoadImage __INIT_IMAGE__
-    (tmp_path / "mine_refine.json").write_text(json.dumps(own))
-    spec_path = tmp_path / "demo.yaml"
-    spec_path.write_text((ROOT / "imitatoes/data/demo.yaml").read_text().replace(
-        "limits: {iterations_per_loop: 3, max_loops: 3}",
-        "limits: {iterations_per_loop: 4, max_loops: 1}\n"
-        "refine: {after_score: 0.5, workflow: mine_refine.json}"))
-    ollama.knobs.never_done = True
-    env = {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
-    run_dir = Run.begin(specs.load(spec_path, env=env), tmp_path / "runs").execute().run_dir
+    run_dir = demo_run(servers, tmp_path, "limits: {iterations_per_loop: 4, max_loops: 1}\n"
+                       "refine: {after_score: 0.5, workflow: mine_refine.json}",
+                       workflow=json.dumps(own)).execute().run_dir
+    env = env_for(servers)
     assert json.loads((run_dir / "refine_workflow.json").read_text()) == own
     again = specs.load(run_dir / "spec.yaml", env=env)  # what resume reads
     assert again.refine is not None and again.refine.graph.workflow == own
@@ -182,17 +190,10 @@ def test_the_mask_is_white_inside_the_box_and_black_outside() -> None:
 
 
 def test_a_region_is_repainted_and_the_rest_stays_as_it_was(servers, tmp_path: Path) -> None:
-    comfy, ollama = servers
-    shutil.copy(ROOT / "imitatoes/data/demo_workflow.json", tmp_path)
-    spec_path = tmp_path / "demo.yaml"
-    spec_path.write_text((ROOT / "imitatoes/data/demo.yaml").read_text().replace(
-        "limits: {iterations_per_loop: 3, max_loops: 3}",
-        "limits: {iterations_per_loop: 4, max_loops: 1}\n"
-        "refine: {after_score: 0.5, denoise: {start: 0.6}, repair: {feather: 0.02}}"))
-    ollama.knobs.never_done = True
-    ollama.knobs.region = [250, 250, 750, 750]
-    env = {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
-    run_dir = Run.begin(specs.load(spec_path, env=env), tmp_path / "runs").execute().run_dir
+    comfy, _ = servers
+    run_dir = demo_run(servers, tmp_path, "limits: {iterations_per_loop: 4, max_loops: 1}\n"
+                       "refine: {after_score: 0.5, denoise: {start: 0.6}, repair: "
+                       "{feather: 0.02}}", region=[250, 250, 750, 750]).execute().run_dir
     records = [json.loads(p.read_text()) for p in sorted(run_dir.glob("loop_01_iter_0?.json"))]
     repaired = next(r for r in records if (r.get("refine") or {}).get("region"))
     region = repaired["refine"]["region"]
@@ -216,17 +217,9 @@ def test_a_region_is_repainted_and_the_rest_stays_as_it_was(servers, tmp_path: P
 
 
 def test_an_absurd_region_is_refused_and_recorded(servers, tmp_path: Path) -> None:
-    comfy, ollama = servers
-    shutil.copy(ROOT / "imitatoes/data/demo_workflow.json", tmp_path)
-    spec_path = tmp_path / "demo.yaml"
-    spec_path.write_text((ROOT / "imitatoes/data/demo.yaml").read_text().replace(
-        "limits: {iterations_per_loop: 3, max_loops: 3}",
-        "limits: {iterations_per_loop: 3, max_loops: 1}\n"
-        "refine: {after_score: 0.5, repair: {}}"))
-    ollama.knobs.never_done = True
-    ollama.knobs.region = [5000, 5000, 9000, 9000]
-    env = {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
-    run_dir = Run.begin(specs.load(spec_path, env=env), tmp_path / "runs").execute().run_dir
+    run_dir = demo_run(servers, tmp_path, "limits: {iterations_per_loop: 3, max_loops: 1}\n"
+                       "refine: {after_score: 0.5, repair: {}}",
+                       region=[5000, 5000, 9000, 9000]).execute().run_dir
     refusals = [f for p in sorted(run_dir.glob("loop_01_iter_0?.json"))
                 for f in json.loads(p.read_text()).get("refused", []) if f["field"] == "region"]
     assert refusals and "no area inside the image" in refusals[0]["reason"]
@@ -264,17 +257,9 @@ def test_resuming_under_a_spec_without_refine_turns_it_off() -> None:
 
 def test_a_chosen_candidate_keeps_its_mask_under_the_iteration_s_name(servers, tmp_path: Path
                                                                       ) -> None:
-    comfy, ollama = servers
-    shutil.copy(ROOT / "imitatoes/data/demo_workflow.json", tmp_path)
-    spec_path = tmp_path / "demo.yaml"
-    spec_path.write_text((ROOT / "imitatoes/data/demo.yaml").read_text().replace(
-        "limits: {iterations_per_loop: 3, max_loops: 3}",
-        "limits: {iterations_per_loop: 3, max_loops: 1}\nsearch: {candidates: 2}\n"
-        "refine: {after_score: 0.5, repair: {}}"))
-    ollama.knobs.never_done = True
-    ollama.knobs.region = [100, 100, 400, 400]
-    env = {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
-    run_dir = Run.begin(specs.load(spec_path, env=env), tmp_path / "runs").execute().run_dir
+    run_dir = demo_run(servers, tmp_path, "limits: {iterations_per_loop: 3, max_loops: 1}\n"
+                       "search: {candidates: 2}\nrefine: {after_score: 0.5, repair: {}}",
+                       region=[100, 100, 400, 400]).execute().run_dir
     records = [json.loads(p.read_text()) for p in sorted(run_dir.glob("loop_01_iter_0?.json"))]
     repaired = [r["key"] for r in records if (r.get("refine") or {}).get("region")]
     assert repaired and all((run_dir / f"{k}_mask.png").is_file() for k in repaired)
