@@ -214,9 +214,15 @@ def _refine_problems(doc: Document, spec: dict[str, Any], flow: dict[str, Any]
         except WorkflowError as exc:
             return [*out, doc.problem(("refine", "workflow"), str(exc))]
     try:
-        graph(source)
+        denoise = graph(source).denoise
     except WorkflowError as exc:
-        out.append(doc.problem(("refine",), str(exc), key=True))
+        return [*out, doc.problem(("refine",), str(exc), key=True)]
+    declared = spec["knobs"] if isinstance(spec["knobs"], dict) else {}
+    for name, d in declared.items():  # refine mode sets that input itself
+        if isinstance(d, dict) and denoise in knobs.targets_of(d):
+            out.append(doc.problem(("knobs", name), f"{denoise} is the denoise refine mode "
+                                   "sets (refine.denoise); the knob would not reach refine "
+                                   "renders: drop the knob or bound refine.denoise instead"))
     return out
 
 
