@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import statistics
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
@@ -23,6 +28,21 @@ def demo_spec(comfy_url: str, ollama_url: str, size: int = 1024, **limits: int) 
     if limits:
         spec = dataclasses.replace(spec, limits=specs.Limits(**limits))
     return spec
+
+
+@contextlib.contextmanager
+def standin_process(kind: str, *args: str) -> Iterator[str]:
+    """A stand-in in a process of its own; its URL. Its request log (a line per request) is
+    read and dropped: a pipe nobody reads fills after ~800 lines and stalls the server."""
+    proc = subprocess.Popen([sys.executable, "-m", "imitatoes", "standin", kind, "--port", "0",
+                             *args], stdout=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().split(" on ")[1].split()[0]
+        threading.Thread(target=proc.stdout.read, daemon=True).start()
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def median_ms(values: list[float]) -> float:

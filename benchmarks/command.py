@@ -8,7 +8,6 @@ history, image fetch, shrink to JPEG, one chat call per iteration). Interleaved 
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import statistics
@@ -16,10 +15,10 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import requests
+from _setup import standin_process
 
 from imitatoes import critic_prompt, verdict
 from imitatoes import spec as specs
@@ -38,8 +37,8 @@ cid = str(uuid.uuid4())
 ws = websocket.create_connection(comfy.replace("http", "ws") + "/ws?clientId=" + cid)
 http = requests.Session()
 for i in range(n):
-    flow = json.loads(template.replace("__SEED__", str(1000 + i)).replace("__STEPS__", "25")
-                      .replace("__CFG__", "7"))
+    flow = json.loads(template.replace("__SEED__", str(1000 + i))
+                      .replace("__STEPS__", str(ask["steps"])).replace("__CFG__", str(ask["cfg"])))
     pid = http.post(comfy + "/prompt", json={"prompt": flow, "client_id": cid}).json()["prompt_id"]
     while True:
         msg = json.loads(ws.recv())
@@ -55,17 +54,6 @@ for i in range(n):
               "format": ask["format"], "messages": [{"role": "user", "content": ask["prompt"],
               "images": [base64.b64encode(out.getvalue()).decode()]}]}).json()
 '''
-
-
-@contextlib.contextmanager
-def standin(kind: str, *args: str) -> Iterator[str]:
-    proc = subprocess.Popen([PYTHON, "-m", "imitatoes", "standin", kind, "--port", "0", *args],
-                            stdout=subprocess.PIPE, text=True)
-    try:
-        yield proc.stdout.readline().split(" on ")[1].split()[0]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def spec_folder(folder: Path, n: int) -> Path:
@@ -91,22 +79,27 @@ def timed(argv: list[str], env: dict[str, str]) -> float:
 
 def main(n: int, rounds: int) -> None:
     with tempfile.TemporaryDirectory() as tmp, \
-            standin("comfyui", "--step-seconds", "0", "--grain", "0.1") as comfy, \
-            standin("ollama", "--latency", "0") as ollama:
-        requests.post(ollama + "/imitatoes/knobs", json={"never_done": True}, timeout=5)
+            standin_process("comfyui", "--step-seconds", "0", "--grain", "0.1") as comfy, \
+            standin_process("ollama", "--latency", "0") as ollama:
+        # The critic never approves and never asks for a change that alters the picture (new
+        # seeds aside): both sides render the spec's start parameters, so the stand-in paints
+        # the same images for both (a critic's "blue background" costs the painter 5 ms more).
+        requests.post(ollama + "/imitatoes/knobs", json={"never_done": True, "tune": {
+            "prompt_append": "", "neg_append": "", "cfg": None, "steps": None}}, timeout=5)
         spec = spec_folder(Path(tmp), n)
+        loaded = specs.load(spec, env={})
         bound = Path(tmp) / "bare_workflow.json"
         flow = json.loads((Path(tmp) / "demo_workflow.json").read_text())
-        bound.write_text(json.dumps(flow).replace('"__PROMPT__"', '"a red circle"')
-                         .replace('"__NEG__"', '"blurry"'))
+        bound.write_text(json.dumps(flow).replace('"__PROMPT__"', json.dumps(loaded.start.prompt))
+                         .replace('"__NEG__"', json.dumps(loaded.start.negative)))
         env = {**os.environ, "IMITATOES_RUNS": str(Path(tmp) / "runs")}
         ours_argv = [PYTHON, "-m", "imitatoes", "run", str(spec), "--comfy-url", comfy,
                      "--ollama-url", ollama, "--iterations-per-loop", str(n), "--max-loops",
                      "1", "--yes", "--set", "seed.policy=random"]  # never stops early
         ask = Path(tmp) / "ask.json"  # the critic is asked the same question on both sides
-        loaded = specs.load(spec, env={})
         question = critic_prompt.critic_prompt(loaded, loaded.start, 1, 1)
-        ask.write_text(json.dumps({"format": verdict.schema(), "prompt": question}))
+        ask.write_text(json.dumps({"format": verdict.schema(), "prompt": question,
+                                   "steps": loaded.start.steps, "cfg": loaded.start.cfg}))
         bare_argv = [PYTHON, "-c", BARE, comfy, ollama, str(n), str(bound), str(ask)]
         ours, bare = [], []
         for _ in range(rounds):
@@ -115,6 +108,8 @@ def main(n: int, rounds: int) -> None:
         renders = [json.loads((d / "state.json").read_text())["renders"]
                    for d in (Path(tmp) / "runs").iterdir()]
         assert renders == [n] * rounds, renders  # the same work on both sides
+        assert all(json.loads(r.read_text())["params"]["prompt"] == loaded.start.prompt
+                   for r in (Path(tmp) / "runs").glob("*/loop_*.json"))
     print(f"{n} iterations, 1024x1024 photo-like renders, {rounds} interleaved rounds")
     print(f"bare loop process:    median {statistics.median(bare):6.2f} s")
     print(f"imitatoes run:        median {statistics.median(ours):6.2f} s")

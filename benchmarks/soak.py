@@ -6,31 +6,17 @@ memory, open file descriptors and threads, sampled as the run goes.
 
 from __future__ import annotations
 
-import contextlib
-import subprocess
 import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import requests
-from _setup import demo_spec, open_fds, rss_mib
+from _setup import demo_spec, open_fds, rss_mib, standin_process
 
 from imitatoes.events import Applied, Event
 from imitatoes.lifecycle import Run
-
-
-@contextlib.contextmanager
-def standin(kind: str, *args: str) -> Iterator[str]:
-    proc = subprocess.Popen([sys.executable, "-m", "imitatoes", "standin", kind, "--port", "0",
-                             *args], stdout=subprocess.PIPE, text=True)
-    try:
-        yield proc.stdout.readline().split(" on ")[1].split()[0]
-    finally:
-        proc.terminate()
-        proc.wait(timeout=10)
 
 
 def main(n: int) -> None:
@@ -47,8 +33,9 @@ def main(n: int) -> None:
 
     # The stand-ins run in processes of their own: they keep every image and the history in
     # memory as ComfyUI does, which is not ours to measure.
-    with standin("comfyui", "--step-seconds", "0") as comfy, \
-            standin("ollama", "--latency", "0") as ollama, tempfile.TemporaryDirectory() as runs:
+    with standin_process("comfyui", "--step-seconds", "0") as comfy, \
+            standin_process("ollama", "--latency", "0") as ollama, \
+            tempfile.TemporaryDirectory() as runs:
         requests.post(ollama + "/imitatoes/knobs", json={"never_done": True}, timeout=5)
         spec = demo_spec(comfy, ollama, size=512, iterations_per_loop=n, max_loops=1)
         start = time.perf_counter()

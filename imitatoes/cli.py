@@ -497,4 +497,22 @@ def main() -> None:
     try:
         app()
     except KeyboardInterrupt:  # Ctrl-C outside a command body (e.g. while typer starts)
-        sys.exit(130)
+        _exit(130)
+    except SystemExit as exc:
+        _exit(exc.code)
+
+
+def _exit(code: object) -> None:
+    """Leave without the interpreter's teardown when nothing is left to finish: freeing every
+    module's objects costs 40 ms, a fifth of a short command. By then every file we wrote is
+    closed; a thread that is not a daemon (work still going) gets the normal exit, which
+    waits for it, and so does an exit with a message instead of a number."""
+    busy = any(t is not threading.main_thread() and not t.daemon and t.is_alive()
+               for t in threading.enumerate())
+    if busy or not (code is None or isinstance(code, int)):
+        sys.exit(code)
+    if "logging" in sys.modules:  # flush what the teardown would have flushed
+        sys.modules["logging"].shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code or 0)

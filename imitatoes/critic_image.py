@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import base64
 import io
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from PIL import Image, UnidentifiedImageError
 
@@ -22,6 +22,9 @@ class Prepared:
     width: int
     height: int
     source_bytes: int
+    # The shrunk picture itself, for listeners that want pixels (the report's thumbnail)
+    # without decoding the JPEG again.
+    picture: Image.Image | None = field(default=None, repr=False, compare=False)
 
     def base64(self) -> str:
         """Plain standard base64, as Ollama's `images` wants it (a data: prefix is a 400)."""
@@ -49,7 +52,7 @@ def prepare(image: bytes, max_edge: int = 1024, fmt: str = "jpeg", quality: int 
         img.save(out, "PNG", optimize=False, compress_level=6)
     else:
         img.save(out, "JPEG", quality=quality, optimize=False)
-    return Prepared(out.getvalue(), f"image/{fmt}", img.width, img.height, len(image))
+    return Prepared(out.getvalue(), f"image/{fmt}", img.width, img.height, len(image), img)
 
 
 def _flatten(img: Image.Image) -> Image.Image:

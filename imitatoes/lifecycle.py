@@ -183,9 +183,10 @@ class Run:
         self.prepare()
         state = self._starting_state(instruction)
         started = time.monotonic()
+        reporter = ReportWriter(self.dir)
         try:
             with runfolder.owned(self.dir):
-                self.state = self._drive(state, listeners)
+                self.state = self._drive(state, [reporter, *listeners])
         except KeyboardInterrupt:
             self.state = state
             stop = RunInterrupted("interrupted")
@@ -198,7 +199,8 @@ class Run:
                        "workflow it came from)"
             raise
         finally:
-            self.write_report()
+            if not reporter.ended:  # the engine stopped before it could say how it ended
+                self.write_report()
         return Outcome(self.dir, self.state, time.monotonic() - started)
 
     def tidy(self) -> None:
@@ -237,7 +239,7 @@ class Run:
                                                    model=self.spec.critic.verifier)) \
             if self.spec.critic.verifier else None
         engine = Engine(self.spec, ComfyRenderer(client, c.render_timeout, c.max_image_pixels),
-                        critic, [RunLog(self.dir), ReportWriter(self.dir), *listeners],
+                        critic, [RunLog(self.dir), *listeners],
                         rng=random.Random(),
                         reuse=lambda key: runfolder.saved_render(self.dir, key,
                                                                  c.max_image_pixels),

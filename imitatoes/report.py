@@ -65,12 +65,14 @@ class ReportWriter(ev.Handler):
         self.dir = run_dir
         self.spec: dict[str, Any] | None = None  # the spec as run: parsed once
         self.last = float("-inf")
+        self.ended = False  # the page of the run's end is written
         # Off the loop's path: thumbnails and pages are made while the loop waits on the
         # servers, in order, by one thread; the end of the run waits for them.
         self.worker = ThreadPoolExecutor(1, thread_name_prefix="report")
 
     def on_verdict(self, event: ev.Judged) -> None:
-        self.worker.submit(thumbs.save, self.dir, event.key, event.judgement.image.data)
+        image = event.judgement.image
+        self.worker.submit(thumbs.save, self.dir, event.key, image.data, image.picture)
 
     def _running(self, event: ev.IterationEnded | ev.LoopEnded) -> None:
         if time.monotonic() - self.last >= self.MIN_GAP:
@@ -80,6 +82,7 @@ class ReportWriter(ev.Handler):
     def _final(self, event: ev.Done | ev.LimitsReached | ev.Interrupted | ev.Failed) -> None:
         self.worker.submit(self._write, event.state)
         self.worker.shutdown(wait=True)  # the page is whole before the run says it ended
+        self.ended = True
 
     def _write(self, state: RunState) -> None:
         if self.spec is None:

@@ -18,15 +18,21 @@ SIZE = 384
 FOLDER = "thumbs"
 
 
-def make(data: bytes) -> bytes | None:
-    """A JPEG at most SIZE px on its longest edge; None for anything that is not an image."""
-    try:
-        check_image(data)
-        img = Image.open(io.BytesIO(data))
-        img.draft("RGB", (SIZE, SIZE))  # JPEGs decode at 1/2, 1/4 or 1/8 size: far cheaper
-        img = img.convert("RGB")
-    except (OSError, UnidentifiedImageError, NotAnImage):
-        return None
+def make(data: bytes, picture: Image.Image | None = None) -> bytes | None:
+    """A JPEG at most SIZE px on its longest edge, from the decoded `picture` of `data` when
+    there is one (decoding costs more than the rest); None for anything that is not an
+    image."""
+    if picture is not None:
+        factor = max(picture.size) // SIZE
+        img = picture.reduce(factor) if factor >= 2 else picture.convert("RGB")  # a new image
+    else:
+        try:
+            check_image(data)
+            img = Image.open(io.BytesIO(data))
+            img.draft("RGB", (SIZE, SIZE))  # JPEGs decode at 1/2, 1/4 or 1/8 size: cheaper
+            img = img.convert("RGB")
+        except (OSError, UnidentifiedImageError, NotAnImage):
+            return None
     img.thumbnail((SIZE, SIZE), Image.Resampling.BILINEAR, reducing_gap=1.0)  # a preview
     out = io.BytesIO()
     img.save(out, "JPEG", quality=80)
@@ -37,9 +43,9 @@ def path(run_dir: Path, key: str) -> Path:
     return run_dir / FOLDER / f"{key}.jpg"
 
 
-def save(run_dir: Path, key: str, data: bytes) -> None:
+def save(run_dir: Path, key: str, data: bytes, picture: Image.Image | None = None) -> None:
     """From the image the critic saw (already small) when the verdict arrives."""
-    small = make(data)
+    small = make(data, picture)
     if small is None:
         return
     path(run_dir, key).parent.mkdir(exist_ok=True)

@@ -342,3 +342,16 @@ def test_doctor_names_a_model_the_server_lacks_and_the_closest_it_has(servers,
     assert re.search(r"models and values +│ FAIL +│ node 4 \(CheckpointLoaderSimple\) "
                      r"ckpt_name: 'v1-5-pruned-emaonly.safetensors' is not on this ComfyUI "
                      r"\(closest: v1-5-pruned.safetensors\)", result.stdout), result.stdout
+
+
+def test_the_process_exits_with_its_code_and_all_its_output(tmp_path: Path) -> None:
+    """The command leaves without the interpreter's teardown: nothing may be lost by it."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # a pipe buffers
+    shown = subprocess.run([sys.executable, "-m", "imitatoes", "schema"], capture_output=True,
+                           text=True, timeout=60, env=env)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["properties"]  # all of it
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("goal: [unclosed\n")
+    failed = subprocess.run([sys.executable, "-m", "imitatoes", "validate", str(bad)],
+                            capture_output=True, text=True, timeout=60, env=env)
+    assert failed.returncode == 2 and f"{bad}:" in failed.stdout + failed.stderr

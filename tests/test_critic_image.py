@@ -61,3 +61,21 @@ def test_quality_changes_the_size() -> None:
 def test_garbage_is_a_typed_error() -> None:
     with pytest.raises(ImageUnreadable, match="not a readable image"):
         prepare(b"<html>")
+
+
+def test_the_thumbnail_from_the_critic_s_pixels_matches_one_from_its_jpeg() -> None:
+    from imitatoes import thumbs
+
+    source = Image.new("RGB", (1536, 1024), (20, 90, 200))
+    source.paste((240, 200, 10), (0, 0, 768, 1024))  # left half yellow
+    out = io.BytesIO()
+    source.save(out, "PNG")
+    p = prepare(out.getvalue(), max_edge=1024)
+    assert p.picture is not None and p.picture.size == (1024, 683)
+    small, again = (opened(t) for t in (thumbs.make(p.data, p.picture), thumbs.make(p.data)))
+    assert small.width == again.width == thumbs.SIZE
+    assert abs(small.height - 256) <= 1 and abs(again.height - 256) <= 1
+    for x in (20, 360):  # the same picture either way (JPEG noise aside)
+        a, b = small.getpixel((x, 128)), again.getpixel((x, 128))
+        assert max(abs(i - j) for i, j in zip(a, b, strict=True)) < 12
+    assert p.picture.size == (1024, 683)  # the critic's picture itself is left as it was
