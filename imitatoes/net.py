@@ -103,19 +103,25 @@ class Deadlines:
     start, four times an iteration. Alarms that are disarmed in time never fire."""
 
     def __init__(self) -> None:
+        self._numbers = itertools.count()
+        self._reset()
+        os.register_at_fork(after_in_child=self._reset)
+
+    def _reset(self) -> None:
+        """A fresh start: at first, and in a forked child (Celery's workers), which has
+        neither the thread nor a lock it can trust."""
         self._cond = threading.Condition()
         self._queue: list[tuple[float, int]] = []  # (when, alarm), soonest first
         self._armed: dict[int, Callable[[], None]] = {}
-        self._numbers = itertools.count()
-        self._pid = 0  # the process whose thread serves the alarms
+        self._serving = False
 
     def arm(self, when: float, action: Callable[[], None]) -> int:
         """Call `action` on that thread at `when` (time.monotonic) unless disarmed first."""
         with self._cond:
-            if self._pid != os.getpid():  # the first alarm, or a forked child (Celery workers)
-                self._pid, self._queue, self._armed = os.getpid(), [], {}
+            if not self._serving:
                 threading.Thread(target=self._serve, daemon=True, name="imitatoes-deadlines",
                                  ).start()
+                self._serving = True
             alarm = next(self._numbers)
             self._armed[alarm] = action
             heapq.heappush(self._queue, (when, alarm))

@@ -39,3 +39,18 @@ def test_a_failing_alarm_does_not_stop_the_next() -> None:
     deadlines.arm(time.monotonic(), lambda: 1 / 0)
     deadlines.arm(time.monotonic() + 0.01, done.set)
     assert done.wait(5)
+
+
+def test_a_forked_child_serves_its_own_alarms() -> None:
+    """Celery's prefork workers: the parent's thread does not exist in the child."""
+    import os
+
+    deadlines = Deadlines()
+    deadlines.disarm(deadlines.arm(time.monotonic() + 60, lambda: None))  # the parent serves
+    pid = os.fork()
+    if pid == 0:  # the child
+        done = threading.Event()
+        deadlines.arm(time.monotonic() + 0.01, done.set)
+        os._exit(0 if done.wait(5) else 1)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
