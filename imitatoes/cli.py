@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from . import __version__, lint, spec
+from . import __version__
 from .errors import ImitatoesError, InvalidSpec, Problem, SpecError, UsageError
 from .safe_text import printable
 
@@ -25,8 +25,8 @@ if TYPE_CHECKING:
     from .lifecycle import Outcome
     from .standins.server import BackgroundServer
 
-# The commands that run something import the run machinery (requests, PIL, rich's live
-# display) when they start, so `validate` and `--help` stay quick.
+# Each command imports what it needs when it starts (the spec reader and jsonschema, the run
+# machinery: requests, PIL, rich's live display), so `--help` and `validate` stay quick.
 
 EXIT_CODES = "Exit codes: 0 done/clean, 1 error, 2 invalid spec or usage, 3 limits reached " \
              "without done, 130 interrupted."
@@ -119,6 +119,8 @@ def validate(
 
 def _problems(path: Path, overrides: list[str], allow_outside: bool,
               comfy_url: str | None = None) -> list[Problem]:
+    from . import lint, spec
+
     try:
         doc = spec.read(path, overrides + _url_overrides(comfy_url, None), os.environ,
                         allow_outside)
@@ -148,7 +150,7 @@ def init(
     """Write a starter spec for a workflow you already have: prompt, negative, seed, steps and
     cfg (or Flux guidance) bound by node path, starting at the workflow's own values, and
     knobs for sampler, scheduler, denoise and LoRA strengths proposed, commented out."""
-    from . import starter
+    from . import spec, starter
 
     target = output or workflow_file.with_suffix(".yaml")
     url = comfy_url or os.environ.get("IMITATOES_COMFY_URL")
@@ -183,6 +185,8 @@ def _node_definitions(url: str) -> dict[str, Any]:
 @app.command("schema")
 def schema_cmd() -> None:
     """Print the goal-spec JSON Schema (point your editor at it; see the README)."""
+    from . import lint
+
     typer.echo(json.dumps(lint.schema(), indent=2))
 
 
@@ -222,7 +226,7 @@ def run(
     if max_loops:
         overrides.append(f"limits.max_loops={max_loops}")
     with reported():
-        from . import terminal
+        from . import spec, terminal
         from .lifecycle import Run
 
         loaded = spec.load(spec_file, overrides, allow_outside=allow_outside)
@@ -284,6 +288,7 @@ def doctor(
     from rich.console import Console
 
     from . import doctor as checks
+    from . import spec
 
     with reported():
         loaded = spec.load(spec_file, _url_overrides(comfy_url, ollama_url),
@@ -304,6 +309,7 @@ def demo(
                                         "work, 0 runs as fast as it can.")] = 1.0,
 ) -> None:
     """The whole loop against loopback stand-ins of ComfyUI and Ollama: no GPU, seconds."""
+    from . import spec
     from .standins.comfyui import ComfyStandin
     from .standins.comfyui import Knobs as ComfyKnobs
     from .standins.ollama import Knobs as OllamaKnobs
@@ -393,7 +399,7 @@ def batch(
     """Run many specs: over several backends here, or over Celery workers with --broker.
     Exit 0 when every spec reached done, 3 when some stopped at their limits, 1 on failures."""
     from . import batch as batching
-    from . import batch_ui
+    from . import batch_ui, spec
 
     with reported():
         loaded = [spec.load(p, allow_outside=allow_outside) for p in specs]

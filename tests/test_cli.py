@@ -355,3 +355,17 @@ def test_the_process_exits_with_its_code_and_all_its_output(tmp_path: Path) -> N
     failed = subprocess.run([sys.executable, "-m", "imitatoes", "validate", str(bad)],
                             capture_output=True, text=True, timeout=60, env=env)
     assert failed.returncode == 2 and f"{bad}:" in failed.stdout + failed.stderr
+
+
+@pytest.mark.parametrize(("argv", "absent"), [
+    (["--help"], {"jsonschema", "yaml", "requests", "PIL", "rich"}),
+    (["validate", str(DEMO)], {"requests", "PIL", "rich", "aiohttp", "websocket"}),
+])
+def test_a_command_imports_only_what_it_needs(argv: list[str], absent: set[str]) -> None:
+    code = ("import sys; from imitatoes.cli import app\n"
+            "try:\n    app(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "print(' '.join(sorted(m for m in sys.modules if '.' not in m)))")
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                          timeout=60)
+    loaded = set(done.stdout.split("\n")[-2].split())
+    assert "typer" in loaded and not loaded & absent
