@@ -13,13 +13,13 @@ from typing import Any
 
 from PIL import Image
 
-from . import checklist, critic_prompt, patch, refine
+from . import checklist, critic_prompt, patch, refine, refine_policy
 from . import events as ev
 from . import repair as repair_rules
 from .errors import ImitatoesError
 from .events import Listener
 from .ports import Critic, Rendered, Renderer, RenderRejected
-from .spec import Params, Repair, Spec
+from .spec import Params, Spec
 from .state import Best, RunState, Tried, key
 from .verdict import Changes, Judgement
 
@@ -70,7 +70,7 @@ class Engine:
             self._start_loop(state)
         state.iteration += 1
         state.in_progress = True
-        self._enter_refine(state)
+        refine_policy.enter(self.spec.refine, state)
         k = key(state.loop, state.iteration)
         saved = self.reuse(k)
         if saved:
@@ -188,16 +188,6 @@ class Engine:
                   refine=dict(state.refine) if state.refine else None, mask=self.mask)
         return rendered
 
-    def _enter_refine(self, state: RunState) -> None:
-        """Refine mode: once the best image scores at least refine.after_score, each render
-        starts from it; when a refine beats it, from the new best."""
-        r, best = self.spec.refine, state.best
-        if r is None or best is None or best.score < r.after_score:
-            return
-        if state.refine is None or state.refine.get("from") != best.key:
-            denoise = state.refine["denoise"] if state.refine else r.start
-            state.refine = {"from": best.key, "denoise": denoise}
-
     def _workflow(self, state: RunState, params: Params) -> dict[str, Any]:
         """The workflow for `params`: the spec's, or in refine mode its refine graph with the
         best image uploaded to ComfyUI (under a name made from its bytes, so uploading it
@@ -213,7 +203,7 @@ class Engine:
         state.refine["image"] = self.renderer.upload(saved[0], refine.upload_name(saved[0]))
         init = (state.refine["image"], state.refine["denoise"])
         region = state.refine.get("region")
-        repair = self._repair()
+        repair = self.spec.refine.repair if self.spec.refine else None
         if region is None or repair is None:
             return self.spec.bind(params, init)
         with Image.open(io.BytesIO(saved[0])) as img:  # reads the header only
@@ -223,30 +213,6 @@ class Engine:
         if region.get("fix"):
             params = replace(params, prompt=f"{region['fix']}, {params.prompt}")
         return self.spec.bind(params, init, state.refine["mask"])
-
-    def _repair(self) -> Repair | None:
-        return self.spec.refine.repair if self.spec.refine else None
-
-    def _choose_region(self, state: RunState, k: str, items: tuple[checklist.Item, ...]
-                       ) -> patch.Refusal | None:
-        """refine.repair: the first unmet requirement the critic located in this image, when
-        this image is the one the next refine starts from; a region that cannot be used is
-        refused (and recorded), and the next refine repaints the whole image."""
-        repair = self._repair()
-        if repair is None or state.refine is None or state.best is None or \
-                state.best.key != k:
-            return None
-        state.refine.pop("region", None)
-        state.refine.pop("mask", None)
-        for item in items:
-            if item.met is False and item.region is not None:
-                box, why = repair_rules.accept(item.region, repair.min_share, repair.max_share)
-                if box is None:
-                    return patch.Refusal("region", item.region, f"{item.requirement}: {why}")
-                state.refine["region"] = {"box": box.as_list(), "requirement": item.requirement,
-                                          "fix": item.fix}
-                return None
-        return None
 
     def _free(self, state: RunState, k: str, server: str, free: Callable[[], None]) -> None:
         """One GPU for both: a server lets go of its models first, and the log says so."""
@@ -332,7 +298,7 @@ class Engine:
         reverted = None
         best = state.best
         refined_before = dict(state.refine or {})
-        moved = self._adapt_denoise(state, verdict.score)
+        moved = refine_policy.adapt_denoise(self.spec.refine, state, verdict.score)
         contest = self._contest(state, k, image, verdict.score)
         if best is None or (contest is None and verdict.score > best.score) or contest:
             state.best = Best(k, verdict.score, params)
@@ -341,8 +307,8 @@ class Engine:
             base, reverted = best.params, best.key
         else:
             base = params
-        self._enter_refine(state)  # the state says what the next render starts from
-        region_refused = self._choose_region(state, k, items)
+        refine_policy.enter(self.spec.refine, state)  # what the next render starts from
+        region_refused = refine_policy.choose_region(self.spec.refine, state, k, items)
         # a new source image, denoise or region makes the next image differ
         refine_moved = (state.refine or {}) != refined_before
         if verdict.done:
@@ -367,18 +333,6 @@ class Engine:
         state.remember(Tried(state.loop, state.iteration, params, verdict.score,
                              verdict.reason, applied))
         self._applied(state, k, p, reverted, verdict.score, items)
-
-    def _adapt_denoise(self, state: RunState, score: float) -> str:
-        """After a refine render: less denoise when it scored below the image it came from
-        (stay closer to it), more when it scored the same (too little changed)."""
-        r, best = self.spec.refine, state.best
-        if r is None or state.refine is None or best is None or score > best.score:
-            return ""
-        old = state.refine["denoise"]
-        step = -r.denoise.max_delta if score < best.score else r.denoise.max_delta
-        new = round(min(max(old + step, r.denoise.min), r.denoise.max), 4)
-        state.refine["denoise"] = new
-        return f"refine denoise {old:g} -> {new:g}" if new != old else ""
 
     def _proposals(self, base: Params, alternatives: tuple[Changes, ...], chosen: Params
                    ) -> list[Params]:

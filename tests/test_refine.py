@@ -263,3 +263,38 @@ def test_a_chosen_candidate_keeps_its_mask_under_the_iteration_s_name(servers, t
     records = [json.loads(p.read_text()) for p in sorted(run_dir.glob("loop_01_iter_0?.json"))]
     repaired = [r["key"] for r in records if (r.get("refine") or {}).get("region")]
     assert repaired and all((run_dir / f"{k}_mask.png").is_file() for k in repaired)
+
+
+def test_the_refine_rules_on_their_own() -> None:
+    from imitatoes import refine_policy as policy
+    from imitatoes.checklist import Item
+    from imitatoes.state import Best
+
+    config = refining(after=0.75, min=0.3, max=0.5, max_delta=0.15, start=0.45).refine
+    state = first_state(DEMO)
+    state.best = Best("loop_01_iter_01", 0.5, DEMO.start)
+    policy.enter(config, state)
+    assert state.refine is None  # not good enough yet
+    state.best = Best("loop_01_iter_02", 0.75, DEMO.start)
+    policy.enter(config, state)
+    assert state.refine == {"from": "loop_01_iter_02", "denoise": 0.45}
+    assert policy.adapt_denoise(config, state, 0.5) == "refine denoise 0.45 -> 0.3"
+    assert policy.adapt_denoise(config, state, 0.5) == ""  # at its floor: nothing moved
+    assert policy.adapt_denoise(config, state, 0.75) == "refine denoise 0.3 -> 0.45"
+    assert policy.adapt_denoise(config, state, 0.75) == "refine denoise 0.45 -> 0.5"
+    assert policy.adapt_denoise(config, state, 1.0) == ""  # it beat its source: no change
+    state.best = Best("loop_01_iter_05", 1.0, DEMO.start)
+    policy.enter(config, state)  # the new best is the new source, at the denoise reached
+    assert state.refine == {"from": "loop_01_iter_05", "denoise": 0.5}
+
+    repairing = dataclasses.replace(config, repair=specs.Repair(0.05, 0.5, 0.1))
+    items = [Item("a red circle", True), Item("no text", False, region=[100, 100, 400, 400],
+                                               fix="plain sky")]
+    assert policy.choose_region(repairing, state, "loop_01_iter_04", items) is None
+    assert "region" not in state.refine  # not the image the next refine starts from
+    assert policy.choose_region(repairing, state, "loop_01_iter_05", items) is None
+    assert state.refine["region"] == {"box": [100, 100, 400, 400], "requirement": "no text",
+                                      "fix": "plain sky"}
+    absurd = [Item("no text", False, region=[0, 0, 0, 0])]
+    refused = policy.choose_region(repairing, state, "loop_01_iter_05", absurd)
+    assert refused is not None and refused.field == "region" and "region" not in state.refine
