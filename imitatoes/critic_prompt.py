@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from . import checklist, template
-from .knobs import Knob
+from .knobs import Knob, shown
 from .spec import Bounds, Params, Spec
 from .state import Tried
 
@@ -21,15 +21,15 @@ def bounds_text(bounds: Bounds, knobs: Sequence[Knob] = (), params: Params | Non
     if not knobs:
         return text
     now = dict(params.knobs) if params else {}
-    lines = [f"- {k.name}: {k.describe()}" + (f" (now {now[k.name]})" if k.name in now else "")
-             for k in knobs]
+    lines = [f"- {k.name}: {k.describe()}" +
+             (f" (now {shown(now[k.name])})" if k.name in now else "") for k in knobs]
     return (text + ".\nThese settings too, each named inside `changes` like cfg (null for no "
             "change; no other names):\n" + "\n".join(lines))
 
 
 def _settings(params: Params) -> str:
     values = [f"cfg {params.cfg:g}", f"steps {params.steps}", f"seed {params.seed}"]
-    return ", ".join(values + [f"{name} {value}" for name, value in params.knobs])
+    return ", ".join(values + ([params.knob_text(", ")] if params.knobs else []))
 
 
 def history_text(tried: Sequence[Tried], limit: int) -> str:

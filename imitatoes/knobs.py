@@ -38,12 +38,19 @@ class Knob:
         if self.type == "text":
             return f"text of at most {self.max_chars} characters"
         kind = "whole number" if self.type == "integer" else "number"
-        out = f"{kind} {self.min:g} to {self.max:g}"
+        out = f"{kind} {shown(self.min)} to {shown(self.max)}"
         if self.max_delta is not None:
-            out += f", at most {self.max_delta:g} per round"
+            out += f", at most {shown(self.max_delta)} per round"
         if self.step is not None:
-            out += f", in steps of {self.step:g}"
+            out += f", in steps of {shown(self.step)}"
         return out
+
+
+def shown(value: Any) -> str:
+    """A knob value as a person reads it: 0.8, 7 (not 7.0), 1048576 (not 1.04858e+06)."""
+    if isinstance(value, float) and math.isfinite(value):
+        return f"{value:.10g}"  # patches round to 10 places: nothing is lost
+    return str(value)
 
 
 def kind_of(d: Mapping[str, Any]) -> str:

@@ -33,8 +33,7 @@ class Params:
 
     def knob_text(self, sep: str = " ") -> str:
         """The knob values as a person reads them: "sampler euler · denoise 0.8"."""
-        return sep.join(f"{name} {value:g}" if isinstance(value, int | float) else
-                        f"{name} {value}" for name, value in self.knobs)
+        return sep.join(f"{name} {knob_rules.shown(value)}" for name, value in self.knobs)
 
     def with_knob(self, name: str, value: Any) -> Params:
         return replace(self, knobs=tuple((n, value if n == name else v) for n, v in self.knobs))

@@ -16,6 +16,7 @@ from imitatoes import spec as specs
 from imitatoes.lifecycle import Run
 from imitatoes.patch import apply, within
 from imitatoes.spec import Bounds, Params, Range, SeedPolicy
+from imitatoes.state import Tried
 from imitatoes.verdict import Changes
 
 from .conftest import ROOT
@@ -93,8 +94,15 @@ def test_the_critic_is_told_each_knob_with_its_bounds_and_value(tmp_path: Path) 
     spec = specs.load(SPEC)
     prompt = critic_prompt.critic_prompt(spec, spec.start, 1, 1)
     assert "- sampler: one of euler, euler_ancestral, dpmpp_2m (now euler)" in prompt
-    assert "- denoise: number 0.3 to 1, at most 0.2 per round (now 1.0)" in prompt
+    assert "- denoise: number 0.3 to 1, at most 0.2 per round (now 1)" in prompt
     assert "- size: whole number 384 to 768, in steps of 64 (now 512)" in prompt
+    assert "sampler euler, denoise 1, size 512" in critic_prompt.history_text(
+        [Tried(1, 1, spec.start, 0.5, "ok", "nothing")], 5)  # as the report writes them
+
+
+def test_knob_values_read_as_written_however_big() -> None:
+    assert [knobs.shown(v) for v in (1.0, 0.1 + 0.2, 1048576.0, 2**40, "euler", 1e-05)] \
+        == ["1", "0.3", "1048576", "1099511627776", "euler", "1e-05"]
 
 
 def test_start_values_come_from_the_workflow_and_bind_every_path() -> None:
