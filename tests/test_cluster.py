@@ -69,6 +69,7 @@ def worker(broker: str, name: str, comfy: str, ollama: str, runs: Path,
          "--visibility-timeout", str(visibility), "--queue", QUEUE],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
+        ready(broker, name, proc)
         yield proc
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -77,6 +78,20 @@ def worker(broker: str, name: str, comfy: str, ollama: str, runs: Path,
             proc.wait(timeout=10)
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
+
+
+def ready(broker: str, name: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    """Until the worker answers a ping: one that is still starting when the jobs go out (a
+    loaded machine takes seconds to import Celery) would leave them all to the other."""
+    import socket
+
+    from imitatoes import cluster
+    app = cluster.make_app(broker, queue=QUEUE)
+    me = f"{name}@{socket.gethostname()}"
+    deadline = time.monotonic() + timeout
+    while not app.control.ping(destination=[me], timeout=0.5):
+        assert proc.poll() is None, f"worker {name} ended ({proc.returncode}) before it started"
+        assert time.monotonic() < deadline, f"worker {name} did not start in {timeout:g} s"
 
 
 def follow(broker: str, jobs: list[batch.Job], on_change=lambda: None) -> None:
