@@ -320,7 +320,7 @@ def demo(
             OllamaStandin(OllamaKnobs(latency=0.3 * pace)) as ollama:
         env = {**os.environ, "IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
         loaded = spec.load(resources.files("imitatoes") / "data" / "demo.yaml", env=env)
-        typer.echo(f"stand-ins: ComfyUI {comfy.url}, Ollama {ollama.url} (no GPU needed)")
+        typer.echo(f"stand-ins: ComfyUI {comfy.url}, Ollama {ollama.url}\n(no GPU needed)")
         from . import terminal
         from .lifecycle import Run
 
@@ -330,9 +330,9 @@ def demo(
 
 def _after_demo(outcome: Outcome) -> str:
     """The demo's stand-ins stop with it, so `resume` needs them started again."""
-    return ("the demo's stand-ins stopped with it. To take this run further, start them in "
-            "two other terminals (imitatoes standin comfyui, imitatoes standin ollama), then:\n"
-            f"  imitatoes resume {outcome.run_dir} --comfy-url http://127.0.0.1:8188 "
+    return ("the demo's stand-ins stopped with it; to take this run further, start them\n"
+            "in two other terminals (imitatoes standin comfyui; imitatoes standin ollama),\n"
+            f"then:\n  imitatoes resume {outcome.run_dir} --comfy-url http://127.0.0.1:8188 "
             '--ollama-url http://127.0.0.1:11434 --instruction "..."')
 
 

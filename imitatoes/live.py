@@ -86,8 +86,8 @@ def _head(board: Board, count: int) -> Text:
         head.append_text(Text.assemble(("yours ", "bold"), text, "\n"))
     head.append_text(Text.assemble(
         ("servers ", "bold"), board.servers, "\n", ("run ", "bold"), board.run_dir, "\n",
-        ("now ", "bold"), f"{at} · {duration(time.monotonic() - board.started)} elapsed · "
-        f"{board.estimate()}"))
+        ("now ", "bold"), f"{at} · {board.estimate()}" if board.ended else
+        f"{at} · {duration(time.monotonic() - board.started)} elapsed · {board.estimate()}"))
     if board.cost:
         head.append_text(Text.assemble("\n", ("search ", "bold"), board.cost))
     if count > ROWS_SHOWN:

@@ -11,11 +11,14 @@ from typing import TextIO
 
 from .events import (
     Applied,
+    Done,
     Event,
+    Failed,
     ImageRendered,
     Interrupted,
     IterationStarted,
     Judged,
+    LimitsReached,
     LoopStarted,
     Progress,
     RunStarted,
@@ -58,6 +61,7 @@ class Board:
     cost: str = ""  # what an iteration costs beyond one render and one critique
     started: float = field(default_factory=time.monotonic)
     finished: list[float] = field(default_factory=list)  # seconds each finished iteration took
+    ended: str = ""  # how the run ended, once it has: the header stops counting
 
     def left(self) -> int:
         """Iterations left in the loop budget, the one under way included."""
@@ -69,6 +73,8 @@ class Board:
     def estimate(self) -> str:
         """Time to the end of the loop budget at the pace so far: an upper bound, since the
         critic may say done first."""
+        if self.ended:
+            return self.ended
         if not self.finished:
             return "estimate after the first iteration"
         pace = sum(self.finished[-10:]) / len(self.finished[-10:])
@@ -101,6 +107,10 @@ def update(board: Board, event: Event) -> Row | None:
             for row in board.rows.values():
                 if row.state in ("rendering", "critiquing"):
                     row.state = "stopped"
+            board.ended = f"interrupted after {duration(time.monotonic() - board.started)}"
+        case Done() | LimitsReached() | Failed():
+            how = {Done: "done", LimitsReached: "limits reached", Failed: "failed"}[type(event)]
+            board.ended = f"{how} after {duration(time.monotonic() - board.started)}"
     row = board.rows.get(getattr(event, "key", "").split(CANDIDATE)[0])  # a candidate: its row
     if row is None:
         return None

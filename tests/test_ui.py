@@ -12,7 +12,7 @@ from rich.console import Console
 
 from imitatoes import live, ui
 from imitatoes import spec as specs
-from imitatoes.events import RunStarted
+from imitatoes.events import Done, RunStarted
 from imitatoes.spec import Params
 from imitatoes.state import first_state
 
@@ -78,6 +78,9 @@ def test_the_header_says_where_the_budget_stands() -> None:
     head = text(b, 120)
     assert "loop 2 of 100, iteration 2 of 5" in head and "elapsed" in head
     assert "at most ~" in head and "left" in head
+    ui.update(b, Done(loop=2, iteration=2, key="loop_02_iter_02", state=first_state(make())))
+    head = text(b, 120)  # the last frame says how it ended, and counts no more
+    assert "done after" in head and "left" not in head and "elapsed" not in head
 
 
 def test_the_cost_of_searching_harder_is_said_up_front() -> None:
