@@ -37,7 +37,8 @@ def _fixed(row: Row) -> list[str | Text]:
             _verdict_cell(row)]
 
 
-FIXED = (("#", 5, "left"), ("seed", 10, "right"), ("cfg", 4, "right"), ("steps", 5, "right"),
+# seed 16: the frontend's "randomize" draws up to 1125899906842624; cfg 5: 10.75
+FIXED = (("#", 5, "left"), ("seed", 16, "right"), ("cfg", 5, "right"), ("steps", 5, "right"),
          ("render", 10, "right"), ("judge", 6, "right"), ("score", 7, "left"))
 
 
@@ -70,7 +71,7 @@ def _line(cells: list[Text], style: str = "") -> Text:
     line = Text(style=style)
     for (_, width, justify), cell in zip(FIXED, cells, strict=True):
         cell = cell.copy()
-        cell.truncate(width)
+        cell.truncate(width, overflow="ellipsis")  # a cut shows: never a shorter seed
         pad = Text(" " * (width - cell.cell_len))
         line.append_text(pad + cell if justify == "right" else cell + pad)
         line.append(" ")

@@ -65,7 +65,7 @@ def test_columns_do_not_move_as_renders_start_and_end() -> None:
 
 def test_a_refresh_draws_the_same_rows_at_500_iterations_as_at_20() -> None:
     def drawn(rows: int) -> list[str]:
-        return re.findall(r"^\s*(\d+\.\d+) ", text(board(rows), 120), re.M)
+        return re.findall(r"^\s*(\d+\.\d+) +1234567890 ", text(board(rows), 120), re.M)
 
     assert drawn(500) == [f"{n // 5 + 1}.{n % 5 + 1}" for n in range(485, 500)]
     assert len(drawn(20)) == ui.ROWS_SHOWN == len(drawn(500))
@@ -93,3 +93,15 @@ def test_the_cost_of_searching_harder_is_said_up_front() -> None:
     assert "3 candidates: 3 renders and 3 critiques an iteration" in out.getvalue()
     assert "at most 30 renders in all" in out.getvalue()
     assert ui.cost(make()) == ""  # the plain loop says nothing extra
+
+
+def test_a_seed_from_comfyui_s_randomize_is_never_cut_short() -> None:
+    b = board(1)
+    row = next(iter(b.rows.values()))
+    row.params = Params("p", "n", 10.75, 25, 1125899906842624)  # the frontend's largest
+    for width in (80, 140):
+        out = text(b, width)
+        assert "1125899906842624" in out and "10.75" in out
+    row.params = Params("p", "n", 7, 25, 2**64 - 1)  # KSampler's largest: too long, and says so
+    line = next(x for x in text(b, 80).splitlines() if x.startswith("1.1"))
+    assert "…" in line and str(2**64 - 1)[:15] in line
