@@ -156,8 +156,7 @@ def follow(app: Any, jobs: list[Job], stamp: str, on_change: Any, poll: float = 
             on_change()
             return
         for i, result in list(pending.items()):
-            _update(jobs[i], result)
-            if result.ready():
+            if _update(jobs[i], result) in READY:
                 jobs[i].finished = time.monotonic()
                 pending.pop(i)
         on_change()
@@ -165,23 +164,31 @@ def follow(app: Any, jobs: list[Job], stamp: str, on_change: Any, poll: float = 
             time.sleep(poll)
 
 
-def _update(job: Any, result: Any) -> None:
+READY = ("SUCCESS", "FAILURE", "REVOKED")  # Celery's final states
+
+
+def _update(job: Any, result: Any) -> str:
+    """The job as its task stands; returns the state applied. Each look at a result asks
+    the broker again: the state is read once, so a task that ends between two looks is never
+    taken as ended without its result being applied."""
+    state = result.state
     info = result.info if isinstance(result.info, dict) else {}
-    if result.state == "PROGRESS":
+    if state == "PROGRESS":
         job.status, job.backend = "running", info.get("worker", "")
         job.loop, job.iteration, job.best = info.get("loop", 0), info.get("iteration", 0), \
             info.get("best")
-    elif result.state == "SUCCESS":
+    elif state == "SUCCESS":
         job.status = info.get("status", "failed")
         job.backend = info.get("worker", job.backend)
         job.best = info.get("best", job.best)
         job.error = info.get("error", "")
         job.run_dir = Path(info["run_dir"]) if info.get("run_dir") else job.run_dir
-    elif result.state == "FAILURE":
+    elif state in ("FAILURE", "REVOKED"):
         # a worker's own bug (an exception with no message, say) still says what it was
         job.status, job.error = "failed", str(result.info) or repr(result.info)
-    elif result.state in ("STARTED", "RETRY"):
-        job.status = "running" if result.state == "STARTED" else "queued"
+    elif state in ("STARTED", "RETRY"):
+        job.status = "running" if state == "STARTED" else "queued"
+    return state
 
 
 class Remote:

@@ -20,6 +20,7 @@ from imitatoes import spec as specs
 from imitatoes.standins.comfyui import ComfyStandin, Knobs
 from imitatoes.standins.ollama import OllamaStandin
 
+from .standins import DEMO
 from .test_batch import spec_files
 
 REDIS = os.environ.get("IMITATOES_TEST_REDIS", "redis://127.0.0.1:6379").rstrip("/")
@@ -166,3 +167,35 @@ def test_a_worker_exception_without_a_message_still_says_what_it_was() -> None:
     assert (job.status, job.error) == ("failed", "AssertionError()")
     _update(job, SimpleNamespace(state="FAILURE", info=KeyError("run_dir")))
     assert job.error == "'run_dir'"
+
+
+def test_a_run_that_ends_between_two_looks_is_followed_to_its_result() -> None:
+    """Every look at a Celery result asks the broker again: a task that ends between reading
+    its progress and asking whether it is ready must still have its result applied."""
+    from types import SimpleNamespace
+
+    from imitatoes import cluster
+
+    class Ending:  # PROGRESS at the first look, SUCCESS from the second on
+        def __init__(self) -> None:
+            self.looks = 0
+
+        @property
+        def state(self) -> str:
+            self.looks += 1
+            return "PROGRESS" if self.looks == 1 else "SUCCESS"
+
+        @property
+        def info(self) -> dict:
+            return {"worker": "w1", "loop": 1, "iteration": 1} if self.looks == 1 else \
+                {"status": "done", "worker": "w1", "best": 1.0, "run_dir": "/runs/x"}
+
+        def ready(self) -> bool:
+            return self.state == "SUCCESS"
+
+    result = Ending()
+    app = SimpleNamespace(conf=SimpleNamespace(task_default_queue="q"),
+                          signature=lambda *a, **k: SimpleNamespace(apply_async=lambda **k: result))
+    jobs = [batch.Job(specs.load(DEMO))]
+    cluster.follow(app, jobs, "t", lambda: None, poll=0.01, timeout=10)
+    assert (jobs[0].status, jobs[0].best, str(jobs[0].run_dir)) == ("done", 1.0, "/runs/x")
