@@ -87,7 +87,7 @@ AllowOutside = Annotated[bool, typer.Option(
 
 @app.command()
 def validate(
-    specs: Annotated[list[Path], typer.Argument(help="Goal spec files (YAML).")],
+    specs: Annotated[list[Path], typer.Argument(metavar="SPEC", help="Goal spec files (YAML).")],
     set_: SetOption = None,
     format: Annotated[Format, typer.Option(help="text, or json for machines.")] = Format.text,
     allow_outside: AllowOutside = False,
@@ -140,8 +140,10 @@ def init(
     workflow_file: Annotated[Path, typer.Argument(
         metavar="WORKFLOW", help="Your workflow: API format (Workflow > Export (API)) or the "
         "UI format ComfyUI saves (converted with --comfy-url's node definitions).")],
-    goal: Annotated[str | None, typer.Option(help="What you want (default: the prompt).")] = None,
+    goal: Annotated[str | None, typer.Option(
+        metavar="TEXT", help="What you want (default: the prompt).")] = None,
     output: Annotated[Path | None, typer.Option(
+        metavar="FILE",
         help="Where the spec goes (default: beside the workflow, named after it).")] = None,
     comfy_url: Annotated[str | None, typer.Option(
         metavar="URL", help="A running ComfyUI whose node definitions convert a UI-format "
@@ -213,9 +215,9 @@ def run(
     comfy_url: ComfyUrl = None,
     ollama_url: OllamaUrl = None,
     iterations_per_loop: Annotated[int | None, typer.Option(
-        min=1, help="Renders per loop (limits.iterations_per_loop).")] = None,
+        metavar="N", min=1, help="Renders per loop (limits.iterations_per_loop).")] = None,
     max_loops: Annotated[int | None, typer.Option(
-        min=1, help="Loops at most (limits.max_loops).")] = None,
+        metavar="N", min=1, help="Loops at most (limits.max_loops).")] = None,
     runs_dir: RunsDir = None,
     yes: Yes = False,
     allow_outside: AllowOutside = False,
@@ -236,8 +238,9 @@ def run(
 
 @app.command()
 def resume(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
-    instruction: Annotated[str, typer.Option(help="Further instruction for the critic.")] = "",
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder.")],
+    instruction: Annotated[str, typer.Option(
+        metavar="TEXT", help="Further instruction for the critic.")] = "",
     set_: SetOption = None,
     comfy_url: ComfyUrl = None,
     ollama_url: OllamaUrl = None,
@@ -281,6 +284,7 @@ def doctor(
     comfy_url: ComfyUrl = None,
     ollama_url: OllamaUrl = None,
     model: Annotated[str | None, typer.Option(
+        metavar="MODEL",
         help="Without a spec: the critic model to check (e.g. qwen2.5vl:7b).")] = None,
     allow_outside: AllowOutside = False,
 ) -> None:
@@ -303,10 +307,11 @@ def doctor(
 
 @app.command()
 def demo(
-    runs_dir: Annotated[Path | None, typer.Option(help="Where the run folder goes "
+    runs_dir: Annotated[Path | None, typer.Option(metavar="DIR", help="Where the run folder goes "
                                                   "(default ./runs or $IMITATOES_RUNS).")] = None,
-    pace: Annotated[float, typer.Option(min=0, help="Stand-in speed: 1 shows the table at "
-                                        "work, 0 runs as fast as it can.")] = 1.0,
+    pace: Annotated[float, typer.Option(
+        metavar="FACTOR", min=0,
+        help="Stand-in speed: 1 shows the table at work, 0 runs as fast as it can.")] = 1.0,
 ) -> None:
     """The whole loop against loopback stand-ins of ComfyUI and Ollama: no GPU, seconds."""
     from . import spec
@@ -337,7 +342,8 @@ def _after_demo(outcome: Outcome) -> str:
 
 
 @app.command("report")
-def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -> None:
+def report_cmd(run_dir: Annotated[Path, typer.Argument(
+        metavar="RUN_DIR", help="A run folder.")]) -> None:
     """Write report.html in a run folder (runs write it themselves when they end)."""
     from . import report
 
@@ -347,8 +353,9 @@ def report_cmd(run_dir: Annotated[Path, typer.Argument(help="A run folder.")]) -
 
 @app.command("replay")
 def replay_cmd(
-    run_dir: Annotated[Path, typer.Argument(help="A run folder.")],
+    run_dir: Annotated[Path, typer.Argument(metavar="RUN_DIR", help="A run folder.")],
     key: Annotated[str | None, typer.Argument(
+        metavar="KEY",
         help="The iteration, e.g. loop_01_iter_02 (default: the final image).")] = None,
     comfy_url: ComfyUrl = None,
     format: Annotated[Format, typer.Option(help="text, or json for machines.")] = Format.text,
@@ -378,21 +385,25 @@ def diff_cmd(
     typer.echo(json.dumps(result, indent=2) if format is Format.json else rundiff.text(result))
 
 
-QueueOption = Annotated[str, typer.Option(help="The Celery queue (workers and batch must "
-                                        "name the same one).")]
+QueueOption = Annotated[str, typer.Option(
+    metavar="NAME", help="The Celery queue (workers and batch must name the same one).")]
 
 
 @app.command()
 def batch(
     specs: Annotated[list[Path], typer.Argument(metavar="SPEC...", help="Goal specs.")],
-    comfy: Annotated[list[str] | None, typer.Option(help="A ComfyUI backend (repeatable).")] = None,
+    comfy: Annotated[list[str] | None, typer.Option(
+        metavar="URL", help="A ComfyUI backend (repeatable).")] = None,
     ollama: Annotated[list[str] | None, typer.Option(
+        metavar="URL",
         help="A critic URL: one for all backends, or one per --comfy in order.")] = None,
     broker: Annotated[str | None, typer.Option(
+        metavar="URL",
         help="A Celery broker (redis://...): submit to `imitatoes worker`s instead.")] = None,
     runs_dir: RunsDir = None,
     queue: QueueOption = "imitatoes",
     timeout: Annotated[float | None, typer.Option(
+        metavar="SECONDS",
         help="With --broker: stop waiting for the workers after this many seconds.")] = None,
     allow_outside: AllowOutside = False,
 ) -> None:
@@ -415,13 +426,18 @@ def batch(
 
 @app.command()
 def worker(
-    broker: Annotated[str, typer.Option(help="The Celery broker, e.g. redis://host:6379/0.")],
-    comfy_url: Annotated[str, typer.Option(help="This host's ComfyUI.")] = "http://127.0.0.1:8188",
-    ollama_url: Annotated[str, typer.Option(help="This host's critic.")] = "http://127.0.0.1:11434",
-    runs_dir: Annotated[Path, typer.Option(help="The shared runs folder (the same path on "
-                                           "every host).")] = Path("runs"),
-    name: Annotated[str | None, typer.Option(help="This worker's name in the tables.")] = None,
+    broker: Annotated[str, typer.Option(
+        metavar="URL", help="The Celery broker, e.g. redis://host:6379/0.")],
+    comfy_url: Annotated[str, typer.Option(
+        metavar="URL", help="This host's ComfyUI.")] = "http://127.0.0.1:8188",
+    ollama_url: Annotated[str, typer.Option(
+        metavar="URL", help="This host's critic.")] = "http://127.0.0.1:11434",
+    runs_dir: Annotated[Path, typer.Option(
+        metavar="DIR", help="The shared runs folder (the same path on each host).")] = Path("runs"),
+    name: Annotated[str | None, typer.Option(
+        metavar="NAME", help="This worker's name in the tables.")] = None,
     visibility_timeout: Annotated[float, typer.Option(
+        metavar="SECONDS",
         help="Seconds before a run whose worker vanished is delivered again.")] = 3600.0,
     queue: QueueOption = "imitatoes",
 ) -> None:
@@ -464,12 +480,14 @@ def _serve_forever(server: BackgroundServer, what: str) -> None:
 
 @standin_app.command("comfyui")
 def standin_comfyui(
-    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 8188,
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    step_seconds: Annotated[float, typer.Option(help="Render time per sampler step.")] = 0.05,
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port (0 picks a free one).")] = 8188,
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind.")] = "127.0.0.1",
+    step_seconds: Annotated[float, typer.Option(
+        metavar="SECONDS", help="Render time per sampler step.")] = 0.05,
     checkpoint: Annotated[list[str] | None, typer.Option(
-        help="A checkpoint name to pretend to have (repeatable).")] = None,
+        metavar="NAME", help="A checkpoint name to pretend to have (repeatable).")] = None,
     grain: Annotated[float, typer.Option(
+        metavar="AMOUNT",
         help="Grain over every render (0.1: photo-like to compress and decode).")] = 0.0,
 ) -> None:
     """A ComfyUI that draws the prompt's colours and shapes; faults via POST /imitatoes/knobs."""
@@ -482,9 +500,9 @@ def standin_comfyui(
 
 @standin_app.command("ollama")
 def standin_ollama(
-    port: Annotated[int, typer.Option(help="Port (0 picks a free one).")] = 11434,
-    host: Annotated[str, typer.Option(help="Address to bind.")] = "127.0.0.1",
-    latency: Annotated[float, typer.Option(help="Seconds per answer.")] = 0.2,
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port (0 picks a free one).")] = 11434,
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind.")] = "127.0.0.1",
+    latency: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds per answer.")] = 0.2,
 ) -> None:
     """An Ollama whose vision model checks colours, shapes, noise and watermarks."""
     from .standins.ollama import Knobs, OllamaStandin

@@ -369,3 +369,15 @@ def test_a_command_imports_only_what_it_needs(argv: list[str], absent: set[str])
                           timeout=60)
     loaded = set(done.stdout.split("\n")[-2].split())
     assert "typer" in loaded and not loaded & absent
+
+
+@pytest.mark.parametrize("command", ["validate", "init", "schema", "run", "resume", "doctor",
+                                     "demo", "report", "replay", "diff", "batch", "worker",
+                                     "standin comfyui", "standin ollama"])
+def test_help_names_every_value_in_words(command: str) -> None:
+    """Each option's value has a name a person reads (URL, SECONDS, N), never a type's."""
+    shown = runner.invoke(app, [*command.split(), "--help"], terminal_width=200)
+    assert shown.exit_code == 0
+    assert not re.findall(r"<[a-z ]+>", shown.output), shown.output  # no <str>, <int range>
+    usage = shown.output.splitlines()[0]
+    assert usage == usage.replace(usage.split("]", 1)[-1], usage.split("]", 1)[-1].upper())
