@@ -85,10 +85,11 @@ def _head(board: Board, count: int) -> Text:
     head = Text.assemble(("goal ", "bold"), board.goal, "\n")
     for text in board.instructions:
         head.append_text(Text.assemble(("yours ", "bold"), text, "\n"))
+    going = board.ended or \
+        f"{duration(time.monotonic() - board.started)} elapsed · {board.estimate()}"
     head.append_text(Text.assemble(
         ("servers ", "bold"), board.servers, "\n", ("run ", "bold"), board.run_dir, "\n",
-        ("now ", "bold"), f"{at} · {board.estimate()}" if board.ended else
-        f"{at} · {duration(time.monotonic() - board.started)} elapsed · {board.estimate()}"))
+        ("now ", "bold"), f"{at} · {going}"))
     if board.cost:
         head.append_text(Text.assemble("\n", ("search ", "bold"), board.cost))
     if count > ROWS_SHOWN:

@@ -73,8 +73,6 @@ class Board:
     def estimate(self) -> str:
         """Time to the end of the loop budget at the pace so far: an upper bound, since the
         critic may say done first."""
-        if self.ended:
-            return self.ended
         if not self.finished:
             return "estimate after the first iteration"
         pace = sum(self.finished[-10:]) / len(self.finished[-10:])
