@@ -23,8 +23,15 @@ from .samplers import SAMPLERS, first_sampler, linked, node_order, sampler_nodes
 # Inputs that hold the numbers, on the sampler or on the nodes its noise, guider and sigmas
 # come from (RandomNoise, CFGGuider, BasicScheduler).
 NUMBERS = {"seed": "seed", "noise_seed": "seed", "steps": "steps", "cfg": "cfg"}
+# The text inputs of each image model's text encoder in ComfyUI's core; the prompt goes
+# into each of them (SD3's three, HiDream's four), as the encoders' own templates do.
 ENCODERS = {"CLIPTextEncode": ("text",), "CLIPTextEncodeSDXL": ("text_g", "text_l"),
-            "CLIPTextEncodeFlux": ("t5xxl", "clip_l")}
+            "CLIPTextEncodeSDXLRefiner": ("text",), "CLIPTextEncodeFlux": ("t5xxl", "clip_l"),
+            "CLIPTextEncodeSD3": ("clip_l", "clip_g", "t5xxl"),
+            "CLIPTextEncodeHiDream": ("clip_l", "clip_g", "t5xxl", "llama"),
+            "CLIPTextEncodeHunyuanDiT": ("bert", "mt5xl"),
+            "CLIPTextEncodeLumina2": ("user_prompt",), "CLIPTextEncodePixArtAlpha": ("text",),
+            "TextEncodeQwenImageEdit": ("prompt",), "TextEncodeQwenImageEditPlus": ("prompt",)}
 # Nodes whose text output is one of their own text inputs, by output slot: an encoder's text
 # linked from one of these is bound where the text is written.
 TEXT_SOURCES = {"PrimitiveString": {0: "value"}, "PrimitiveStringMultiline": {0: "value"},
@@ -109,7 +116,7 @@ def find(flow: Mapping[str, Any]) -> Found:
 
 def _bind_texts(flow: Mapping[str, Any], encoder: str, parameter: str, found: Found) -> None:
     kind = flow[encoder]["class_type"]
-    for name in ENCODERS[kind]:  # SDXL and Flux encoders take the text twice
+    for name in ENCODERS[kind]:  # some take the text two to four times
         text = flow[encoder]["inputs"].get(name)
         source = _text_source(flow, text)
         if source is not None:  # the text comes from a node: bind it where it is written

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -232,3 +233,42 @@ def test_odd_links_are_not_followed_and_never_crash() -> None:
         flow["6"]["inputs"]["text"] = odd  # the positive text is no text: nothing to bind
         with pytest.raises(WorkflowError, match="no text encoder found"):
             starter.find(flow)
+
+
+@pytest.mark.parametrize(("encoder", "texts"), [
+    ("CLIPTextEncodeSD3", {"clip_l": "a lighthouse", "clip_g": "a lighthouse",
+                           "t5xxl": "a lighthouse", "empty_padding": "none"}),
+    ("CLIPTextEncodeHiDream", {"clip_l": "a lighthouse", "clip_g": "a lighthouse",
+                               "t5xxl": "a lighthouse", "llama": "a lighthouse"}),
+    ("CLIPTextEncodeLumina2", {"system_prompt": "superior", "user_prompt": "a lighthouse"}),
+    ("TextEncodeQwenImageEdit", {"prompt": "a lighthouse", "vae": ["10", 0],
+                                 "image": ["30", 0]}),
+])
+def test_the_encoders_of_newer_image_models_are_found(encoder: str, texts: dict,
+                                                      tmp_path: Path) -> None:
+    flow = {
+        "4": node("CheckpointLoaderSimple", ckpt_name="model.safetensors"),
+        "10": node("VAELoader", vae_name="ae.safetensors"),
+        "30": node("LoadImage", image="fox.png"),
+        "6": node(encoder, clip=["4", 1], **texts),
+        "7": node(encoder, clip=["4", 1], **{k: ("blurry" if v == "a lighthouse" else v)
+                                               for k, v in texts.items()}),
+        "5": node("EmptySD3LatentImage", width=1024, height=1024, batch_size=1),
+        "3": node("KSampler", seed=5, steps=28, cfg=4.5, sampler_name="euler",
+                  scheduler="simple", denoise=1.0, model=["4", 0], positive=["6", 0],
+                  negative=["7", 0], latent_image=["5", 0]),
+    }
+    found = starter.find(flow)
+    prompts = [t for t, p in found.bindings.items() if p == "prompt"]
+    assert prompts == [f"6.inputs.{k}" for k, v in texts.items() if v == "a lighthouse"]
+    assert found.texts == {"prompt": "a lighthouse", "negative": "blurry"}
+    full = full_catalogue()
+    for path in prompts:  # each a multiline text input of that node in ComfyUI's catalogue
+        name = path.rsplit(".", 1)[1]
+        definition = full[encoder]["input"]["required"][name]
+        assert definition[0] == "STRING" and definition[1]["multiline"]
+    (tmp_path / "new.json").write_text(json.dumps(flow))
+    starter.write(tmp_path / "new.json", tmp_path / "new.yaml", None, full)
+    spec = specs.load(tmp_path / "new.yaml", env={})
+    bound = spec.bind(dataclasses.replace(spec.start, prompt="a fox"))
+    assert all(bound["6"]["inputs"][p.rsplit(".", 1)[1]] == "a fox" for p in prompts)
