@@ -310,3 +310,23 @@ def test_an_uploaded_image_is_loaded_and_a_different_one_never_overwrites(comfy)
     assert escaped.status_code == 400
     recorded = fixture("comfyui", "prompt_loadimage_uploaded_ok.json")
     assert_like(replay(comfy.url, recorded["request"]), recorded)
+
+
+def test_nodes_run_in_comfyuis_order_a_preview_first() -> None:
+    """Recorded on a real ComfyUI: a PreviewImage beside a SaveImage that waits on an
+    ImageScale runs, and is listed in the history, first."""
+    recorded = fixture("comfyui_live", "execution_order_preview_and_save.json")
+    prompt = recorded["request"]["body"]["prompt"]
+    with ComfyStandin(Knobs(step_seconds=0, checkpoints=[prompt["4"]["inputs"]["ckpt_name"]])
+                      ) as server:
+        ws = websocket.create_connection(f"{server.url.replace('http', 'ws')}/ws?clientId=o",
+                                         timeout=10)
+        prompt_id = requests.post(server.url + "/prompt", json={"prompt": prompt,
+                                  "client_id": "o"}, timeout=5).json()["prompt_id"]
+        ran = []
+        while (msg := json.loads(ws.recv()))["type"] != "executing" or msg["data"]["node"]:
+            if msg["type"] == "executing":
+                ran.append(msg["data"]["node"])
+        ws.close()
+        outputs = finished(server, prompt_id)[prompt_id]["outputs"]
+    assert ran == recorded["executing"] and list(outputs) == list(recorded["history_outputs"])

@@ -72,7 +72,9 @@ class Run:
 
     def execute(self) -> dict[str, Any]:
         prompt = self.job.prompt
-        order = _order(prompt, self.job.outputs)
+        info = self.server.object_info()
+        order = _order(prompt, self.job.outputs,
+                       lambda n: info[prompt[n]["class_type"]]["output_node"])
         signatures = {n: _signature(prompt, n, self.server.custom) for n in order}
         cache = self.server._cache
         self.event("execution_start", {}, history=True)
@@ -179,20 +181,47 @@ class Run:
                                              "nodes": dict(self.progress)}, None)
 
 
-def _order(prompt: dict[str, Any], outputs: list[str]) -> list[str]:
-    """Every node the outputs need, each after its inputs."""
-    order: list[str] = []
-
-    def visit(node_id: str) -> None:
-        if node_id in order:
-            return
-        for value in prompt[node_id].get("inputs", {}).values():
-            if isinstance(value, list):
-                visit(value[0])
-        order.append(node_id)
-
+def _order(prompt: dict[str, Any], outputs: list[str], is_output: Any) -> list[str]:
+    """Every node the outputs need, in the order ComfyUI runs them (its ExecutionList): each
+    output adds its inputs depth first; of the nodes ready to run, an output node goes first
+    (so a PreviewImage shows as soon as it can), then one an output waits on, then one whose
+    next node an output waits on, else the first added. A PreviewImage beside a SaveImage
+    behind an upscale is run, and listed in the history, before it."""
+    pending: dict[str, None] = {}  # in the order added
+    blocking: dict[str, dict[str, None]] = {}
+    waits: dict[str, int] = {}
     for out in outputs:
-        visit(out)
+        stack, links = [out], []
+        while stack:
+            node_id = stack.pop()
+            if node_id in pending:
+                continue
+            pending[node_id], blocking[node_id], waits[node_id] = None, {}, 0
+            for value in prompt[node_id].get("inputs", {}).values():
+                if isinstance(value, list) and len(value) == 2 and str(value[0]) in prompt:
+                    stack.append(str(value[0]))
+                    links.append((str(value[0]), node_id))
+        for source, target in links:
+            if target not in blocking[source]:
+                blocking[source][target] = None
+                waits[target] += 1
+
+    def unblocks_output(node_id: str, depth: int) -> bool:
+        return any(is_output(b) if depth == 1 else unblocks_output(b, depth - 1)
+                   for b in blocking[node_id])
+
+    order: list[str] = []
+    while pending:
+        ready = [n for n in pending if waits[n] == 0]
+        if not ready:  # a cycle: what is left never runs, and the outputs fail
+            break
+        pick = next((n for n in ready if is_output(n)), None) or \
+            next((n for n in ready if unblocks_output(n, 1)), None) or \
+            next((n for n in ready if unblocks_output(n, 2)), None) or ready[0]
+        order.append(pick)
+        del pending[pick]
+        for target in blocking[pick]:
+            waits[target] -= 1
     return order
 
 
