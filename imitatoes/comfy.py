@@ -20,6 +20,7 @@ from .imagecheck import MAX_PIXELS, NotAnImage
 from .imagecheck import check as check_image
 from .net import LimitExceeded, bounded, port_of, reason, session_for
 from .ports import Rendered, RenderRejected
+from .samplers import judged_output
 
 JSON_CAP = 64 * 2**20  # the full /object_info of a well-stocked ComfyUI is a few MiB
 IMAGE_CAP = 100 * 2**20  # the default for comfyui.max_image_mb
@@ -286,10 +287,23 @@ class ComfyClient:
         return resp.content
 
     def images(self, result: Outcome) -> list[tuple[ImageRef, bytes]]:
-        if not result.images:
-            raise ComfyError(f"prompt {result.prompt_id} finished without images; does the "
-                             "workflow end in a SaveImage or PreviewImage node?")
-        return [(ref, self.fetch(ref)) for ref in result.images]
+        """Every image of a finished prompt, in the history's order."""
+        return [(ref, self.fetch(ref)) for ref in _some_images(result)]
+
+
+def pick(result: Outcome, node: str | None) -> ImageRef:
+    """The image to judge: `node`'s first, else the first saved one (a preview is a "temp"),
+    else the first (samplers.judged_output says which node)."""
+    images = _some_images(result)
+    return next((r for r in images if r.node_id == node), None) or \
+        next((r for r in images if r.type == "output"), images[0])
+
+
+def _some_images(result: Outcome) -> tuple[ImageRef, ...]:
+    if not result.images:
+        raise ComfyError(f"prompt {result.prompt_id} finished without images; does the "
+                         "workflow end in a SaveImage or PreviewImage node?")
+    return result.images
 
 
 def _dict(value: Any) -> dict[str, Any]:
@@ -390,7 +404,8 @@ class ComfyRenderer:
     def __init__(self, client: ComfyClient, timeout: float,
                  max_pixels: int = MAX_PIXELS) -> None:
         self.client, self.timeout, self.max_pixels = client, timeout, max_pixels
-        self._ours: dict[str, float] = {}  # our prompts not collected yet -> when queued
+        # our prompts not collected yet -> when queued, and the node whose image is judged
+        self._ours: dict[str, tuple[float, str | None]] = {}
 
     def render(self, workflow: dict[str, Any], on_progress: Callable[[int, int], None]) -> Rendered:
         return self.collect(self.queue(workflow), on_progress)
@@ -398,13 +413,13 @@ class ComfyRenderer:
     def queue(self, workflow: dict[str, Any]) -> str:
         """Submit without waiting; the ticket is ComfyUI's prompt id."""
         prompt_id = self.client.submit(workflow).prompt_id
-        self._ours[prompt_id] = time.monotonic()
+        self._ours[prompt_id] = (time.monotonic(), judged_output(workflow))
         return prompt_id
 
     def collect(self, prompt_id: str, on_progress: Callable[[int, int], None]) -> Rendered:
         """Wait for a queued prompt (render_timeout counts its time in the queue too), fetch
         its image and check it."""
-        start = self._ours.get(prompt_id, time.monotonic())
+        start, output = self._ours.get(prompt_id, (time.monotonic(), None))
         try:
             result = self.client.wait(prompt_id, self.timeout - (time.monotonic() - start),
                                       lambda p: on_progress(p.value, p.max))
@@ -415,7 +430,8 @@ class ComfyRenderer:
         if result.status == "interrupted":
             raise ComfyError(f"ComfyUI interrupted prompt {prompt_id} (someone pressed "
                              "Cancel, or another client interrupted it); resume the run to retry")
-        ref, data = self.client.images(result)[0]
+        ref = pick(result, output)
+        data = self.client.fetch(ref)
         self._ours.pop(prompt_id, None)
         try:
             check_image(data, self.max_pixels)

@@ -1,5 +1,6 @@
 """Where a workflow samples: its first sampler and the nodes that feed it (noise, guider,
-sigmas). Shared by init, run_loop and refine mode; depends on nothing else of ours."""
+sigmas), and which of its outputs shows the result. Shared by init, run_loop, refine mode
+and the renderer; depends on nothing else of ours."""
 
 from __future__ import annotations
 
@@ -30,3 +31,50 @@ def sampler_nodes(flow: Mapping[str, Any], sampler: str) -> list[str]:
     """The sampler and the nodes its noise, guider and sigmas come from."""
     inputs = flow[sampler].get("inputs", {})
     return [sampler] + [n for n in (linked(flow, inputs.get(k)) for k in FEEDERS) if n]
+
+
+def judged_output(flow: Mapping[str, Any]) -> str | None:
+    """The node whose image the critic judges. ComfyUI runs an output as soon as it is ready,
+    so the first image of a finished prompt is often a preview of something else (a first
+    pass before its upscale, a ControlNet's edge map). Of the nodes that save or preview an
+    image after the first sampler: a saved one before a preview, then the one furthest
+    downstream, then the highest id; with no sampler, of all of them."""
+    outputs = [i for i, n in flow.items() if _shows_image(flow, n)]
+    sampler = first_sampler(flow)
+    depth = _downstream(flow, sampler) if sampler else {}
+    after = [o for o in outputs if o in depth] or outputs
+    return max(after, key=lambda o: ("Save" in str(flow[o].get("class_type")), depth.get(o, 0),
+                                     node_order(o)), default=None)
+
+
+def _shows_image(flow: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
+    """SaveImage, PreviewImage and their like from custom nodes: an `images` input, and Save
+    or Preview in the class name."""
+    name = str(node.get("class_type", ""))
+    inputs = node.get("inputs")
+    return ("Save" in name or "Preview" in name) and isinstance(inputs, dict) and \
+        linked(flow, inputs.get("images")) is not None
+
+
+def _downstream(flow: Mapping[str, Any], start: str) -> dict[str, int]:
+    """Every node that takes `start`'s output, however indirectly, with its longest distance
+    from it (rounds bounded by the node count, so a malformed cyclic graph still ends)."""
+    readers: dict[str, list[str]] = {}
+    for node_id, node in flow.items():
+        inputs = node.get("inputs") if isinstance(node, dict) else None
+        for value in (inputs or {}).values() if isinstance(inputs, dict) else ():
+            source = linked(flow, value)
+            if source is not None:
+                readers.setdefault(source, []).append(node_id)
+    depth, frontier = {start: 0}, [start]
+    for _ in range(len(flow)):
+        moved = []
+        for node_id in frontier:
+            for reader in readers.get(node_id, ()):
+                if depth.get(reader, -1) < depth[node_id] + 1:
+                    depth[reader] = depth[node_id] + 1
+                    moved.append(reader)
+        if not moved:
+            break
+        frontier = moved
+    return depth

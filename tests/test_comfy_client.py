@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -237,3 +238,37 @@ def test_renders_queued_at_once_are_collected_in_order_and_dropped_on_interrupt(
     queue = client.queue()
     ours = {item[1] for item in queue["queue_running"] + queue["queue_pending"]}
     assert not ours & set(tickets)  # none of ours is left queued or running
+
+
+@pytest.mark.parametrize(("template", "judged"), [
+    ("hiresfix_esrgan_workflow", "12"),  # the second pass's SaveImage, not the first pass's
+    ("esrgan_example", "9"),  # the upscaled SaveImage, not the PreviewImage before it
+    ("flux_canny_model_example", "9"),  # not the PreviewImage of the canny edge map
+    ("controlnet_example", "9"),
+    ("2_pass_pose_worship", "51"),
+    ("area_composition_square_area_for_subject", "32"),
+    ("image2image", "9"),
+])
+def test_the_judged_output_is_the_result_of_the_workflow(template: str, judged: str) -> None:
+    from imitatoes.samplers import judged_output
+
+    flow = json.loads((ROOT / "tests/fixtures/comfyui-ui" / f"{template}.api.json").read_text())
+    assert judged_output(flow) == judged
+
+
+def test_the_renderer_judges_the_saved_image_a_preview_came_before() -> None:
+    """A real ComfyUI lists the PreviewImage first (recorded); the image judged and kept is
+    the SaveImage's, after its ImageScale: 128 px, not the preview's 64."""
+    from PIL import Image
+
+    from imitatoes.comfy import ComfyRenderer
+    from imitatoes.standins.comfyui import Knobs
+
+    prompt = fixture("comfyui_live", "execution_order_preview_and_save.json")["request"][
+        "body"]["prompt"]
+    with ComfyStandin(Knobs(step_seconds=0, checkpoints=[prompt["4"]["inputs"]["ckpt_name"]])
+                      ) as server:
+        client = ComfyClient(server.url)
+        rendered = ComfyRenderer(client, timeout=20).render(prompt, lambda v, m: None)
+        client.close()
+    assert Image.open(io.BytesIO(rendered.image)).size == (128, 128)

@@ -4,6 +4,7 @@ need a checkpoint (any: ../shared/tools/make_random_sd15.py writes one)."""
 
 from __future__ import annotations
 
+import io
 import json
 from pathlib import Path
 
@@ -133,3 +134,21 @@ def test_live_refine_and_repair(client: ComfyClient, tmp_path: Path) -> None:
     sent = client.history(repaired["prompt_id"])["prompt"][2]
     assert {"LoadImage", "VAEEncode", "LoadImageMask", "SetLatentNoiseMask"} <= {
         n["class_type"] for n in sent.values()}
+
+
+def test_live_the_judged_image_is_the_saved_one_a_preview_came_before(client: ComfyClient
+                                                                        ) -> None:
+    from PIL import Image
+
+    from imitatoes.comfy import ComfyRenderer
+
+    checkpoints = client.object_info("CheckpointLoaderSimple")["CheckpointLoaderSimple"][
+        "input"]["required"]["ckpt_name"][0]
+    if not checkpoints:
+        pytest.skip("this ComfyUI has no checkpoint (../shared/tools/make_random_sd15.py)")
+    prompt = fixture("comfyui_live", "execution_order_preview_and_save.json")["request"][
+        "body"]["prompt"]
+    prompt["4"]["inputs"]["ckpt_name"] = checkpoints[0]
+    prompt["3"]["inputs"]["seed"] = 12345  # not served from an earlier run's cache
+    rendered = ComfyRenderer(client, timeout=120).render(prompt, lambda v, m: None)
+    assert Image.open(io.BytesIO(rendered.image)).size == (128, 128)  # not the 64 px preview
