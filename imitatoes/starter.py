@@ -18,7 +18,14 @@ import yaml
 
 from . import lint, nodecheck, specfiles, ui_workflow, workflow
 from .errors import UsageError, WorkflowError
-from .samplers import SAMPLERS, first_sampler, linked, node_order, sampler_nodes
+from .samplers import (
+    SAMPLERS,
+    first_sampler,
+    judged_output,
+    linked,
+    node_order,
+    sampler_nodes,
+)
 
 # Inputs that hold the numbers, on the sampler or on the nodes its noise, guider and sigmas
 # come from (RandomNoise, CFGGuider, BasicScheduler).
@@ -111,6 +118,9 @@ def find(flow: Mapping[str, Any]) -> Found:
     if "prompt" not in found.texts:
         raise WorkflowError("no text encoder found behind the sampler's positive input: bind "
                             "the prompt by hand (a node path like 6.inputs.text)")
+    output = judged_output(flow)
+    found.notes.append(f"judged: the image of node {output} ({flow[output]['class_type']})"
+                       if output else "no SaveImage or PreviewImage: the critic gets no image")
     return found
 
 

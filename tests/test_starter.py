@@ -272,3 +272,9 @@ def test_the_encoders_of_newer_image_models_are_found(encoder: str, texts: dict,
     spec = specs.load(tmp_path / "new.yaml", env={})
     bound = spec.bind(dataclasses.replace(spec.start, prompt="a fox"))
     assert all(bound["6"]["inputs"][p.rsplit(".", 1)[1]] == "a fox" for p in prompts)
+
+
+def test_init_says_which_image_the_critic_judges() -> None:
+    flow = json.loads((ROOT / "tests/fixtures/comfyui-ui/hiresfix_esrgan_workflow.api.json"
+                       ).read_text())
+    assert "judged: the image of node 12 (SaveImage)" in starter.find(flow).notes
