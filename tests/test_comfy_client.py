@@ -10,6 +10,8 @@ from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
+import requests
+import websocket
 
 from imitatoes import workflow
 from imitatoes.comfy import (
@@ -272,3 +274,28 @@ def test_the_renderer_judges_the_saved_image_a_preview_came_before() -> None:
         rendered = ComfyRenderer(client, timeout=20).render(prompt, lambda v, m: None)
         client.close()
     assert Image.open(io.BytesIO(rendered.image)).size == (128, 128)
+
+
+def test_binary_preview_frames_on_the_websocket_are_passed_over() -> None:
+    """ComfyUI started with --preview-method auto sends each step's preview as a binary
+    frame; progress and the result arrive as ever."""
+    from imitatoes.standins.comfyui import Knobs
+
+    with ComfyStandin(Knobs(step_seconds=0.01, previews=True)) as server:
+        frames = []
+        peek = websocket.create_connection(f"{server.url.replace('http', 'ws')}/ws?clientId=p",
+                                           timeout=10)
+        client = ComfyClient(server.url)
+        seen: list[Progress] = []
+        sub = client.submit(txt2img(steps=4))
+        result = client.wait(sub.prompt_id, timeout=10, on_progress=seen.append)
+        [(_, data)] = client.images(result)
+        client.close()
+        requests.post(server.url + "/prompt", timeout=5, json={
+            "prompt": txt2img(steps=2, seed=9), "client_id": "p"})
+        while not (frames and isinstance(frames[-1], str) and '"node": null' in frames[-1]):
+            frames.append(peek.recv())
+        peek.close()
+    assert [p.value for p in seen] == [1, 2, 3, 4] and data.startswith(b"\x89PNG")
+    previews = [f for f in frames if isinstance(f, bytes)]
+    assert len(previews) == 2 and previews[0][:8] == b"\x00\x00\x00\x01\x00\x00\x00\x01"

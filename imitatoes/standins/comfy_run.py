@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import struct
 import time
 import uuid
 from dataclasses import dataclass
@@ -17,7 +18,15 @@ from . import comfy_graph, picture
 if TYPE_CHECKING:
     from .comfyui import ComfyStandin
 
+
+def _jpeg(img: Image.Image) -> bytes:
+    out = io.BytesIO()
+    img.save(out, "JPEG", quality=95)
+    return out.getvalue()
+
+
 OUTPUT_NODES = {"SaveImage": "output", "PreviewImage": "temp"}
+PREVIEW = _jpeg(Image.new("RGB", (64, 64), (128, 128, 128)))
 
 
 class Interrupted(Exception):
@@ -171,6 +180,8 @@ class Run:
             raise Interrupted
         self._progress(node_id, float(value), float(maximum), "running")
         self.event("progress", {"value": value, "max": maximum, "node": node_id})
+        if self.server.knobs.previews:  # ComfyUI's PREVIEW_IMAGE: event 1, type 1 (JPEG)
+            self.server._send_bytes(struct.pack(">II", 1, 1) + PREVIEW, self.sid)
 
     def _progress(self, node_id: str, value: float, maximum: float, state: str) -> None:
         self.progress[node_id] = {"value": value, "max": maximum, "state": state,

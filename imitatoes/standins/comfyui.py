@@ -50,6 +50,9 @@ class Knobs:
     history_delay: float = 0.0  # seconds before each /history answer
     execution_errors: int = 0  # the next N prompts fail inside the sampler
     websocket: bool = True  # False: /ws is refused and clients must poll
+    # Each sampler step's preview as a binary frame, as ComfyUI started with --preview-method
+    # auto sends them (event 1: a JPEG) to the prompt's client.
+    previews: bool = False
     # The next renders' images reported and served under these [type, subfolder, filename],
     # unchecked, as a hostile or broken server (or custom node) could name them.
     output_names: list[list[str]] = field(default_factory=list)
@@ -377,11 +380,20 @@ class ComfyStandin(BackgroundServer):
     async def _pump(ws: web.WebSocketResponse, outbox: asyncio.Queue) -> None:
         while True:
             message = await outbox.get()
-            await ws.send_str(json.dumps(message))
+            if isinstance(message, bytes):
+                await ws.send_bytes(message)
+            else:
+                await ws.send_str(json.dumps(message))
 
     def _send(self, kind: str, data: dict[str, Any], sid: str | None) -> None:
         """Queue a frame for one client (sid) or, with sid None, for every socket."""
-        message = {"type": kind, "data": data}
+        self._deliver({"type": kind, "data": data}, sid)
+
+    def _send_bytes(self, frame: bytes, sid: str | None) -> None:
+        """A binary frame (a preview) for one client, as ComfyUI's send_bytes."""
+        self._deliver(frame, sid)
+
+    def _deliver(self, message: dict[str, Any] | bytes, sid: str | None) -> None:
         targets = list(self._sockets.items()) if sid is None else [(sid, self._sockets.get(sid))]
         for _, outbox in targets:
             if outbox is not None:
