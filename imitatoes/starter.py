@@ -121,6 +121,12 @@ def find(flow: Mapping[str, Any]) -> Found:
     output = judged_output(flow)
     found.notes.append(f"judged: the image of node {output} ({flow[output]['class_type']})"
                        if output else "no SaveImage or PreviewImage: the critic gets no image")
+    latent = linked(flow, node.get("inputs", {}).get("latent_image"))
+    batch = flow[latent].get("inputs", {}).get("batch_size") if latent else None
+    if isinstance(batch, int) and not isinstance(batch, bool) and batch > 1:
+        found.notes.append(f"node {latent} makes {batch} images a render and the critic judges "
+                           "the first: set its batch_size to 1 (search.candidates judges several "
+                           "seeds instead)")
     return found
 
 

@@ -278,3 +278,11 @@ def test_init_says_which_image_the_critic_judges() -> None:
     flow = json.loads((ROOT / "tests/fixtures/comfyui-ui/hiresfix_esrgan_workflow.api.json"
                        ).read_text())
     assert "judged: the image of node 12 (SaveImage)" in starter.find(flow).notes
+
+
+def test_init_warns_that_a_batch_is_judged_by_its_first_image() -> None:
+    flow = json.loads((ROOT / "workflows" / "txt2img_sd15.json").read_text())
+    flow["5"]["inputs"]["batch_size"] = 4
+    assert any("node 5 makes 4 images a render" in n for n in starter.find(flow).notes)
+    flow["5"]["inputs"]["batch_size"] = 1
+    assert not any("images a render" in n for n in starter.find(flow).notes)
