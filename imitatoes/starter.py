@@ -328,10 +328,11 @@ def write(workflow_path: Path, output: Path, goal: str | None,
     found.texts["prompt"] = prompt
     bounds = bounds_around(flow, found.bindings)
     source = converted or workflow_path
+    wanted = " ".join((goal or prompt).split())  # a prompt's line breaks are no goal's
     data: dict[str, Any] = {
         "name": re.sub(r"[^A-Za-z0-9._-]+", "-", workflow_path.stem).strip("-._") or "starter",
-        "goal": goal or prompt,
-        "requirements": [f"The image shows: {goal or prompt}"],
+        "goal": wanted,
+        "requirements": [f"The image shows: {wanted}"],
         "workflow": os.path.relpath(source.resolve(), output.resolve().parent),
         "bindings": found.bindings,
         "start": dict(found.texts),

@@ -51,18 +51,18 @@ class _Value:
 def to_api(ui: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
     """The API-format workflow of a UI-format one, given the server's /object_info."""
     problems: list[str] = []
-    definitions = ui.get("definitions")
-    if isinstance(definitions, dict) and definitions.get("subgraphs"):
-        problems.append("the workflow has subgraphs; unpack them (right-click > Unpack "
-                        "Subgraph) and save again")
     try:
-        nodes = {n["id"]: n for n in ui["nodes"] if isinstance(n, dict) and "id" in n}
-        links = _links(ui.get("links") or [])
-    except (KeyError, TypeError, AttributeError) as exc:
+        flat_nodes, flat_links = _unpacked(ui)
+        nodes = {n["id"]: n for n in flat_nodes if isinstance(n, dict) and "id" in n}
+        links = _links(flat_links)
+    except _Refused as exc:
+        raise Unconvertible([str(exc)]) from None
+    except (KeyError, TypeError, AttributeError, IndexError, ValueError) as exc:
         raise Unconvertible([f"its nodes or links are not as ComfyUI saves them ({exc!r}); "
                              "open it in ComfyUI and save it again"]) from None
+    place = {node_id: i for i, node_id in enumerate(nodes)}
     out: dict[str, Any] = {}
-    for node_id in sorted(nodes, key=_order):
+    for node_id in sorted(nodes, key=lambda n: _order(n, place[n])):
         node = nodes[node_id]
         kind = str(node.get("type"))
         if kind in NOTES or kind in ("Reroute", "PrimitiveNode") or \
@@ -95,9 +95,97 @@ class _Refused(Exception):
     pass
 
 
-def _order(node_id: Any) -> tuple[int, Any]:
-    """Ascending numeric ids, as JavaScript orders integer-like keys."""
-    return (0, int(node_id)) if str(node_id).isdigit() else (1, str(node_id))
+def _order(node_id: Any, place: int) -> tuple[int, int]:
+    """Ascending numeric ids, as JavaScript orders integer-like keys; the others (a subgraph's
+    nodes, "20:6") after them in the order they were added."""
+    return (0, int(node_id)) if str(node_id).isdigit() else (1, place)
+
+
+class _Level:
+    """One graph of the workflow: the top one, or a subgraph's definition as used by one
+    subgraph node (`instance`, in `parent`); its nodes' API ids start with `prefix`."""
+
+    def __init__(self, graph: Mapping[str, Any], prefix: str = "",
+                 parent: _Level | None = None, instance: Mapping[str, Any] | None = None
+                 ) -> None:
+        self.nodes = [n for n in graph.get("nodes") or [] if isinstance(n, dict) and "id" in n]
+        self.by_id = {n["id"]: n for n in self.nodes}
+        self.links = _links(graph.get("links") or [])
+        self.ends = {link["target_slot"]: (link["origin_id"], link["origin_slot"])
+                     for link in graph.get("links") or []
+                     if isinstance(link, dict) and link.get("target_id") == SUBGRAPH_OUT}
+        self.prefix, self.parent, self.instance = prefix, parent, instance
+
+    def key(self, node_id: Any) -> Any:
+        return f"{self.prefix}{node_id}" if self.prefix else node_id
+
+
+SUBGRAPH_IN, SUBGRAPH_OUT = -10, -20  # a subgraph's input and output nodes in its links
+
+
+def _unpacked(ui: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[list[Any]]]:
+    """The nodes and links with every subgraph unpacked as the frontend does for a prompt: a
+    subgraph's node N inside subgraph node 20 becomes node "20:N" ("21:20:N" nested), and
+    a link into a subgraph input or out of a subgraph output joins the links on both sides."""
+    definitions = ui.get("definitions") or {}
+    subgraphs = {g["id"]: g for g in definitions.get("subgraphs") or []
+                 if isinstance(g, dict) and "id" in g}
+    if not subgraphs:
+        return list(ui["nodes"]), list(ui.get("links") or [])
+    nodes: list[dict[str, Any]] = []
+    links: list[list[Any]] = []
+
+    def source(level: _Level, link_id: Any, depth: int) -> tuple[Any, int] | None:
+        """The real output behind a link of `level` (a node's key and output slot)."""
+        if link_id not in level.links:
+            return None
+        origin, slot, _ = level.links[link_id]
+        return output(level, origin, slot, depth)
+
+    def output(level: _Level, origin: Any, slot: int, depth: int) -> tuple[Any, int] | None:
+        if depth > 50:
+            return None
+        if origin == SUBGRAPH_IN:  # what feeds the subgraph node's input there
+            inputs = (level.instance or {}).get("inputs") or []
+            link = inputs[slot].get("link") if slot < len(inputs) else None
+            return source(level.parent, link, depth + 1) if level.parent else None
+        node = level.by_id.get(origin)
+        if node is None:
+            return None
+        if node.get("type") in subgraphs:  # out of a subgraph: what feeds its output there
+            inner = _inside(level, node)
+            end = inner.ends.get(slot)
+            return output(inner, end[0], end[1], depth + 1) if end else None
+        return level.key(origin), slot
+
+    def _inside(level: _Level, node: Mapping[str, Any]) -> _Level:
+        if node.get("mode") in (MUTED, BYPASSED):
+            raise _Refused(f"node {level.key(node['id'])} is a muted or bypassed subgraph; "
+                           "unpack it (right-click > Unpack Subgraph) and save again")
+        return _Level(subgraphs[node["type"]], f"{level.key(node['id'])}:", level, node)
+
+    def unpack(level: _Level, depth: int) -> None:
+        if depth > 20:
+            raise _Refused("its subgraphs are nested more than 20 deep")
+        for node in level.nodes:
+            if node.get("type") in subgraphs:
+                unpack(_inside(level, node), depth + 1)
+                continue
+            copy = dict(node, id=level.key(node["id"]))
+            copy["inputs"] = []
+            for index, slot in enumerate(node.get("inputs") or []):
+                found = source(level, slot.get("link"), 0) if slot.get("link") is not None \
+                    else None
+                link_id = None
+                if found is not None:
+                    link_id = len(links) + 1
+                    links.append([link_id, found[0], found[1], copy["id"], index,
+                                  slot.get("type")])
+                copy["inputs"].append(dict(slot, link=link_id))
+            nodes.append(copy)
+
+    unpack(_Level(ui), 0)
+    return nodes, links
 
 
 def _links(raw: list[Any]) -> dict[int, tuple[int, int, str]]:
