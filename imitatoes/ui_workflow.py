@@ -125,8 +125,9 @@ SUBGRAPH_IN, SUBGRAPH_OUT = -10, -20  # a subgraph's input and output nodes in i
 
 def _unpacked(ui: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[list[Any]]]:
     """The nodes and links with every subgraph unpacked as the frontend does for a prompt: a
-    subgraph's node N inside subgraph node 20 becomes node "20:N" ("21:20:N" nested), and
-    a link into a subgraph input or out of a subgraph output joins the links on both sides."""
+    subgraph's node N inside subgraph node 20 becomes node "20:N" ("21:20:N" nested), a
+    link into a subgraph input or out of a subgraph output joins the links on both sides,
+    and a bypassed subgraph node is wired around."""
     definitions = ui.get("definitions") or {}
     subgraphs = {g["id"]: g for g in definitions.get("subgraphs") or []
                  if isinstance(g, dict) and "id" in g}
@@ -152,6 +153,9 @@ def _unpacked(ui: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[list[An
         node = level.by_id.get(origin)
         if node is None:
             return None
+        if node.get("type") in subgraphs and node.get("mode") == BYPASSED:
+            upstream = _passed_through(node, slot, "")  # wired around, as any bypassed node
+            return source(level, upstream, depth + 1)
         if node.get("type") in subgraphs:  # out of a subgraph: what feeds its output there
             inner = _inside(level, node)
             end = inner.ends.get(slot)
@@ -159,9 +163,8 @@ def _unpacked(ui: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[list[An
         return level.key(origin), slot
 
     def _inside(level: _Level, node: Mapping[str, Any]) -> _Level:
-        if node.get("mode") in (MUTED, BYPASSED):
-            raise _Refused(f"node {level.key(node['id'])} is a muted or bypassed subgraph; "
-                           "unpack it (right-click > Unpack Subgraph) and save again")
+        # A muted or bypassed subgraph node's nodes are still sent (frontend 1.27.10 does;
+        # what nothing reads, ComfyUI never runs), and muting it changes nothing there.
         return _Level(subgraphs[node["type"]], f"{level.key(node['id'])}:", level, node)
 
     def unpack(level: _Level, depth: int) -> None:

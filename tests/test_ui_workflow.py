@@ -108,10 +108,6 @@ def test_what_cannot_be_converted_is_refused_with_each_node() -> None:
         "scheduler, denoise); open it in this ComfyUI and save it again",
         "node 70 (FancyCustomNode): not a node this ComfyUI knows (a custom node pack not "
         "installed?)"]
-    muted = load(OWN / "image2image_sg_text.ui.json")
-    node(muted, 20)["mode"] = 2
-    with pytest.raises(Unconvertible, match="node 20 is a muted or bypassed subgraph"):
-        ui_workflow.to_api(muted, INFO)
 
 
 def test_a_subgraph_s_nodes_are_unpacked_with_their_links_joined() -> None:
@@ -121,6 +117,8 @@ def test_a_subgraph_s_nodes_are_unpacked_with_their_links_joined() -> None:
     assert got["21:3"]["inputs"]["positive"] == ["21:20:6", 0]  # out of the inner subgraph
     assert got["21:20:6"]["inputs"]["clip"] == ["14", 1]  # in through both subgraphs' inputs
     assert got["8"]["inputs"]["samples"] == ["21:3", 0]  # out of the outer one
+    around = ui_workflow.to_api(load(OWN / "image2image_sg_bypass.ui.json"), INFO)
+    assert around["12"]["inputs"]["pixels"] == ["10", 0]  # a bypassed subgraph: wired around
 
 
 def test_version_1_links_as_objects(tmp_path: Path) -> None:
