@@ -439,6 +439,9 @@ def worker(
     visibility_timeout: Annotated[float, typer.Option(
         metavar="SECONDS",
         help="Seconds before a run whose worker vanished is delivered again.")] = 3600.0,
+    lease_seconds: Annotated[float, typer.Option(
+        metavar="SECONDS", min=1, help="How long a vanished worker's hold on its run outlives "
+        "it (renewed every third of it while the run goes).")] = 10.0,
     queue: QueueOption = "imitatoes",
 ) -> None:
     """Serve runs from the broker on this GPU host: one at a time, resumed if a worker dies."""
@@ -449,7 +452,8 @@ def worker(
         os.environ.update(IMITATOES_WORKER_COMFY_URL=comfy_url,
                           IMITATOES_WORKER_OLLAMA_URL=ollama_url,
                           IMITATOES_WORKER_RUNS=str(runs_dir.resolve()),
-                          IMITATOES_WORKER_NAME=name or socket.gethostname())
+                          IMITATOES_WORKER_NAME=name or socket.gethostname(),
+                          IMITATOES_WORKER_LEASE=str(lease_seconds))
         runs_dir.mkdir(parents=True, exist_ok=True)
         app_.worker_main(["worker", "--concurrency=1", "--pool=prefork", "--loglevel=INFO",
                           f"--queues={queue}", "--without-gossip", "--without-mingle",

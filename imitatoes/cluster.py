@@ -84,16 +84,18 @@ def settings() -> dict[str, str]:
     return {"comfy": os.environ["IMITATOES_WORKER_COMFY_URL"],
             "ollama": os.environ.get("IMITATOES_WORKER_OLLAMA_URL", ""),
             "runs": os.environ["IMITATOES_WORKER_RUNS"],
-            "name": os.environ.get("IMITATOES_WORKER_NAME", socket.gethostname())}
+            "name": os.environ.get("IMITATOES_WORKER_NAME", socket.gethostname()),
+            "lease": os.environ.get("IMITATOES_WORKER_LEASE", str(LEASE_SECONDS))}
 
 
 def run_spec(task: Any, run_id: str, spec_data: dict[str, Any],
              workflow: dict[str, Any]) -> dict[str, Any]:
     """One whole run on this worker's backend, or its continuation after a lost worker."""
     cfg = settings()
-    lease = Lease(task.app.conf.broker_url, run_id)
+    seconds = float(cfg["lease"])
+    lease = Lease(task.app.conf.broker_url, run_id, seconds)
     if not lease.acquire():  # still alive elsewhere: look again later
-        raise task.retry(countdown=LEASE_SECONDS / 2)
+        raise task.retry(countdown=seconds / 2)
     try:
         run = Run.adopt(Path(cfg["runs"]) / run_id, spec_data, workflow)
         if run.state and run.state.status in ("done", "limits"):  # finished before a redelivery

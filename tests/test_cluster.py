@@ -67,10 +67,9 @@ def worker(broker: str, name: str, comfy: str, ollama: str, runs: Path,
     proc = subprocess.Popen(
         [sys.executable, "-m", "imitatoes", "worker", "--broker", broker, "--comfy-url", comfy,
          "--ollama-url", ollama, "--runs-dir", str(runs), "--name", name,
-         "--visibility-timeout", str(visibility), "--queue", QUEUE],
+         "--visibility-timeout", str(visibility), "--lease-seconds", "2", "--queue", QUEUE],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     try:
-        ready(broker, name, proc)
         yield proc
     finally:
         with contextlib.suppress(ProcessLookupError):
@@ -81,18 +80,22 @@ def worker(broker: str, name: str, comfy: str, ollama: str, runs: Path,
             os.killpg(proc.pid, signal.SIGKILL)
 
 
-def ready(broker: str, name: str, proc: subprocess.Popen, timeout: float = 60) -> None:
-    """Until the worker answers a ping: one that is still starting when the jobs go out (a
-    loaded machine takes seconds to import Celery) would leave them all to the other."""
+def ready(broker: str, workers: dict[str, subprocess.Popen], timeout: float = 60) -> None:
+    """Until every worker answers a ping: one still starting when the jobs go out (a loaded
+    machine takes seconds to import Celery) would leave them all to the other."""
     import socket
 
     from imitatoes import cluster
     app = cluster.make_app(broker, queue=QUEUE)
-    me = f"{name}@{socket.gethostname()}"
+    waiting = {f"{name}@{socket.gethostname()}": proc for name, proc in workers.items()}
     deadline = time.monotonic() + timeout
-    while not app.control.ping(destination=[me], timeout=0.5):
-        assert proc.poll() is None, f"worker {name} ended ({proc.returncode}) before it started"
-        assert time.monotonic() < deadline, f"worker {name} did not start in {timeout:g} s"
+    while waiting:
+        for reply in app.control.ping(destination=list(waiting), timeout=0.5):
+            for name in reply:
+                waiting.pop(name, None)
+        for name, proc in waiting.items():
+            assert proc.poll() is None, f"worker {name} ended ({proc.returncode}) early"
+        assert time.monotonic() < deadline, f"{', '.join(waiting)} did not start in time"
 
 
 def follow(broker: str, jobs: list[batch.Job], on_change=lambda: None) -> None:
@@ -104,8 +107,10 @@ def follow(broker: str, jobs: list[batch.Job], on_change=lambda: None) -> None:
 def test_celery_runs_specs_on_two_workers(tmp_path: Path, broker: str) -> None:
     runs = tmp_path / "runs"
     with ComfyStandin(Knobs(step_seconds=0.01)) as c1, ComfyStandin(Knobs(step_seconds=0.01)) \
-            as c2, OllamaStandin() as ollama, worker(broker, "w1", c1.url, ollama.url, runs), \
-            worker(broker, "w2", c2.url, ollama.url, runs):
+            as c2, OllamaStandin() as ollama, \
+            worker(broker, "w1", c1.url, ollama.url, runs) as w1, \
+            worker(broker, "w2", c2.url, ollama.url, runs) as w2:
+        ready(broker, {"w1": w1, "w2": w2})
         jobs = [batch.Job(specs.load(p)) for p in spec_files(tmp_path, 4)]
         follow(broker, jobs)
         assert c1.history and c2.history  # both hosts rendered
@@ -121,7 +126,8 @@ def test_a_killed_worker_s_run_is_resumed_elsewhere(tmp_path: Path, broker: str)
     with ComfyStandin(Knobs(step_seconds=0.05)) as c1, \
             ComfyStandin(Knobs(step_seconds=0.05)) as c2, OllamaStandin() as ollama, \
             worker(broker, "w1", c1.url, ollama.url, runs, visibility=4) as w1, \
-            worker(broker, "w2", c2.url, ollama.url, runs, visibility=4):
+            worker(broker, "w2", c2.url, ollama.url, runs, visibility=4) as w2:
+        ready(broker, {"w1": w1, "w2": w2})
         jobs = [batch.Job(specs.load(p)) for p in spec_files(tmp_path, 2)]
         killed: dict[str, object] = {}
 
