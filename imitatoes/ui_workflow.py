@@ -1,8 +1,9 @@
 """UI-format workflows (what ComfyUI's Save writes: litegraph `nodes` and `links`) turned into
 the API format ComfyUI runs, as its own frontend does (`app.graphToPrompt()`): widget values
 mapped to inputs by the server's node definitions, links resolved through Reroute nodes,
-PrimitiveNode values inlined, notes dropped, muted nodes left out and bypassed nodes wired
-around. Values are kept as written; what cannot be converted is refused with its node id."""
+PrimitiveNode values inlined, notes dropped, muted nodes left out, bypassed nodes wired
+around and subgraphs unpacked. Values are kept as written; what cannot be converted is
+refused with its node id."""
 
 from __future__ import annotations
 
@@ -135,6 +136,7 @@ def _unpacked(ui: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[list[An
         return list(ui["nodes"]), list(ui.get("links") or [])
     nodes: list[dict[str, Any]] = []
     links: list[list[Any]] = []
+    levels: dict[str, _Level] = {}  # by prefix: each subgraph node's graph read once
 
     def source(level: _Level, link_id: Any, depth: int) -> tuple[Any, int] | None:
         """The real output behind a link of `level` (a node's key and output slot)."""
@@ -157,22 +159,25 @@ def _unpacked(ui: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[list[An
             upstream = _passed_through(node, slot, "")  # wired around, as any bypassed node
             return source(level, upstream, depth + 1)
         if node.get("type") in subgraphs:  # out of a subgraph: what feeds its output there
-            inner = _inside(level, node)
+            inner = inside(level, node)
             end = inner.ends.get(slot)
             return output(inner, end[0], end[1], depth + 1) if end else None
         return level.key(origin), slot
 
-    def _inside(level: _Level, node: Mapping[str, Any]) -> _Level:
+    def inside(level: _Level, node: Mapping[str, Any]) -> _Level:
         # A muted or bypassed subgraph node's nodes are still sent (frontend 1.27.10 does;
         # what nothing reads, ComfyUI never runs), and muting it changes nothing there.
-        return _Level(subgraphs[node["type"]], f"{level.key(node['id'])}:", level, node)
+        prefix = f"{level.key(node['id'])}:"
+        if prefix not in levels:
+            levels[prefix] = _Level(subgraphs[node["type"]], prefix, level, node)
+        return levels[prefix]
 
     def unpack(level: _Level, depth: int) -> None:
         if depth > 20:
             raise _Refused("its subgraphs are nested more than 20 deep")
         for node in level.nodes:
             if node.get("type") in subgraphs:
-                unpack(_inside(level, node), depth + 1)
+                unpack(inside(level, node), depth + 1)
                 continue
             copy = dict(node, id=level.key(node["id"]))
             copy["inputs"] = []
