@@ -50,6 +50,8 @@ def judged_output(flow: Mapping[str, Any]) -> str | None:
 def _shows_image(flow: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
     """SaveImage, PreviewImage and their like from custom nodes: an `images` input, and Save
     or Preview in the class name."""
+    if not isinstance(node, Mapping):
+        return False
     name = str(node.get("class_type", ""))
     inputs = node.get("inputs")
     return ("Save" in name or "Preview" in name) and isinstance(inputs, dict) and \

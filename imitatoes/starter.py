@@ -122,7 +122,8 @@ def find(flow: Mapping[str, Any]) -> Found:
     found.notes.append(f"judged: the image of node {output} ({flow[output]['class_type']})"
                        if output else "no SaveImage or PreviewImage: the critic gets no image")
     latent = linked(flow, node.get("inputs", {}).get("latent_image"))
-    batch = flow[latent].get("inputs", {}).get("batch_size") if latent else None
+    feeds = flow[latent].get("inputs") if latent and isinstance(flow[latent], dict) else None
+    batch = feeds.get("batch_size") if isinstance(feeds, dict) else None
     if isinstance(batch, int) and not isinstance(batch, bool) and batch > 1:
         found.notes.append(f"node {latent} makes {batch} images a render and the critic judges "
                            "the first: set its batch_size to 1 (search.candidates judges several "
@@ -133,12 +134,12 @@ def find(flow: Mapping[str, Any]) -> Found:
 def _bind_texts(flow: Mapping[str, Any], encoder: str, parameter: str, found: Found) -> None:
     kind = flow[encoder]["class_type"]
     for name in ENCODERS[kind]:  # some take the text two to four times
-        text = flow[encoder]["inputs"].get(name)
+        text = flow[encoder].get("inputs", {}).get(name)
         source = _text_source(flow, text)
         if source is not None:  # the text comes from a node: bind it where it is written
             encoder, name = source
             kind = flow[encoder]["class_type"]
-            text = flow[encoder]["inputs"][name]
+            text = flow[encoder].get("inputs", {}).get(name)
         if not isinstance(text, str):
             continue
         token = text.strip() if text.strip() in workflow.tokens({"t": text}) else None

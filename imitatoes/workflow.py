@@ -48,6 +48,9 @@ def api_format_problem(data: Any) -> str:
     for node_id, node in data.items():
         if not isinstance(node, dict) or "class_type" not in node:
             return f"node {node_id} has no class_type; is this an API export? " + HOW_TO_EXPORT
+        if not isinstance(node["class_type"], str) or not node["class_type"]:
+            return f"node {node_id}: class_type must be a node's name, not " \
+                   f"{json.dumps(node['class_type'])[:40]}"
         if not isinstance(node.get("inputs", {}), dict):
             return f"node {node_id}: inputs must be an object"
     return ""

@@ -59,9 +59,23 @@ def test_load_refuses_what_comfyui_would_not_run(name: str, needle: str) -> None
     assert needle in str(info.value)
 
 
-@pytest.mark.parametrize("data", [[], {}, {"1": {"inputs": {}}}, {"1": "x"}])
+@pytest.mark.parametrize("data", [[], {}, {"1": {"inputs": {}}}, {"1": "x"},
+                                  {"1": {"class_type": ["KSampler"], "inputs": {}}},
+                                  {"1": {"class_type": "", "inputs": {}}}])
 def test_api_format_problems(data: object) -> None:
     assert workflow.api_format_problem(data)
+
+
+def test_init_never_crashes_on_a_workflow_that_passes_the_format_check() -> None:
+    """Found by fuzzing 8,000 mutated templates: an encoder without inputs was a KeyError
+    (a class name that is not a string, the other crash, is now a format problem)."""
+    from imitatoes import starter
+
+    flow = json.loads((ROOT / "workflows" / "txt2img_sd15.json").read_text())
+    del flow["6"]["inputs"]
+    assert not workflow.api_format_problem(flow)
+    with pytest.raises(WorkflowError, match="no text encoder found"):
+        starter.find(flow)
 
 
 def test_load_directory(tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ import json
 import struct
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -192,7 +193,8 @@ class Run:
                                              "nodes": dict(self.progress)}, None)
 
 
-def _order(prompt: dict[str, Any], outputs: list[str], is_output: Any) -> list[str]:
+def _order(prompt: dict[str, Any], outputs: list[str], is_output: Callable[[str], bool]
+           ) -> list[str]:
     """Every node the outputs need, in the order ComfyUI runs them (its ExecutionList): each
     output adds its inputs depth first; of the nodes ready to run, an output node goes first
     (so a PreviewImage shows as soon as it can), then one an output waits on, then one whose
