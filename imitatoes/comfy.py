@@ -25,10 +25,12 @@ from .samplers import judged_output
 JSON_CAP = 64 * 2**20  # the full /object_info of a well-stocked ComfyUI is a few MiB
 IMAGE_CAP = 100 * 2**20  # the default for comfyui.max_image_mb
 
+
 def how_to_start(url: str) -> str:
     """What to do when ComfyUI does not answer at `url` (its own port, not always 8188)."""
     return (f"Start ComfyUI (python main.py --listen 127.0.0.1 --port {port_of(url, 8188)}), or "
-            "point imitatoes at it with --comfy-url or IMITATOES_COMFY_URL.")
+            "point imitatoes at it with --comfy-url or IMITATOES_COMFY_URL (the ComfyUI "
+            "Desktop app listens on port 8000).")
 
 
 class ComfyError(ImitatoesError):
