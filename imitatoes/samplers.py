@@ -12,8 +12,13 @@ FEEDERS = ("noise", "guider", "sigmas")  # SamplerCustomAdvanced's RandomNoise, 
 
 
 def first_sampler(flow: Mapping[str, Any]) -> str | None:
-    return next((i for i, n in sorted(flow.items(), key=lambda kv: node_order(kv[0]))
-                 if n.get("class_type") in SAMPLERS), None)
+    """The sampler that starts the picture: of the samplers no other sampler feeds (a second
+    pass, a refiner or an upscale's sampler is fed by the first), the lowest id."""
+    samplers = sorted((i for i, n in flow.items()
+                       if isinstance(n, Mapping) and n.get("class_type") in SAMPLERS),
+                      key=node_order)
+    fed = {s for other in samplers for s in _downstream(flow, other) if s != other}
+    return next((s for s in samplers if s not in fed), samplers[0] if samplers else None)
 
 
 def node_order(node_id: str) -> tuple[int, str]:

@@ -286,3 +286,25 @@ def test_init_warns_that_a_batch_is_judged_by_its_first_image() -> None:
     assert any("node 5 makes 4 images a render" in n for n in starter.find(flow).notes)
     flow["5"]["inputs"]["batch_size"] = 1
     assert not any("images a render" in n for n in starter.find(flow).notes)
+
+
+def test_the_first_sampler_is_the_one_no_other_feeds_whatever_its_id() -> None:
+    """A refiner saved with a lower id than its base (nodes added in another order), or a
+    base pass inside a subgraph ("20:3"), is still the second pass."""
+    flow = {
+        "4": node("CheckpointLoaderSimple", ckpt_name="sd_xl_base_1.0.safetensors"),
+        "6": node("CLIPTextEncode", text="a lighthouse", clip=["4", 1]),
+        "7": node("CLIPTextEncode", text="text, watermark", clip=["4", 1]),
+        "5": node("EmptyLatentImage", width=1024, height=1024, batch_size=1),
+        "20:3": node("KSampler", seed=1, steps=25, cfg=8, sampler_name="euler",
+                     scheduler="normal", denoise=1.0, model=["4", 0], positive=["6", 0],
+                     negative=["7", 0], latent_image=["5", 0]),
+        "2": node("KSampler", seed=2, steps=10, cfg=5, sampler_name="euler", scheduler="normal",
+                  denoise=0.4, model=["4", 0], positive=["6", 0], negative=["7", 0],
+                  latent_image=["20:3", 0]),
+        "8": node("VAEDecode", samples=["2", 0], vae=["4", 2]),
+        "9": node("SaveImage", filename_prefix="x", images=["8", 0]),
+    }
+    found = starter.find(flow)
+    assert found.bindings["20:3.inputs.seed"] == "seed" and "2.inputs.seed" not in found.bindings
+    assert any("other samplers (2" in n for n in found.notes)
