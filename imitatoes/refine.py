@@ -84,9 +84,16 @@ def _img2img(flow: Mapping[str, Any], sampler: str) -> dict[str, Any]:
                                                                       list)), None)
     if vae is None:
         raise WorkflowError("refine needs the VAE the workflow decodes with (a VAEDecode)")
-    load, encode = _free_ids(out, 2)
+    load, scale, encode = _free_ids(out, 3)
     out[load] = {"class_type": "LoadImage", "inputs": {"image": INIT_IMAGE},
                  "_meta": {"title": "imitatoes: the image to refine"}}
+    size = {k: out[source]["inputs"].get(k) for k in ("width", "height")}
+    if all(isinstance(v, int | list) and not isinstance(v, bool) for v in size.values()):
+        # back to the size the sampler starts at: the image judged may be a later pass's,
+        # upscaled, and would grow again with every refine
+        out[scale] = {"class_type": "ImageScale", "inputs": {
+            "upscale_method": "lanczos", **size, "crop": "disabled", "image": [load, 0]}}
+        load = scale
     out[encode] = {"class_type": "VAEEncode", "inputs": {"pixels": [load, 0], "vae": vae}}
     out[sampler]["inputs"]["latent_image"] = [encode, 0]
     if not any(_uses(n, source) for n in out.values()):

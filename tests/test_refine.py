@@ -33,9 +33,12 @@ def test_the_refine_graph_loads_the_image_in_place_of_the_empty_latent() -> None
     assert g.denoise == "3.inputs.denoise"
     assert flow["10"] == {"class_type": "LoadImage", "inputs": {"image": refine.INIT_IMAGE},
                           "_meta": {"title": "imitatoes: the image to refine"}}
-    assert flow["11"] == {"class_type": "VAEEncode", "inputs": {"pixels": ["10", 0],
+    assert flow["11"] == {"class_type": "ImageScale", "inputs": {  # at the latent's size
+        "upscale_method": "lanczos", "width": 512, "height": 512, "crop": "disabled",
+        "image": ["10", 0]}}
+    assert flow["12"] == {"class_type": "VAEEncode", "inputs": {"pixels": ["11", 0],
                                                                  "vae": ["4", 2]}}
-    assert flow["3"]["inputs"]["latent_image"] == ["11", 0] and "5" not in flow
+    assert flow["3"]["inputs"]["latent_image"] == ["12", 0] and "5" not in flow
     assert SD15["3"]["inputs"]["latent_image"] == ["5", 0]  # the original is untouched
 
 
@@ -298,3 +301,16 @@ def test_the_refine_rules_on_their_own() -> None:
     absurd = [Item("no text", False, region=[0, 0, 0, 0])]
     refused = policy.choose_region(repairing, state, "loop_01_iter_05", absurd)
     assert refused is not None and refused.field == "region" and "region" not in state.refine
+
+
+def test_a_two_pass_workflow_refines_at_its_first_pass_s_size() -> None:
+    """The judged image is the second pass's, twice the size; refining from it without
+    scaling it back made every refine twice as big again (128 -> 256 px on a real ComfyUI
+    0.3.64)."""
+    flow = json.loads((ROOT / "tests/specs/workflows/hires_two_pass.json").read_text())
+    g = refine.graph(flow).workflow  # sampler 3 starts the picture; 2 is the second pass
+    encode = g[str(g["3"]["inputs"]["latent_image"][0])]
+    scale = g[str(encode["inputs"]["pixels"][0])]
+    assert scale["class_type"] == "ImageScale"
+    assert (scale["inputs"]["width"], scale["inputs"]["height"]) == (64, 64)
+    assert g["2"]["inputs"]["latent_image"] == ["13", 0]  # the second pass as it was
