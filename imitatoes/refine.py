@@ -13,7 +13,7 @@ from typing import Any
 
 from . import workflow
 from .errors import WorkflowError
-from .samplers import first_sampler, sampler_nodes
+from .samplers import first_sampler, readers, sampler_nodes
 
 INIT_IMAGE = "__INIT_IMAGE__"
 
@@ -96,14 +96,9 @@ def _img2img(flow: Mapping[str, Any], sampler: str) -> dict[str, Any]:
         load = scale
     out[encode] = {"class_type": "VAEEncode", "inputs": {"pixels": [load, 0], "vae": vae}}
     out[sampler]["inputs"]["latent_image"] = [encode, 0]
-    if not any(_uses(n, source) for n in out.values()):
+    if source not in readers(out):
         del out[source]  # nothing else reads the empty latent
     return out
-
-
-def _uses(node: Mapping[str, Any], source: str) -> bool:
-    return any(isinstance(v, list) and v and str(v[0]) == source
-               for v in node.get("inputs", {}).values())
 
 
 def _free_ids(flow: Mapping[str, Any], n: int) -> list[str]:

@@ -17,7 +17,8 @@ def first_sampler(flow: Mapping[str, Any]) -> str | None:
     samplers = sorted((i for i, n in flow.items()
                        if isinstance(n, Mapping) and n.get("class_type") in SAMPLERS),
                       key=node_order)
-    fed = {s for other in samplers for s in _downstream(flow, other) if s != other}
+    reading = readers(flow)
+    fed = {s for other in samplers for s in _downstream(reading, other, len(flow)) if s != other}
     return next((s for s in samplers if s not in fed), samplers[0] if samplers else None)
 
 
@@ -46,7 +47,7 @@ def judged_output(flow: Mapping[str, Any]) -> str | None:
     downstream, then the highest id; with no sampler, of all of them."""
     outputs = [i for i, n in flow.items() if _shows_image(flow, n)]
     sampler = first_sampler(flow)
-    depth = _downstream(flow, sampler) if sampler else {}
+    depth = _downstream(readers(flow), sampler, len(flow)) if sampler else {}
     after = [o for o in outputs if o in depth] or outputs
     return max(after, key=lambda o: ("Save" in str(flow[o].get("class_type")), depth.get(o, 0),
                                      node_order(o)), default=None)
@@ -63,21 +64,27 @@ def _shows_image(flow: Mapping[str, Any], node: Mapping[str, Any]) -> bool:
         linked(flow, inputs.get("images")) is not None
 
 
-def _downstream(flow: Mapping[str, Any], start: str) -> dict[str, int]:
-    """Every node that takes `start`'s output, however indirectly, with its longest distance
-    from it (rounds bounded by the node count, so a malformed cyclic graph still ends)."""
-    readers: dict[str, list[str]] = {}
+def readers(flow: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Node id -> the nodes that take one of its outputs."""
+    out: dict[str, list[str]] = {}
     for node_id, node in flow.items():
         inputs = node.get("inputs") if isinstance(node, dict) else None
-        for value in (inputs or {}).values() if isinstance(inputs, dict) else ():
+        for value in inputs.values() if isinstance(inputs, dict) else ():
             source = linked(flow, value)
             if source is not None:
-                readers.setdefault(source, []).append(node_id)
+                out.setdefault(source, []).append(node_id)
+    return out
+
+
+def _downstream(reading: Mapping[str, list[str]], start: str, rounds: int) -> dict[str, int]:
+    """Every node that takes `start`'s output, however indirectly, with its longest distance
+    from it (at most `rounds` rounds, the node count, so a malformed cyclic graph still
+    ends)."""
     depth, frontier = {start: 0}, [start]
-    for _ in range(len(flow)):
+    for _ in range(rounds):
         moved = []
         for node_id in frontier:
-            for reader in readers.get(node_id, ()):
+            for reader in reading.get(node_id, ()):
                 if depth.get(reader, -1) < depth[node_id] + 1:
                     depth[reader] = depth[node_id] + 1
                     moved.append(reader)
