@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from importlib import resources
 from pathlib import Path
 
-from imitatoes import spec as specs
+from imitatoes.spec import load as specs
 
 
 def demo_spec(comfy_url: str, ollama_url: str, size: int = 1024, **limits: int) -> specs.Spec:

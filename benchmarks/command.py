@@ -20,8 +20,9 @@ from pathlib import Path
 import requests
 from _setup import standin_process
 
-from imitatoes import critic_prompt, verdict
-from imitatoes import spec as specs
+from imitatoes.loop import prompts as critic_prompt
+from imitatoes.loop import verdict
+from imitatoes.spec import load as specs
 
 ROOT = Path(__file__).resolve().parent.parent
 PYTHON = sys.executable

@@ -13,9 +13,9 @@ from pathlib import Path
 
 from _setup import median_ms
 
-from imitatoes import workflow
-from imitatoes.comfy import ComfyClient
+from imitatoes.clients.comfy import ComfyClient
 from imitatoes.standins.comfyui import ComfyStandin, Knobs
+from imitatoes.workflow import api as workflow
 
 SD15 = json.loads((Path(__file__).resolve().parent.parent / "workflows" /
                    "txt2img_sd15.json").read_text())

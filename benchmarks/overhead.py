@@ -19,9 +19,10 @@ import websocket
 from _setup import demo_spec, median_ms
 from PIL import Image
 
-from imitatoes import critic_prompt
-from imitatoes.events import Applied, Event, IterationStarted
-from imitatoes.lifecycle import Run
+from imitatoes.commands.lifecycle import Run
+from imitatoes.loop import binder
+from imitatoes.loop import prompts as critic_prompt
+from imitatoes.loop.events import Applied, Event, IterationStarted
 from imitatoes.standins.comfyui import ComfyStandin, Knobs
 from imitatoes.standins.ollama import Knobs as OllamaKnobs
 from imitatoes.standins.ollama import OllamaStandin
@@ -51,7 +52,7 @@ def bare_iterations(spec, n: int, comfy_url: str, ollama_url: str) -> list[float
     times = []
     for i in range(n + 1):
         t = time.perf_counter()
-        flow = spec.bind(spec.start.__class__(**{**spec.start.__dict__, "seed": 1000 + i}))
+        flow = binder.bind(spec, spec.start.__class__(**{**spec.start.__dict__, "seed": 1000 + i}))
         pid = http.post(f"{comfy_url}/prompt", json={"prompt": flow, "client_id": client_id}
                         ).json()["prompt_id"]
         while True:

@@ -12,7 +12,7 @@ import time
 
 from PIL import Image, ImageDraw, ImageFilter
 
-from imitatoes.critic_image import prepare
+from imitatoes.clients.critic_image import prepare
 
 
 def photo_like(size: int, seed: int = 0) -> bytes:

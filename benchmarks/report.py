@@ -16,8 +16,9 @@ from pathlib import Path
 
 from _setup import demo_spec
 
-from imitatoes import report, runfolder
-from imitatoes.lifecycle import Run
+from imitatoes.commands.lifecycle import Run
+from imitatoes.runs import folder as runfolder
+from imitatoes.runs import report
 from imitatoes.standins.comfyui import ComfyStandin
 from imitatoes.standins.ollama import OllamaStandin
 

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from _setup import demo_spec
 
-from imitatoes import batch
-from imitatoes.spec import Limits
+from imitatoes.commands import batch
+from imitatoes.spec.model import Limits
 from imitatoes.standins.comfyui import ComfyStandin, Knobs
 from imitatoes.standins.ollama import Knobs as OllamaKnobs
 from imitatoes.standins.ollama import OllamaStandin

@@ -25,9 +25,9 @@ from pathlib import Path
 
 import yaml
 
-from imitatoes import critic_prompt
-from imitatoes import spec as specs
-from imitatoes.lifecycle import Run
+from imitatoes.commands.lifecycle import Run
+from imitatoes.loop import prompts as critic_prompt
+from imitatoes.spec import load as specs
 from imitatoes.standins import eye
 from imitatoes.standins.comfyui import ComfyStandin
 from imitatoes.standins.comfyui import Knobs as ComfyKnobs

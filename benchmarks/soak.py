@@ -15,8 +15,8 @@ from pathlib import Path
 import requests
 from _setup import demo_spec, open_fds, rss_mib, standin_process
 
-from imitatoes.events import Applied, Event
-from imitatoes.lifecycle import Run
+from imitatoes.commands.lifecycle import Run
+from imitatoes.loop.events import Applied, Event
 
 
 def main(n: int) -> None:

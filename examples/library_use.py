@@ -10,9 +10,9 @@ import contextlib
 import sys
 from pathlib import Path
 
-from imitatoes import spec
-from imitatoes.events import Event, Judged
-from imitatoes.lifecycle import Run
+from imitatoes.commands.lifecycle import Run
+from imitatoes.loop.events import Event, Judged
+from imitatoes.spec import load as spec
 from imitatoes.standins.comfyui import ComfyStandin
 from imitatoes.standins.ollama import OllamaStandin
 

@@ -1,3 +1,3 @@
-from .cli import main
+from imitatoes.commands.cli import main
 
 main()

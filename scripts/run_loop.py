@@ -28,9 +28,12 @@ except ImportError:  # started with a python that is not the project's: use the 
         sys.exit("imitatoes is not installed for this python; run ./scripts/install.sh first")
     os.execv(VENV, [str(VENV), __file__, *sys.argv[1:]])
 
-from imitatoes import cli, spec, starter, terminal, workflow
+from imitatoes.commands import cli, terminal
+from imitatoes.commands.lifecycle import Run
 from imitatoes.errors import WorkflowError
-from imitatoes.lifecycle import Run
+from imitatoes.spec import load as spec
+from imitatoes.spec import starter
+from imitatoes.workflow import api as workflow
 
 TOKENS = {"__PROMPT__": "prompt", "__NEG__": "negative", "__CFG__": "cfg",
           "__STEPS__": "steps", "__SEED__": "seed"}

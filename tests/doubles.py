@@ -9,9 +9,9 @@ from typing import Any
 
 from PIL import Image
 
-from imitatoes.critic_image import Prepared
-from imitatoes.ports import Rendered
-from imitatoes.verdict import Attempt, Changes, Judgement, Pairwise, Verdict
+from imitatoes.clients.critic_image import Prepared
+from imitatoes.loop.ports import Rendered
+from imitatoes.loop.verdict import Attempt, Changes, Judgement, Pairwise, Verdict
 
 
 def png(n: int) -> bytes:

@@ -12,16 +12,17 @@ import yaml
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from imitatoes import lint, patch, runfolder, yamldoc
-from imitatoes import spec as specs
-from imitatoes.engine import Engine
+from imitatoes.commands.lifecycle import Run
 from imitatoes.errors import SpecError
-from imitatoes.lifecycle import Run
-from imitatoes.state import first_state
-from imitatoes.verdict import Changes, VerdictInvalid, parse
-
-from .conftest import ROOT
-from .doubles import FakeRenderer
+from imitatoes.loop import patch
+from imitatoes.loop.engine import Engine
+from imitatoes.loop.state import first_state
+from imitatoes.loop.verdict import Changes, VerdictInvalid, parse
+from imitatoes.runs import folder as runfolder
+from imitatoes.spec import lint, yamldoc
+from imitatoes.spec import load as specs
+from tests.conftest import ROOT
+from tests.doubles import FakeRenderer
 
 DEMO_FILE = ROOT / "imitatoes" / "data" / "demo.yaml"
 DEMO = specs.load(DEMO_FILE, env={})
@@ -38,6 +39,7 @@ policies = st.sampled_from(["stable", "critic", "per_loop", "random"]).map(
     lambda p: specs.SeedPolicy(p, p == "stable"))
 
 
+@pytest.mark.slow
 @FAST
 @given(changes, policies)
 def test_no_critic_change_escapes_the_bounds(c: Changes, policy: specs.SeedPolicy) -> None:
@@ -71,7 +73,7 @@ class _Critic:
         self.answer = answer
 
     def judge(self, image: bytes, prompt: str, checklist=()):
-        from .doubles import FakeCritic, verdict
+        from tests.doubles import FakeCritic, verdict
         return FakeCritic(verdict(0.5, **self.answer.__dict__)).judge(image, prompt, checklist)
 
     def unload(self) -> None:
@@ -109,6 +111,7 @@ def hostile_servers():
 
 @settings(max_examples=40, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture])
+@pytest.mark.slow
 @given(names, names, st.sampled_from(["output", "temp", "input", "../x", ""]))
 def test_server_given_names_never_become_paths(tmp_path_factory, hostile_servers,
                                                filename: str, subfolder: str, kind: str) -> None:

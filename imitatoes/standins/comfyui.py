@@ -20,7 +20,8 @@ from typing import Any
 from aiohttp import WSMsgType, web
 from PIL import Image
 
-from .. import __version__
+from imitatoes import __version__
+
 from . import comfy_graph
 from .comfy_run import Job, Run, png
 from .server import BackgroundServer

@@ -1,0 +1,190 @@
+"""`imitatoes doctor`: is everything a run needs there? Each check says what it found and, when
+it fails, what to do."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from imitatoes.clients.comfy import ComfyClient, ComfyError
+from imitatoes.clients.comfy import how_to_start as comfy_how_to
+from imitatoes.clients.critic import CriticError, OllamaCritic, make_critic
+from imitatoes.clients.critic import how_to_start as ollama_how_to
+from imitatoes.loop import binder
+from imitatoes.safe_text import markup_safe
+from imitatoes.spec import knobs as knob_rules
+from imitatoes.spec import load as specs
+from imitatoes.spec.model import Critic, Spec
+from imitatoes.workflow import nodecheck
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    status: str  # ok fail warn skip
+    detail: str
+    fix: str = ""
+    vram: tuple[int, int] = (0, 0)  # ComfyUI's device: bytes in all, bytes in use
+    model_bytes: int = 0  # the critic model's size, as Ollama lists it
+
+
+def comfy_checks(url: str, spec: Spec | None) -> list[Check]:
+    client = ComfyClient(url, connect_timeout=3, read_timeout=15, use_websocket=False)
+    try:
+        stats = client.system_stats()
+    except ComfyError as exc:
+        return [Check("ComfyUI reachable", "fail", str(exc).split(". ")[0], comfy_how_to(url))]
+    finally:
+        client.close()
+    system = stats.get("system", {})
+    devices = stats.get("devices") or [{}]
+    device = devices[0]
+    vram = device.get("vram_total")
+    detail = (f"{url} · ComfyUI {system.get('comfyui_version', '?')} · {device.get('name', '?')}"
+              + (f" · VRAM {vram / 2**30:.1f} GiB ({device.get('vram_free', 0) / 2**30:.1f} free)"
+                 if vram else ""))
+    out = [Check("ComfyUI reachable", "ok", detail,
+                 vram=(vram or 0, vram - device.get("vram_free", 0) if vram else 0))]
+    if spec is None:
+        return out
+    try:
+        info = ComfyClient(url, connect_timeout=3, read_timeout=60,
+                           use_websocket=False).object_info()
+    except ComfyError as exc:
+        return [*out, Check("workflow nodes", "fail", str(exc))]
+    return out + node_checks(spec, info)
+
+
+def node_checks(spec: Spec, info: dict[str, Any]) -> list[Check]:
+    classes = sorted({n.get("class_type") for n in spec.workflow.values()})
+    missing = [c for c in classes if c not in info]
+    out = [Check("workflow nodes", "fail" if missing else "ok",
+                 f"this ComfyUI does not know: {', '.join(missing)}" if missing
+                 else f"all {len(classes)} present",
+                 "install the node pack that provides each (ComfyUI-Manager: Install Missing "
+                 "Custom Nodes), or update ComfyUI if they are core nodes of a newer version; "
+                 "then restart it" if missing else "")]
+    found = nodecheck.problems(binder.bind(spec, spec.start), info) if not missing else []
+    out.append(Check("models and values", "fail" if found else "ok",
+                     "; ".join(found) or "every model file and choice is on this ComfyUI",
+                     "fix the workflow, or add the files to ComfyUI's models folders and "
+                     "restart it" if found else ""))
+    out += [limit_check(spec, info, name) for name in ("cfg", "steps", "seed")]
+    if spec.knobs:
+        misfits = knob_rules.server_problems(spec.knobs, spec.workflow, info)
+        out.append(Check("knobs fit their inputs", "fail" if misfits else "ok",
+                         "; ".join(misfits) or f"all {len(spec.knobs)} fit",
+                         "narrow the knobs in the spec" if misfits else ""))
+    return [c for c in out if c is not None]
+
+
+def limit_check(spec: Spec, info: dict[str, Any], parameter: str) -> Check | None:
+    targets = nodecheck.landing(spec.workflow, [t for t, name in spec.bindings
+                                                if name == parameter])
+    if not targets:
+        return None
+    if parameter == "seed":
+        low = high = spec.start.seed
+    else:
+        r = getattr(spec.bounds, parameter)
+        low, high = r.min, r.max
+    problems = []
+    for node_id, name in targets:
+        cls = spec.workflow[node_id]["class_type"]
+        config = nodecheck.input_config(info.get(cls) or {}, name)
+        limits = nodecheck.limits(config) if config else {}
+        if "min" in limits and low < limits["min"]:
+            problems.append(f"{low:g} is below {cls}.{name}'s minimum {limits['min']:g}")
+        if "max" in limits and high > limits["max"]:
+            problems.append(f"{high:g} is above {cls}.{name}'s maximum {limits['max']:g}")
+    where = f"bounds.{parameter}" if parameter != "seed" else "start.seed"
+    return Check(f"{parameter} within node limits", "fail" if problems else "ok",
+                 "; ".join(problems) or f"{where} fits {len(targets)} input(s)",
+                 f"narrow {where} in the spec" if problems else "")
+
+
+def ollama_only(url: str, model: str | None) -> list[Check]:
+    """Without a spec: is Ollama there, and the model given with --model (if any)?"""
+    if model:
+        return critic_checks(specs.critic_for(url, model))
+    try:
+        version = OllamaCritic(specs.critic_for(url, "none")).version()
+    except CriticError as exc:
+        return [Check("Ollama reachable", "fail", str(exc).split(". ")[0], ollama_how_to(url))]
+    return [Check("Ollama reachable", "ok", f"{url} · version {version}"),
+            Check("model", "skip", "give a spec, or --model NAME, to check a model")]
+
+
+def critic_checks(critic: Critic) -> list[Check]:
+    if critic.provider != "ollama":
+        client = make_critic(critic)
+        try:
+            client.check()
+            return [Check("critic reachable, model served", "ok", f"{critic.url} · {critic.model}")]
+        except CriticError as exc:
+            return [Check("critic reachable, model served", "fail", str(exc))]
+    ollama = OllamaCritic(critic)
+    try:
+        version = ollama.version()
+    except CriticError as exc:
+        return [Check("Ollama reachable", "fail", str(exc).split(". ")[0],
+                      ollama_how_to(critic.url))]
+    out = [Check("Ollama reachable", "ok", f"{critic.url} · version {version}")]
+    try:
+        info = ollama.check()
+    except CriticError as exc:
+        pulled = "not pulled" not in str(exc) and "not in Ollama" not in str(exc)
+        out.append(Check("model pulled", "ok" if pulled else "fail", critic.model if pulled
+                         else f"{critic.model} is not in Ollama at {critic.url}",
+                         "" if pulled else f"ollama pull {critic.model}"))
+        if pulled:
+            out.append(Check("model sees images", "fail", str(exc),
+                             "choose a vision model, e.g. qwen2.5vl:7b, gemma3, llava"))
+        return out
+    caps = info.get("capabilities")
+    return out + [Check("model pulled", "ok", critic.model, model_bytes=info.get("size") or 0),
+                  Check("model sees images", "ok" if caps else "warn",
+                        f"capabilities: {', '.join(caps)}" if caps else
+                        "this Ollama does not report capabilities (older than 0.6.4)")]
+
+
+def examine(spec: Spec | None, comfy_url: str, ollama_url: str,
+            model: str | None = None) -> list[Check]:
+    """Every check, for a spec's servers or, without a spec, for the URLs (and model) given."""
+    rows = comfy_checks(spec.comfyui.url if spec else comfy_url, spec)
+    critic = spec.critic if spec else specs.critic_for(ollama_url, model) if model else None
+    rows += critic_checks(critic) if critic else ollama_only(ollama_url, None)
+    return rows + memory_check(rows, critic, spec)
+
+
+def memory_check(rows: list[Check], critic: Critic | None, spec: Spec | None) -> list[Check]:
+    """One GPU for both servers, as most users have: do ComfyUI's models and the critic fit?"""
+    vram_total, comfy_used = next((r.vram for r in rows if r.vram), (0, 0))
+    size = next((r.model_bytes for r in rows if r.model_bytes), 0)
+    if not (vram_total and size and critic):
+        return []
+    shares = spec and (spec.critic.unload_before_render or spec.comfyui.free_before_critique)
+    need = comfy_used + size
+    detail = (f"ComfyUI holds {comfy_used / 2**30:.1f} GiB, {critic.model} needs "
+              f"{size / 2**30:.1f} GiB, the device has {vram_total / 2**30:.1f} GiB")
+    if need <= vram_total or shares:
+        return [Check("one GPU for both", "ok", detail + (" (the spec takes turns)" if shares
+                                                         and need > vram_total else ""))]
+    return [Check("one GPU for both", "warn", detail,
+                  "let them take turns: comfyui.free_before_critique: true and "
+                  "critic.unload_before_render: true in the spec")]
+
+
+def table(rows: list[Check]) -> Any:
+    """The checks as a rich table: what was checked, the mark, what was found, what to do."""
+    from rich.table import Table
+
+    out = Table(title="imitatoes doctor", show_lines=False)
+    for column in ("check", "", "found", "what to do"):
+        out.add_column(column)
+    marks = {"ok": "[green]ok[/]", "fail": "[red]FAIL[/]", "warn": "[yellow]warn[/]",
+             "skip": "[dim]skip[/]"}
+    for r in rows:
+        out.add_row(markup_safe(r.name), marks[r.status], markup_safe(r.detail),
+                    markup_safe(r.fix))
+    return out

@@ -1,0 +1,1 @@
+"""Run folders: their format, the run log, report, provenance, replay and diff."""

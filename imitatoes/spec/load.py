@@ -1,0 +1,188 @@
+"""Goal specs: read once (YAML + overrides + environment), checked, frozen into dataclasses."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from imitatoes import files as specfiles
+from imitatoes.errors import InvalidSpec, WorkflowError
+from imitatoes.spec import knobs as knob_rules
+from imitatoes.spec import lint, template, yamldoc
+from imitatoes.spec.model import (
+    Bounds,
+    Comfy,
+    Critic,
+    ImageGuard,
+    Limits,
+    Params,
+    Range,
+    Refine,
+    Repair,
+    Search,
+    SeedPolicy,
+    Spec,
+)
+from imitatoes.spec.yamldoc import Document
+from imitatoes.workflow import api as workflow
+from imitatoes.workflow import refine_graph as refine_rules
+
+
+def load(path: str | Path, overrides: Iterable[str] = (),
+         env: Mapping[str, str] | None = None, allow_outside: bool = False) -> Spec:
+    """Read, override, check and freeze a spec; InvalidSpec carries every problem found."""
+    doc = read(Path(path), overrides, os.environ if env is None else env, allow_outside)
+    problems = lint.check(doc)
+    if problems:
+        raise InvalidSpec(problems)
+    return build(doc)
+
+
+def from_data(data: dict[str, Any], base: Path, env: Mapping[str, str] | None = None,
+              allow_outside: bool = False) -> Spec:
+    """A spec built in code (scripts/run_loop.py): checked like a file, paths relative to base."""
+    doc = Document(base / "<built-in spec>", data, allow_outside=allow_outside)
+    _apply_env(doc, os.environ if env is None else env)
+    _start_from_workflow(doc)
+    problems = lint.check(doc)
+    if problems:
+        raise InvalidSpec(problems)
+    return build(doc)
+
+
+def read(path: Path, overrides: Iterable[str], env: Mapping[str, str],
+         allow_outside: bool = False) -> Document:
+    """The document with the environment's URLs and then the --set overrides applied."""
+    doc = yamldoc.read(path)
+    doc.allow_outside = allow_outside
+    _apply_env(doc, env)
+    for text in overrides:
+        where, value = yamldoc.parse_override(text)
+        yamldoc.apply_override(doc, where, value, f"--set {text}")
+    _start_from_workflow(doc)
+    return doc
+
+
+def _start_from_workflow(doc: Document) -> None:
+    """A parameter bound by node path and left out of `start` starts at the workflow's own
+    value (the seed and cfg it was exported with), not at the schema's default."""
+    data = doc.data
+    bindings, start = data.get("bindings"), data.get("start")
+    if not (isinstance(bindings, dict) and isinstance(start, dict)
+            and isinstance(data.get("workflow"), str)):
+        return
+    path = yamldoc.relative_path(doc.path.parent, data["workflow"])
+    if not doc.allow_outside and specfiles.outside(path, doc.path.parent):
+        return  # lint says so; nothing is read from there
+    try:
+        flow = workflow.load(path)
+    except WorkflowError:
+        return  # lint says so too
+    for target, parameter in bindings.items():
+        if parameter not in _FROM_WORKFLOW or parameter in start:
+            continue
+        value = workflow.value_at(flow, str(target))
+        if isinstance(value, _FROM_WORKFLOW[parameter]) and not isinstance(value, bool):
+            yamldoc.apply_override(doc, ("start", parameter), value,
+                                   f"the workflow's {target}")
+
+
+_FROM_WORKFLOW: dict[str, type | tuple[type, ...]] = {
+    "cfg": (int, float), "steps": int, "seed": int, "negative": str}
+
+
+def _apply_env(doc: Document, env: Mapping[str, str]) -> None:
+    critic = doc.data.get("critic")
+    has_url = isinstance(critic, dict) and "url" in critic
+    env_values = [("IMITATOES_COMFY_URL", ("comfyui", "url"), env.get("IMITATOES_COMFY_URL")),
+                  ("IMITATOES_OLLAMA_URL", ("critic", "url"), env.get("IMITATOES_OLLAMA_URL"))]
+    if not has_url and env.get("OLLAMA_HOST") and not env.get("IMITATOES_OLLAMA_URL"):
+        env_values.append(("OLLAMA_HOST", ("critic", "url"), ollama_host_url(env["OLLAMA_HOST"])))
+    for name, where, value in env_values:
+        if value:
+            yamldoc.apply_override(doc, where, value, f"${name}")
+
+
+def ollama_host_url(value: str) -> str:
+    """OLLAMA_HOST as Ollama reads it (host, host:port or a URL) -> a URL a client can reach."""
+    value = value.strip().rstrip("/")
+    scheme, sep, rest = value.partition("://")
+    if not sep:
+        scheme, rest = "http", value
+    host, _, port = rest.partition(":")
+    if host in ("", "0.0.0.0"):  # a bind-everything address: reach it on loopback
+        host = "127.0.0.1"
+    return f"{scheme}://{host}:{port or '11434'}"
+
+
+def build(doc: Document) -> Spec:
+    d = lint.with_defaults(doc.data)
+    spec_dir = doc.path.parent
+    workflow_path = yamldoc.relative_path(spec_dir, d["workflow"])
+    runs = os.environ.get("IMITATOES_RUNS")
+    flow = workflow.load(workflow_path)
+    knobs = knob_rules.build(d.get("knobs") or {}, flow)
+    start = replace(_params(d["start"]), knobs=tuple((k.name, k.start) for k in knobs))
+    return Spec(
+        path=doc.path, name=d["name"], goal=d["goal"], requirements=tuple(d["requirements"]),
+        workflow_path=workflow_path, workflow=flow, knobs=knobs,
+        refine=refine_settings(d.get("refine"), flow, spec_dir),
+        bindings=tuple(d["bindings"].items()), start=start,
+        bounds=_bounds(d["bounds"]), seed=SeedPolicy(**d["seed"]),
+        critic=replace(_critic(d["critic"], spec_dir), knobs=knobs,
+                       regions=bool((d.get("refine") or {}).get("repair") is not None)),
+        limits=Limits(**d["limits"]), search=Search(**d.get("search") or {"verify_done": False}),
+        comfyui=Comfy(**{**d["comfyui"],
+                                                       "url": d["comfyui"]["url"].rstrip("/")}),
+        output_dir=Path(runs) if runs else yamldoc.relative_path(spec_dir, d["output"]["dir"]),
+        data=doc.data)
+
+
+def refine_settings(d: Mapping[str, Any] | None, flow: Mapping[str, Any], spec_dir: Path
+                    ) -> Refine | None:
+    """The spec's refine section with its graph (WorkflowError when none can be made)."""
+    if not d:
+        return None
+    source = workflow.load(yamldoc.relative_path(spec_dir, d["workflow"])) \
+        if d.get("workflow") else flow
+    full = lint.with_defaults({"refine": dict(d)})["refine"]
+    r = full["denoise"]
+    repair = full.get("repair")
+    return Refine(float(d["after_score"]), Range(r["min"], r["max"], r["max_delta"]),
+                  float(r["start"]), refine_rules.graph(source),
+                  Repair(**repair) if repair is not None else None)
+
+
+def _params(d: Mapping[str, Any]) -> Params:
+    return Params(prompt=d["prompt"], negative=d["negative"], cfg=float(d["cfg"]),
+                  steps=int(d["steps"]), seed=int(d["seed"]))
+
+
+def _bounds(d: Mapping[str, Any]) -> Bounds:
+    steps = d["steps"]
+    return Bounds(cfg=Range(**{k: float(v) for k, v in d["cfg"].items()}),
+                  steps=Range(int(steps["min"]), int(steps["max"]), int(steps["max_delta"])),
+                  prompt_max_chars=d["prompt"]["max_chars"],
+                  negative_max_terms=d["negative"]["max_terms"])
+
+
+def critic_for(url: str, model: str) -> Critic:
+    """A critic with every other setting at its default (doctor without a spec)."""
+    d = lint.with_defaults({"critic": {"model": model, "url": url}})["critic"]
+    return _critic(d, Path.cwd())
+
+
+def _critic(d: Mapping[str, Any], spec_dir: Path) -> Critic:
+    value = d.get("prompt_template")
+    if value is None:
+        text = template.default_template()
+    else:
+        path = template.template_path(value, spec_dir)
+        text = specfiles.read_text(path, specfiles.TEMPLATE_CAP) if path else value
+    fields = {k: v for k, v in d.items() if k not in ("image", "prompt_template", "verifier")}
+    fields["verifier"] = (d.get("verifier") or {}).get("model")
+    fields["url"] = fields["url"].rstrip("/")
+    return Critic(**fields, image=ImageGuard(**d["image"]), prompt_template=text)

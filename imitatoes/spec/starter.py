@@ -1,0 +1,376 @@
+"""A starter spec from a workflow the user already has (API format as exported, or the UI
+format ComfyUI saves, converted with the server's node definitions): find the sampler,
+follow its conditioning back to the text encoders, bind everything by node path (no tokens
+needed, so the workflow stays as ComfyUI made it), start at the workflow's own values, and
+propose knobs for the widgets worth tuning, commented out for the user to choose."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from imitatoes import files as specfiles
+from imitatoes.errors import UsageError, WorkflowError
+from imitatoes.spec import lint
+from imitatoes.workflow import api as workflow
+from imitatoes.workflow import nodecheck
+from imitatoes.workflow import ui as ui_workflow
+from imitatoes.workflow.samplers import (
+    SAMPLERS,
+    first_sampler,
+    judged_output,
+    linked,
+    node_order,
+    sampler_nodes,
+)
+
+# Inputs that hold the numbers, on the sampler or on the nodes its noise, guider and sigmas
+# come from (RandomNoise, CFGGuider, BasicScheduler).
+NUMBERS = {"seed": "seed", "noise_seed": "seed", "steps": "steps", "cfg": "cfg"}
+# The text inputs of each image model's text encoder in ComfyUI's core; the prompt goes
+# into each of them (SD3's three, HiDream's four), as the encoders' own templates do.
+ENCODERS = {"CLIPTextEncode": ("text",), "CLIPTextEncodeSDXL": ("text_g", "text_l"),
+            "CLIPTextEncodeSDXLRefiner": ("text",), "CLIPTextEncodeFlux": ("t5xxl", "clip_l"),
+            "CLIPTextEncodeSD3": ("clip_l", "clip_g", "t5xxl"),
+            "CLIPTextEncodeHiDream": ("clip_l", "clip_g", "t5xxl", "llama"),
+            "CLIPTextEncodeHunyuanDiT": ("bert", "mt5xl"),
+            "CLIPTextEncodeLumina2": ("user_prompt",), "CLIPTextEncodePixArtAlpha": ("text",),
+            "TextEncodeQwenImageEdit": ("prompt",), "TextEncodeQwenImageEditPlus": ("prompt",)}
+# Nodes whose text output is one of their own text inputs, by output slot: an encoder's text
+# linked from one of these is bound where the text is written.
+TEXT_SOURCES = {"PrimitiveString": {0: "value"}, "PrimitiveStringMultiline": {0: "value"},
+                "ImitatoesSelfImprovingPrompt": {0: "prompt", 1: "negative"}}
+GUIDANCE = {"FluxGuidance": "guidance", "CLIPTextEncodeFlux": "guidance"}
+# The proposals offer the sampler names and schedulers most guides use, where the server has
+# them (the full lists are 40 and 9 long: too many choices for a critic to reason about).
+COMMON_SAMPLERS = ("euler", "euler_ancestral", "dpmpp_2m", "dpmpp_2m_sde", "dpmpp_sde",
+                   "uni_pc")
+COMMON_SCHEDULERS = ("normal", "karras", "exponential", "sgm_uniform", "simple", "beta")
+LORAS = ("LoraLoader", "LoraLoaderModelOnly")
+
+
+@dataclass
+class Found:
+    bindings: dict[str, str] = field(default_factory=dict)  # node path or token -> parameter
+    texts: dict[str, str] = field(default_factory=dict)  # prompt/negative -> the workflow's text
+    notes: list[str] = field(default_factory=list)  # what was found and what was guessed
+    knobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # proposed, commented out
+    converted: Path | None = None  # the API-format workflow written for a UI-format one
+
+
+def sampler_numbers(flow: Mapping[str, Any]) -> dict[str, str]:
+    """Node path -> parameter for the first sampler's seed, steps and cfg that hold numbers
+    (on the sampler, or on its RandomNoise, CFGGuider and BasicScheduler)."""
+    sampler = first_sampler(flow)
+    if sampler is None:
+        return {}
+    out: dict[str, str] = {}
+    for node_id in sampler_nodes(flow, sampler):
+        for name, value in flow[node_id].get("inputs", {}).items():
+            parameter = NUMBERS.get(name)
+            if parameter and parameter not in out.values() and \
+                    isinstance(value, int | float) and not isinstance(value, bool):
+                out[f"{node_id}.inputs.{name}"] = parameter
+    return out
+
+
+def _conditioning(flow: Mapping[str, Any], sampler: str, side: str) -> Any:
+    """The sampler's positive or negative link, or its guider's (BasicGuider has only one)."""
+    inputs = flow[sampler].get("inputs", {})
+    if side in inputs:
+        return inputs[side]
+    guider = linked(flow, inputs.get("guider"))
+    if guider is None:
+        return None
+    g = flow[guider].get("inputs", {})
+    return g.get(side, g.get("conditioning") if side == "positive" else None)
+
+
+def find(flow: Mapping[str, Any]) -> Found:
+    """The first sampler's numbers and the encoders its positive and negative come from."""
+    sampler = first_sampler(flow)
+    if sampler is None:
+        raise WorkflowError("the workflow has no sampler imitatoes knows (" + ", ".join(SAMPLERS)
+                            + "): init cannot tell where seed, steps and cfg are; write the "
+                            "bindings by hand (node paths like 3.inputs.seed)")
+    node = flow[sampler]
+    found = Found(bindings=sampler_numbers(flow))
+    found.notes.append(f"sampler: node {sampler} ({node['class_type']}); " + (", ".join(
+        f"{p} at {t}" for t, p in found.bindings.items()) or "no seed, steps or cfg values"))
+    others = [i for i, n in flow.items() if n.get("class_type") in SAMPLERS and i != sampler]
+    if others:
+        found.notes.append(f"other samplers ({', '.join(others)}: a refiner, a second pass) "
+                           "keep their own values; bind their inputs too to move them along")
+    for side, parameter in (("positive", "prompt"), ("negative", "negative")):
+        link = _conditioning(flow, sampler, side)
+        encoder = _encoder(flow, link)
+        if encoder is None:
+            if link is not None or parameter == "prompt":
+                found.notes.append(f"{parameter}: no text encoder found behind the {side} "
+                                   "input")
+            continue
+        _bind_texts(flow, encoder, parameter, found)
+        if "cfg" not in found.bindings.values():
+            _bind_guidance(flow, link, found)
+    if "prompt" not in found.texts:
+        raise WorkflowError("no text encoder found behind the sampler's positive input: bind "
+                            "the prompt by hand (a node path like 6.inputs.text)")
+    output = judged_output(flow)
+    found.notes.append(f"judged: the image of node {output} ({flow[output]['class_type']})"
+                       if output else "no SaveImage or PreviewImage: the critic gets no image")
+    latent = linked(flow, node.get("inputs", {}).get("latent_image"))
+    feeds = flow[latent].get("inputs") if latent and isinstance(flow[latent], dict) else None
+    batch = feeds.get("batch_size") if isinstance(feeds, dict) else None
+    if isinstance(batch, int) and not isinstance(batch, bool) and batch > 1:
+        found.notes.append(f"node {latent} makes {batch} images a render and the critic judges "
+                           "the first: set its batch_size to 1 (search.candidates judges several "
+                           "seeds instead)")
+    return found
+
+
+def _bind_texts(flow: Mapping[str, Any], encoder: str, parameter: str, found: Found) -> None:
+    kind = flow[encoder]["class_type"]
+    for name in ENCODERS[kind]:  # some take the text two to four times
+        text = flow[encoder].get("inputs", {}).get(name)
+        source = _text_source(flow, text)
+        if source is not None:  # the text comes from a node: bind it where it is written
+            encoder, name = source
+            kind = flow[encoder]["class_type"]
+            text = flow[encoder].get("inputs", {}).get(name)
+        if not isinstance(text, str):
+            continue
+        token = text.strip() if text.strip() in workflow.tokens({"t": text}) else None
+        # a token already placed by hand stays the binding; the text starts empty
+        found.bindings[token or f"{encoder}.inputs.{name}"] = parameter
+        found.texts.setdefault(parameter, "" if token else text)
+        found.notes.append(f"{parameter}: node {encoder} ({kind}) {name}" +
+                           (f", bound by its token {token}" if token else ""))
+
+
+def _text_source(flow: Mapping[str, Any], value: Any) -> tuple[str, str] | None:
+    node_id = linked(flow, value)
+    slot = value[1] if node_id is not None and len(value) > 1 else None
+    if not isinstance(slot, int):  # a link is [node id, output slot]
+        return None
+    name = TEXT_SOURCES.get(flow[node_id].get("class_type", ""), {}).get(slot)
+    if name is None or not isinstance(flow[node_id]["inputs"].get(name), str):
+        return None
+    return node_id, name
+
+
+def _bind_guidance(flow: Mapping[str, Any], link: Any, found: Found, depth: int = 0) -> None:
+    """Flux has no cfg: its guidance (FluxGuidance, or the Flux encoder's own) moves instead."""
+    node_id = linked(flow, link)
+    if node_id is None or depth > 20:
+        return
+    node = flow[node_id]
+    name = GUIDANCE.get(node.get("class_type", ""))
+    value = node.get("inputs", {}).get(name) if name else None
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        found.bindings[f"{node_id}.inputs.{name}"] = "cfg"
+        found.notes.append(f"cfg: the Flux guidance of node {node_id} ({node['class_type']})")
+        return
+    for key, value in node.get("inputs", {}).items():
+        if "conditioning" in key:
+            _bind_guidance(flow, value, found, depth + 1)
+            if "cfg" in found.bindings.values():
+                return
+
+
+def _encoder(flow: Mapping[str, Any], link: Any, depth: int = 0) -> str | None:
+    """Follow a conditioning link back through conditioning nodes to a text encoder."""
+    if not (isinstance(link, list) and link and str(link[0]) in flow) or depth > 20:
+        return None
+    node_id = str(link[0])
+    node = flow[node_id]
+    if node.get("class_type") in ENCODERS:
+        return node_id
+    for name, value in node.get("inputs", {}).items():
+        if "conditioning" in name or name in ("positive", "cond"):
+            hit = _encoder(flow, value, depth + 1)
+            if hit:
+                return hit
+    return None
+
+
+def bounds_around(flow: Mapping[str, Any], bound: Mapping[str, str]) -> dict[str, Any]:
+    """The default bounds, widened to hold the workflow's own cfg and steps: a turbo model's
+    4 steps at cfg 1 is where the user means to start, not a spec error."""
+    out = {}
+    defaults = lint.with_defaults({"bounds": {"cfg": {}, "steps": {}}})["bounds"]
+    for target, parameter in bound.items():
+        where = workflow.node_input(flow, target)
+        value = flow[where[0]]["inputs"][where[1]] if where else None
+        if parameter in ("cfg", "steps") and isinstance(value, int | float):
+            lo, hi = defaults[parameter]["min"], defaults[parameter]["max"]
+            if not lo <= value <= hi:
+                out[parameter] = {"min": min(lo, value), "max": max(hi, value)}
+    return out
+
+
+def propose(flow: Mapping[str, Any], info: Mapping[str, Any] | None) -> dict[str, Any]:
+    """Knobs worth offering: the sampler name, scheduler and denoise of the sampler (or its
+    KSamplerSelect and BasicScheduler) and each LoRA's strength, with bounds from the
+    server's input definitions where there are some."""
+    sampler = first_sampler(flow)
+    if sampler is None:
+        return {}
+    nodes = sampler_nodes(flow, sampler)
+    select = linked(flow, flow[sampler].get("inputs", {}).get("sampler"))
+    out: dict[str, Any] = {}
+    for node_id in nodes + ([select] if select else []):
+        inputs = flow[node_id].get("inputs", {})
+        options = _options(info, flow[node_id]["class_type"])
+        for name, knob, common in (("sampler_name", "sampler", COMMON_SAMPLERS),
+                                   ("scheduler", "scheduler", COMMON_SCHEDULERS)):
+            value = inputs.get(name)
+            if isinstance(value, str) and knob not in out:
+                offered = options.get(name, {}).get("choices") or common
+                choices = [value] + [c for c in common if c in offered and c != value]
+                out[knob] = {"path": f"{node_id}.inputs.{name}", "choices": choices}
+        value = inputs.get("denoise")
+        if _number(value) and "denoise" not in out and not _from_noise(flow, sampler):
+            limits = options.get("denoise", {})
+            out["denoise"] = {"path": f"{node_id}.inputs.denoise", "type": "number",
+                              "min": min(value, max(limits.get("min", 0.0), 0.3)),
+                              "max": max(value, limits.get("max", 1.0)), "max_delta": 0.15,
+                              "step": 0.05}
+    loras = [i for i, n in sorted(flow.items(), key=lambda kv: node_order(kv[0]))
+             if n.get("class_type") in LORAS]
+    for node_id in loras:
+        knob = _lora_knob(flow, node_id, _options(info, flow[node_id]["class_type"]))
+        if knob:
+            out["lora" if len(loras) == 1 else f"lora_{node_id}"] = knob
+    return out
+
+
+def _from_noise(flow: Mapping[str, Any], sampler: str) -> bool:
+    """Whether the sampler starts from an empty latent (txt2img), where a denoise below 1
+    only leaves noise in the image: denoise is a knob for img2img."""
+    source = linked(flow, flow[sampler].get("inputs", {}).get("latent_image"))
+    kind = str(flow[source].get("class_type", "")) if source else ""
+    return kind.startswith("Empty") and "Latent" in kind
+
+
+def _lora_knob(flow: Mapping[str, Any], node_id: str, options: Mapping[str, Any]
+               ) -> dict[str, Any] | None:
+    inputs = flow[node_id].get("inputs", {})
+    strengths = {n: inputs[n] for n in ("strength_model", "strength_clip")
+                 if _number(inputs.get(n))}
+    if "strength_model" not in strengths:
+        return None
+    value = strengths["strength_model"]
+    # Both strengths move together only when they start equal (else the ratio would change).
+    names = [n for n, v in strengths.items() if v == value]
+    limits = options.get("strength_model", {})
+    return {"path": [f"{node_id}.inputs.{n}" for n in names] if len(names) > 1 else
+            f"{node_id}.inputs.strength_model", "type": "number",
+            "min": min(value, max(limits.get("min", 0.0), 0.0)),
+            "max": max(value, min(limits.get("max", 1.5), 1.5)), "max_delta": 0.25,
+            "step": 0.05}
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _options(info: Mapping[str, Any] | None, cls: str) -> dict[str, dict[str, Any]]:
+    """{input: {"choices": [...]} or {"min": .., "max": ..}} from the server's definition."""
+    definition = (info or {}).get(cls) or {}
+    out: dict[str, dict[str, Any]] = {}
+    for section in ("required", "optional"):
+        for name, config in ((definition.get("input") or {}).get(section) or {}).items():
+            if not isinstance(config, list) or not config:
+                continue
+            offered = nodecheck.combo_options(config)
+            out[name] = {"choices": offered} if offered is not None else {
+                k: v for k, v in nodecheck.limits(config).items()
+                if k in ("min", "max") and _number(v)}
+    return out
+
+
+def api_workflow(workflow_path: Path, output: Path, info: Mapping[str, Any] | None
+                 ) -> tuple[dict[str, Any], Path | None]:
+    """The workflow in API format, and where its converted copy is to be written (None when
+    the file was API format already)."""
+    try:
+        text = specfiles.read_text(workflow_path, specfiles.WORKFLOW_CAP)
+        data = json.loads(text)
+    except (specfiles.Unreadable, ValueError, RecursionError):
+        return workflow.load(workflow_path), None  # its own message says what is wrong
+    if not ui_workflow.is_ui_format(data):
+        return workflow.load(workflow_path), None
+    if info is None:
+        raise UsageError(f"{workflow_path} is a UI-format workflow; init converts it with "
+                         "your ComfyUI's node definitions: start ComfyUI and give --comfy-url "
+                         "URL (or export it with Workflow > Export (API))")
+    converted = output.with_name(f"{output.stem}.api.json")
+    if converted.exists():
+        raise UsageError(f"{converted} already exists (init writes the converted workflow "
+                         "there): choose another --output or remove it")
+    return ui_workflow.to_api(data, info), converted
+
+
+def write(workflow_path: Path, output: Path, goal: str | None,
+          info: Mapping[str, Any] | None = None) -> Found:
+    """Write a starter spec for the workflow at `output` (and the API-format workflow beside
+    it, when the workflow was UI format); refuse to overwrite either."""
+    if output.exists():
+        raise UsageError(f"{output} already exists: choose another --output or remove it")
+    flow, converted = api_workflow(workflow_path, output, info)
+    found = find(flow)
+    prompt = found.texts["prompt"] or goal
+    if not prompt:
+        raise UsageError(f"{workflow_path}: the prompt is empty or a token, so there is no "
+                         "text to start from: give --goal \"what you want\"")
+    found.texts["prompt"] = prompt
+    bounds = bounds_around(flow, found.bindings)
+    source = converted or workflow_path
+    wanted = " ".join((goal or prompt).split())  # a prompt's line breaks are no goal's
+    data: dict[str, Any] = {
+        "name": re.sub(r"[^A-Za-z0-9._-]+", "-", workflow_path.stem).strip("-._") or "starter",
+        "goal": wanted,
+        "requirements": [f"The image shows: {wanted}"],
+        "workflow": os.path.relpath(source.resolve(), output.resolve().parent),
+        "bindings": found.bindings,
+        "start": dict(found.texts),
+        "critic": {"model": "qwen2.5vl:7b"},
+        "limits": {"iterations_per_loop": 3, "max_loops": 3},
+    }
+    if bounds:
+        data["bounds"] = bounds
+        found.notes.append("bounds widened to hold the workflow's own " + " and ".join(bounds))
+    if not goal:
+        found.notes.append("goal and requirement guessed from the prompt: write what you want")
+    found.knobs = propose(flow, info)
+    if found.knobs:
+        found.notes.append("knobs proposed (commented out at the end): " +
+                           ", ".join(found.knobs))
+    if converted is not None:
+        found.converted = converted
+        converted.write_text(json.dumps(flow, indent=1, ensure_ascii=False) + "\n")
+        found.notes.insert(0, f"converted the UI-format workflow to API format: {converted} "
+                           f"({len(flow)} nodes)")
+    head = (f"# written by `imitatoes init {workflow_path.name}`; seed, steps and cfg start at "
+            "the workflow's own values\n")
+    output.write_text(head + yaml.safe_dump(data, sort_keys=False, allow_unicode=True,
+                                            width=100) + _commented(found.knobs, info))
+    return found
+
+
+def _commented(knobs: Mapping[str, Any], info: Mapping[str, Any] | None) -> str:
+    if not knobs:
+        return ""
+    source = "ComfyUI's own input definitions" if info else \
+        "defaults; run init with --comfy-url to take them from your ComfyUI"
+    lines = ["", "# Knobs: more widgets the critic may tune. Uncomment the ones you want",
+             f"# (bounds from {source}).", "# knobs:"]
+    lines += [f"#   {name}: {json.dumps(d)}" for name, d in knobs.items()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,110 @@
+"""ComfyUI stand-in + Ollama stand-in + real clients + engine + run folder, over real sockets."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from imitatoes.commands import lifecycle
+from imitatoes.commands.lifecycle import Run
+from imitatoes.spec import load as specs
+from imitatoes.standins.comfyui import ComfyStandin
+from imitatoes.standins.ollama import OllamaStandin
+from tests.conftest import ROOT
+from tests.servers import wait_for
+
+DEMO = ROOT / "imitatoes" / "data" / "demo.yaml"
+
+
+def urls(comfy: ComfyStandin, ollama: OllamaStandin) -> dict[str, str]:
+    return {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
+
+
+def test_the_demo_spec_converges_to_done(servers, tmp_path: Path) -> None:
+    comfy, ollama = servers
+    spec = specs.load(DEMO, env=urls(comfy, ollama))
+    assert lifecycle.check(spec)["critic"]["model"] == "qwen2.5vl:7b"
+    outcome = Run.begin(spec, tmp_path).execute()
+    run_dir, state = outcome.run_dir, outcome.state
+    assert outcome.exit_code == 0 and (run_dir / "report.html").is_file()
+    assert state.status == "done", state.history
+    assert 3 <= state.renders <= 6
+    keys = [f"loop_{state.loop:02d}_iter_{i:02d}" for i in range(1, state.iteration + 1)]
+    for k in keys:
+        record = json.loads((run_dir / f"{k}.json").read_text())
+        assert record["critic"]["verdict"] and record["prompt_id"]
+    final = json.loads((run_dir / f"{state.done_key}.json").read_text())
+    assert final["critic"]["verdict"]["done"] is True
+    assert (run_dir / "final.png").read_bytes() == (run_dir / f"{state.done_key}.png").read_bytes()
+    assert "red circle" in final["params"]["prompt"]
+    assert "watermark" in final["params"]["negative"]
+
+
+def test_killed_mid_run_then_resumed_finishes_consistently(servers, tmp_path: Path) -> None:
+    comfy, ollama = servers
+    comfy.knobs.step_seconds = 0.02
+    env = {**os.environ, **urls(comfy, ollama), "IMITATOES_RUNS": str(tmp_path)}
+    script = ("import sys; from imitatoes.commands import lifecycle; "
+              "from imitatoes.spec import load as spec; "
+              "lifecycle.Run.begin(spec.load(sys.argv[1])).execute()")
+    proc = subprocess.Popen([sys.executable, "-c", script, str(DEMO)], env=env)
+    try:
+        wait_for(lambda: list(tmp_path.glob("*/loop_01_iter_02.png")), proc)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=10)
+    finally:
+        proc.kill()
+    [run_dir] = list(tmp_path.iterdir())
+    before = {p.name: p.stat().st_mtime_ns for p in run_dir.glob("loop_*.png")}
+    comfy.knobs.step_seconds = 0.0
+    state = Run.reopen(run_dir, env=urls(comfy, ollama)).execute().state
+    assert state.status == "done"
+    for name, mtime in before.items():  # nothing saved was rendered again
+        assert (run_dir / name).stat().st_mtime_ns == mtime
+    for png in run_dir.glob("loop_*.png"):
+        record = json.loads(png.with_suffix(".json").read_text())
+        assert record["critic"]["verdict"] is not None, png.name
+    assert not list(run_dir.glob(".*.tmp"))
+
+
+def test_candidates_against_the_stand_ins(servers, tmp_path: Path) -> None:
+    comfy, ollama = servers
+    spec = specs.load(DEMO, ["search.candidates=3"], env=urls(comfy, ollama))
+    outcome = Run.begin(spec, tmp_path).execute()
+    assert outcome.state.status == "done"
+    run_dir = outcome.run_dir
+    mains = sorted(p.name for p in run_dir.glob("loop_*.png") if "_c" not in p.name)
+    cands = sorted(p.name for p in run_dir.glob("loop_*_c*.png"))
+    assert len(cands) == 2 * len(mains)  # three images an iteration, one of them chosen
+    assert outcome.state.renders == 3 * len(mains)
+    html = (run_dir / "report.html").read_text()
+    assert html.count('class="cand"') == len(cands)
+
+
+def test_head_to_head_against_the_stand_ins(servers, tmp_path: Path) -> None:
+    comfy, ollama = servers
+    spec = specs.load(DEMO, ["search.head_to_head=true"], env=urls(comfy, ollama))
+    outcome = Run.begin(spec, tmp_path).execute()
+    assert outcome.state.status == "done"
+    records = [json.loads(p.read_text()) for p in sorted(outcome.run_dir.glob("loop_*.json"))]
+    contests = [r["head_to_head"] for r in records if r.get("head_to_head")]
+    assert contests and all(c["winner"] in c["order"] for c in contests)
+    assert ollama.requests[-1]["format"]["required"]  # the last question was a verdict
+    pair = [r for r in ollama.requests if "winner" in (r.get("format") or {}).get(
+        "properties", {})]
+    assert pair and all(len(r["messages"][-1]["images"]) == 2 for r in pair)
+
+
+def test_proposals_against_the_stand_ins(servers, tmp_path: Path) -> None:
+    comfy, ollama = servers
+    spec = specs.load(DEMO, ["search.proposals=3"], env=urls(comfy, ollama))
+    outcome = Run.begin(spec, tmp_path).execute()
+    assert outcome.state.status == "done"
+    records = [json.loads(p.read_text()) for p in sorted(outcome.run_dir.glob("loop_*.json"))
+               if "_c" not in p.name]
+    tried = [r for r in records if r.get("candidates")]
+    assert tried and len({c["key"] for r in tried for c in r["candidates"]}) > len(tried)

@@ -1,0 +1,67 @@
+"""Conformance: the Ollama stand-in answers the fixtures' requests with their shapes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from imitatoes.standins.ollama import Knobs, OllamaStandin
+from tests.servers import FIXTURES, fixture, replay, same_shape, shape
+
+UNSUPPORTED = {
+    "10a_pull_stream.json", "10b_pull_not_found_stream.json",  # imitatoes never pulls
+    "12a_chat_thinking_model_schema.json", "04h_chat_think_unsupported.json",  # no thinking
+    "05b_chat_images_to_text_only_model_native_template.json",  # one text-only path is enough
+    "05d_chat_image_exceeds_context.json",  # no context accounting
+    "12c_chat_json_mode_whitespace_abort.json",  # covered by the client's parser tests
+}
+FILES = sorted(p.name for p in (FIXTURES / "ollama").glob("*.json") if p.name not in UNSUPPORTED)
+MODELS = {"qwen2.5vl:7b": ["completion", "vision"], "llama3.2:3b": ["completion", "tools"],
+          "gemma3:4b": ["completion", "vision"]}
+
+
+@pytest.fixture(scope="module")
+def ollama() -> Iterator[OllamaStandin]:
+    with OllamaStandin(Knobs(models=dict(MODELS))) as server:
+        yield server
+
+
+def comparable(body: Any) -> Any:
+    """Model answers are free text; show's license/model_info and timings vary by model."""
+    if isinstance(body, dict):
+        return {k: comparable(v) for k, v in body.items()
+                if k not in ("model_info", "tensors", "capabilities", "parameters")}
+    if isinstance(body, list):
+        return [comparable(v) for v in body]
+    return body
+
+
+@pytest.mark.parametrize("name", FILES)
+def test_replays_like_ollama(ollama: OllamaStandin, name: str) -> None:
+    recorded = fixture("ollama", name)
+    want = recorded["response"]
+    resp = replay(ollama.url, recorded["request"])
+    assert resp.status_code == want["status"]
+    got_type = resp.headers["Content-Type"].split(";")[0]
+    assert got_type == want["headers"]["Content-Type"].split(";")[0]
+    if want.get("stream") == "ndjson":
+        lines = [json.loads(line) for line in resp.text.splitlines()]
+        assert same_shape(shape(lines[0]), shape(want["body"][0])) == []
+        assert same_shape(shape(lines[-1]), shape(want["body"][-1])) == []
+        return
+    if want.get("stream") == "sse":
+        events = [line[6:] for line in resp.text.split("\n\n") if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        assert same_shape(shape(json.loads(events[0])), shape(want["body"][0])) == []
+        assert same_shape(shape(json.loads(events[-2])), shape(want["body"][-2])) == []
+        return
+    if got_type == "application/json":
+        got = resp.json()
+        assert same_shape(shape(comparable(got)), shape(comparable(want["body"]))) == []
+        if isinstance(want["body"], dict) and isinstance(want["body"].get("error"), str):
+            assert got["error"] == want["body"]["error"]
+    else:
+        assert resp.text == want["body"]
