@@ -10,6 +10,7 @@ from typing import Any, Protocol
 
 from imitatoes.errors import ImitatoesError
 from imitatoes.loop.verdict import Judgement, Pairwise
+from imitatoes.spec.model import Params
 
 
 @dataclass(frozen=True)
@@ -17,6 +18,17 @@ class Rendered:
     image: bytes
     prompt_id: str
     seconds: float
+
+
+@dataclass(frozen=True)
+class Saved:
+    """A render saved in the run folder, with the params it was made with."""
+
+    image: bytes
+    params: Params
+
+
+Reuse = Callable[[str], "Saved | None"]  # the render saved under a key, if there is one
 
 
 class RenderRejected(ImitatoesError):

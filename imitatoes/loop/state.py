@@ -3,6 +3,7 @@ get copies; the run folder's state.json is `RunState.to_dict()`."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -26,9 +27,73 @@ class Tried:
 
 @dataclass(frozen=True)
 class Best:
+    """The best image so far. Its score was given against the checklist `against`; when the
+    checklist changes (an instruction, an edited spec) it is scored again (`rescored`)."""
+
     key: str
     score: float
     params: Params
+    against: tuple[str, ...] = ()  # the requirements it was judged on ((): a run before this)
+    met: tuple[str, ...] = ()  # those it met
+
+    def rescored(self, checklist: Sequence[str]) -> Best:
+        """Its score against `checklist`: a requirement it was never judged on is unmet."""
+        if not self.against or tuple(checklist) == self.against:
+            return self
+        met = tuple(r for r in checklist if r in self.met)
+        return replace(self, score=len(met) / len(checklist) if checklist else 0.0,
+                       against=tuple(checklist), met=met)
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> Best:
+        return Best(str(d["key"]), _number(d["score"]), Params.from_dict(d["params"]),
+                    tuple(map(str, d.get("against", ()))), tuple(map(str, d.get("met", ()))))
+
+
+@dataclass(frozen=True)
+class Region:
+    """refine.repair: the region of the source image the next refine repaints, and why."""
+
+    box: tuple[float, float, float, float]  # 0..1000 of the image, as the critic answers
+    requirement: str
+    fix: str = ""
+
+
+@dataclass(frozen=True)
+class RefineState:
+    """Refine mode: renders start from the image `source` (a key) at `denoise`."""
+
+    source: str
+    denoise: float
+    region: Region | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        d: dict[str, Any] = {"from": self.source, "denoise": self.denoise}
+        if self.region is not None:
+            d["region"] = {"box": list(self.region.box), "requirement": self.region.requirement,
+                           "fix": self.region.fix}
+        return d
+
+    @staticmethod
+    def from_dict(d: Mapping[str, Any]) -> RefineState:
+        region = d.get("region")
+        return RefineState(str(d["from"]), _number(d["denoise"]), Region(
+            tuple(_number(v) for v in region["box"]), str(region["requirement"]),
+            str(region.get("fix", ""))) if region else None)
+
+
+@dataclass(frozen=True)
+class Pending:
+    """A render saved but not yet judged (a crash between the two)."""
+
+    key: str
+    prompt_id: str
+
+
+def _number(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"not a number: {value!r}")
+    return value
 
 
 @dataclass
@@ -45,27 +110,31 @@ class RunState:
     history: list[Tried] = field(default_factory=list)
     instructions: list[str] = field(default_factory=list)  # the user's, each a requirement
     failures: int = 0  # critic failures in a row
-    pending: dict[str, Any] | None = None  # a render saved but not yet judged
+    pending: Pending | None = None  # a render saved but not yet judged
     in_progress: bool = False  # saved mid-iteration (a crash, an error, Ctrl-C)
     stalled: bool = False  # the last verdict changed nothing: the next image would repeat
     proposals: list[Params] = field(default_factory=list)  # the critic's alternatives, to try
-    # Refine mode: renders start from the best image ("from") at this denoise; "image" is
-    # its name on ComfyUI after the last upload.
-    refine: dict[str, Any] | None = None
+    refine: RefineState | None = None
 
     def snapshot(self) -> RunState:
-        """A copy a listener may keep: every field is immutable except the two containers."""
+        """A copy a listener may keep: every field is immutable except the lists."""
         return replace(self, history=list(self.history), instructions=list(self.instructions),
-                       proposals=list(self.proposals),
-                       pending=dict(self.pending) if self.pending is not None else None,
-                       refine=dict(self.refine) if self.refine is not None else None)
+                       proposals=list(self.proposals))
+
+    def checklist(self, spec_requirements: Sequence[str]) -> tuple[str, ...]:
+        """What the image must meet now: the spec's requirements, then the user's."""
+        return (*spec_requirements, *self.instructions)
 
     def remember(self, tried: Tried) -> None:
         self.history.append(tried)
         del self.history[:-HISTORY_KEPT]  # state.json stays small however long the run
 
     def to_dict(self) -> dict[str, Any]:
-        return as_dict(self)
+        d = as_dict(replace(self, refine=None))
+        d["refine"] = self.refine.to_dict() if self.refine else None
+        if self.best is not None:
+            d["best"].update(against=list(self.best.against), met=list(self.best.met))
+        return d
 
     @staticmethod
     def from_dict(d: dict[str, Any]) -> RunState:
@@ -77,8 +146,7 @@ class RunState:
             params=Params.from_dict(d["params"]), loop=d["loop"], iteration=iteration,
             last_loop=d["last_loop"], budget_start=d.get("budget_start", 1),
             renders=d["renders"], status=d["status"],
-            best=Best(best["key"], best["score"], Params.from_dict(best["params"]))
-            if best else None,
+            best=Best.from_dict(best) if best else None,
             done_key=d.get("done_key"),
             history=[Tried(**{**t, "params": Params.from_dict(t["params"])})
                      for t in d["history"]],
@@ -86,8 +154,9 @@ class RunState:
                               ([d["instruction"]] if d.get("instruction") else [])),
             failures=d.get("failures", 0),
             proposals=[Params.from_dict(p) for p in d.get("proposals", [])],
-            pending=d.get("pending"), stalled=d.get("stalled", False),
-            refine=d.get("refine"))
+            pending=Pending(**d["pending"]) if d.get("pending") else None,
+            stalled=d.get("stalled", False),
+            refine=RefineState.from_dict(d["refine"]) if d.get("refine") else None)
 
 
 def key(loop: int, iteration: int) -> str:

@@ -28,6 +28,7 @@ from imitatoes.clients.imagecheck import check as check_image
 from imitatoes.errors import ImitatoesError
 from imitatoes.loop.checklist import Item
 from imitatoes.loop.patch import Refusal
+from imitatoes.loop.ports import Saved
 from imitatoes.loop.state import RunState
 from imitatoes.loop.verdict import Attempt, Changes, Check, Verdict
 from imitatoes.spec import load as specs
@@ -386,8 +387,7 @@ def keep_rejected(run_dir: Path, key: str, data: bytes, why: str) -> Path:
     return path
 
 
-def saved_render(run_dir: Path, key: str, max_pixels: int = MAX_PIXELS
-                 ) -> tuple[bytes, Params] | None:
+def saved_render(run_dir: Path, key: str, max_pixels: int = MAX_PIXELS) -> Saved | None:
     """A render saved before a crash, with the params it was made with (its record is written
     before the PNG, so a PNG without a readable record was never finished). One that is not a
     whole image (saved by an older version, or damaged on disk) is moved to rejected/ and
@@ -406,4 +406,4 @@ def saved_render(run_dir: Path, key: str, max_pixels: int = MAX_PIXELS
         keep_rejected(run_dir, key, data, f"{png.name} was {exc}; rendered again on resume")
         png.unlink(missing_ok=True)
         return None
-    return data, record.params
+    return Saved(data, record.params)

@@ -16,6 +16,7 @@ from PIL import Image, ImageChops, ImageStat
 from imitatoes.clients.comfy import ComfyClient, ComfyRenderer
 from imitatoes.errors import ImitatoesError
 from imitatoes.loop import binder
+from imitatoes.loop.state import RefineState
 from imitatoes.runs import folder as runfolder
 from imitatoes.runs import provenance
 from imitatoes.spec.model import as_dict
@@ -55,9 +56,16 @@ def replay(run_dir: Path, key: str | None = None, overrides: list[str] | None = 
         # worker applies the flag when it wakes, so give it a moment before submitting).
         client.free(unload_models=False, free_memory=True)
         time.sleep(0.5)
-        image = ComfyRenderer(client, spec.comfyui.render_timeout,
-                              spec.comfyui.max_image_pixels).render(
-            binder.bind(spec, record.params), lambda value, maximum: None).image
+        renderer = ComfyRenderer(client, spec.comfyui.render_timeout,
+                                 spec.comfyui.max_image_pixels)
+        # As the engine made it: the same binder, the recorded refine state, its source image.
+        refine = RefineState.from_dict(record.refine) if record.refine else None
+        sub = binder.submission(spec, record.params, refine,
+                                lambda source: _saved_image(run_dir, source), renderer.upload)
+        if refine is not None and sub.refine is None:
+            raise ImitatoesError(f"{run_dir} no longer holds {refine.source}.png, the image "
+                                 f"{key} was refined from; it cannot be made again")
+        image = renderer.render(sub.workflow, lambda value, maximum: None).image
     finally:
         client.close()
     runfolder.write_atomic(folder / "image.png", image)
@@ -70,6 +78,13 @@ def replay(run_dir: Path, key: str | None = None, overrides: list[str] | None = 
         {**as_dict(result), "folder": str(folder), "params": as_dict(record.params),
          "provenance_now": now}))
     return result
+
+
+def _saved_image(run_dir: Path, key: str) -> bytes | None:
+    try:
+        return (run_dir / f"{key}.png").read_bytes()
+    except OSError:
+        return None
 
 
 def _final_key(run_dir: Path) -> str:

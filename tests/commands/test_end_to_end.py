@@ -11,6 +11,7 @@ from pathlib import Path
 
 from imitatoes.commands import lifecycle
 from imitatoes.commands.lifecycle import Run
+from imitatoes.runs import folder as runfolder
 from imitatoes.spec import load as specs
 from imitatoes.standins.comfyui import ComfyStandin
 from imitatoes.standins.ollama import OllamaStandin
@@ -108,3 +109,32 @@ def test_proposals_against_the_stand_ins(servers, tmp_path: Path) -> None:
                if "_c" not in p.name]
     tried = [r for r in records if r.get("candidates")]
     assert tried and len({c["key"] for r in tried for c in r["candidates"]}) > len(tried)
+
+
+def test_an_instruction_rescores_the_best_so_far(servers, tmp_path: Path) -> None:
+    """The best of the first run scored 1.00 against four requirements; once a fifth is added
+    it is worth 4 of 5, so a new image that meets all five is the best (and the loop never
+    goes back to an image without the fifth)."""
+    comfy, ollama = servers
+    spec = specs.load(DEMO, env=urls(comfy, ollama))
+    first = Run.begin(spec, tmp_path).execute()
+    assert first.state.status == "done" and first.state.best.score == 1.0
+    run = Run.reopen(first.run_dir, env=urls(comfy, ollama))
+    state = run.execute(instruction="Add a yellow square").state
+    records = [r for r in runfolder.records(first.run_dir) if r.loop > first.state.loop]
+    assert state.status == "done" and state.best.key == state.done_key
+    assert state.best.met[-1] == "Add a yellow square" and state.best.score == 1.0
+    assert [r.reverted_to for r in records] == [None] * len(records)
+    final = (first.run_dir / "final.png").read_bytes()
+    assert final == (first.run_dir / f"{state.done_key}.png").read_bytes()
+
+
+def test_scores_against_different_checklists_are_not_compared() -> None:
+    from imitatoes.loop.state import Best
+
+    best = Best("loop_01_iter_01", 1.0, specs.load(DEMO, env={}).start, ("a", "b"), ("a", "b"))
+    assert best.rescored(("a", "b")) is best
+    assert best.rescored(("a", "b", "c")).score == 2 / 3
+    assert best.rescored(("b", "c")).met == ("b",)
+    legacy = Best("loop_01_iter_01", 1.0, best.params)  # saved before checklists were kept
+    assert legacy.rescored(("a", "b", "c")) is legacy

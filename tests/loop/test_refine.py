@@ -17,7 +17,9 @@ from imitatoes.errors import WorkflowError
 from imitatoes.loop import regions as repair
 from imitatoes.loop.engine import Engine
 from imitatoes.loop.events import Event, ImageRendered
-from imitatoes.loop.state import first_state
+from imitatoes.loop.ports import Saved
+from imitatoes.loop.state import RefineState, first_state
+from imitatoes.runs import folder as runfolder
 from imitatoes.spec import load as specs
 from imitatoes.workflow import refine_graph as refine
 from tests.conftest import ROOT
@@ -80,7 +82,7 @@ def test_refines_from_the_best_once_it_is_good_enough_and_moves_denoise() -> Non
         (0.5, 0.8, 0.6, 0.8, 0.9, 0.9), ("red", "blue", "round", "flat", "sharp", "clean"),
         strict=True)))
     engine = Engine(refining(), renderer, critic, [keep], rng=random.Random(0),
-                    reuse=lambda k: (images[k], DEMO.start) if k in images else None)
+                    reuse=lambda k: Saved(images[k], DEMO.start) if k in images else None)
     state = engine.run(first_state(refining()))
     loads = [next((n["inputs"]["image"] for n in w.values()
                    if n["class_type"] == "LoadImage"), None) for w in renderer.workflows]
@@ -92,7 +94,7 @@ def test_refines_from_the_best_once_it_is_good_enough_and_moves_denoise() -> Non
     assert denoise == [1.0, 1.0, 0.45, 0.35, 0.45, 0.45]
     steps = [e.refine for e in events if isinstance(e, ImageRendered)]
     assert steps[2] == {"from": "loop_01_iter_02", "denoise": 0.45, "image": best2}
-    assert state.refine == {"from": "loop_01_iter_05", "denoise": 0.55, "image": best5}
+    assert state.refine == RefineState("loop_01_iter_05", 0.55)
     assert [name for name, _ in renderer.uploads] == [best2, best2, best2, best5]
 
 
@@ -241,7 +243,7 @@ def test_refine_stops_repeating_itself_only_when_denoise_cannot_move() -> None:
 
     engine = Engine(refining(), renderer, FakeCritic(*[verdict(0.8)] * 6), [keep],
                     rng=random.Random(0),
-                    reuse=lambda k: (images[k], DEMO.start) if k in images else None)
+                    reuse=lambda k: Saved(images[k], DEMO.start) if k in images else None)
     state = engine.run(first_state(refining()))
     assert [w["3"]["inputs"]["denoise"] for w in renderer.workflows] == [1.0, 0.45, 0.55, 0.6]
     assert (state.status, state.stalled) == ("limits", True)
@@ -251,7 +253,7 @@ def test_resuming_under_a_spec_without_refine_turns_it_off() -> None:
     from imitatoes.loop.state import within_limits
 
     state = first_state(refining())
-    state.refine = {"from": "loop_01_iter_02", "denoise": 0.45}
+    state.refine = RefineState("loop_01_iter_02", 0.45)
     kept, _ = within_limits(state, refining())
     off, notes = within_limits(state, DEMO)
     assert kept.refine == state.refine and off.refine is None
@@ -271,36 +273,43 @@ def test_a_chosen_candidate_keeps_its_mask_under_the_iteration_s_name(servers, t
 def test_the_refine_rules_on_their_own() -> None:
     from imitatoes.loop import refine_policy as policy
     from imitatoes.loop.checklist import Item
-    from imitatoes.loop.state import Best
+    from imitatoes.loop.state import Best, Region
 
     config = refining(after=0.75, min=0.3, max=0.5, max_delta=0.15, start=0.45).refine
-    state = first_state(DEMO)
-    state.best = Best("loop_01_iter_01", 0.5, DEMO.start)
-    policy.enter(config, state)
-    assert state.refine is None  # not good enough yet
-    state.best = Best("loop_01_iter_02", 0.75, DEMO.start)
-    policy.enter(config, state)
-    assert state.refine == {"from": "loop_01_iter_02", "denoise": 0.45}
-    assert policy.adapt_denoise(config, state, 0.5) == "refine denoise 0.45 -> 0.3"
-    assert policy.adapt_denoise(config, state, 0.5) == ""  # at its floor: nothing moved
-    assert policy.adapt_denoise(config, state, 0.75) == "refine denoise 0.3 -> 0.45"
-    assert policy.adapt_denoise(config, state, 0.75) == "refine denoise 0.45 -> 0.5"
-    assert policy.adapt_denoise(config, state, 1.0) == ""  # it beat its source: no change
-    state.best = Best("loop_01_iter_05", 1.0, DEMO.start)
-    policy.enter(config, state)  # the new best is the new source, at the denoise reached
-    assert state.refine == {"from": "loop_01_iter_05", "denoise": 0.5}
+    low = Best("loop_01_iter_01", 0.5, DEMO.start)
+    assert policy.enter(config, low, None) is None  # not good enough yet
+    best = Best("loop_01_iter_02", 0.75, DEMO.start)
+    refine = policy.enter(config, best, None)
+    assert refine == RefineState("loop_01_iter_02", 0.45)
+    said = []
+    for score in (0.5, 0.5, 0.75, 0.75, 1.0):
+        refine, moved = policy.adapt_denoise(config, refine, best, score)
+        said.append(moved)
+    # lower: closer to the source, down to its floor; the same: freer; higher: kept
+    assert said == ["refine denoise 0.45 -> 0.3", "", "refine denoise 0.3 -> 0.45",
+                    "refine denoise 0.45 -> 0.5", ""]
+    best = Best("loop_01_iter_05", 1.0, DEMO.start)
+    refine = policy.enter(config, best, refine)  # the new best is the new source
+    assert refine == RefineState("loop_01_iter_05", 0.5)  # at the denoise reached
 
     repairing = dataclasses.replace(config, repair=specs.Repair(0.05, 0.5, 0.1))
     items = [Item("a red circle", True), Item("no text", False, region=[100, 100, 400, 400],
                                                fix="plain sky")]
-    assert policy.choose_region(repairing, state, "loop_01_iter_04", items) is None
-    assert "region" not in state.refine  # not the image the next refine starts from
-    assert policy.choose_region(repairing, state, "loop_01_iter_05", items) is None
-    assert state.refine["region"] == {"box": [100, 100, 400, 400], "requirement": "no text",
-                                      "fix": "plain sky"}
+    kept, refused = policy.choose_region(repairing, refine, best, "loop_01_iter_04", items)
+    assert (kept, refused) == (refine, None)  # not the image the next refine starts from
+    chosen, refused = policy.choose_region(repairing, refine, best, "loop_01_iter_05", items)
+    assert refused is None and chosen is not None
+    assert chosen.region == Region((100, 100, 400, 400), "no text", "plain sky")
     absurd = [Item("no text", False, region=[0, 0, 0, 0])]
-    refused = policy.choose_region(repairing, state, "loop_01_iter_05", absurd)
-    assert refused is not None and refused.field == "region" and "region" not in state.refine
+    whole, refused = policy.choose_region(repairing, chosen, best, "loop_01_iter_05", absurd)
+    assert refused is not None and refused.field == "region"
+    assert whole is not None and whole.region is None
+    two = [Item("a red circle", False, region=[0, 0, 500, 500], fix="a red circle"), *items[1:]]
+    first, _ = policy.choose_region(repairing, refine, best, "loop_01_iter_05", two)
+    assert first is not None and first.region == Region((0, 0, 500, 500), "a red circle",
+                                                        "a red circle")
+    met = [Item("a red circle", True, region=[0, 0, 500, 500]), Item("no text", True)]
+    assert policy.choose_region(repairing, refine, best, "loop_01_iter_05", met)[0] == refine
 
 
 def test_a_two_pass_workflow_refines_at_its_first_pass_s_size() -> None:
@@ -314,3 +323,21 @@ def test_a_two_pass_workflow_refines_at_its_first_pass_s_size() -> None:
     assert scale["class_type"] == "ImageScale"
     assert (scale["inputs"]["width"], scale["inputs"]["height"]) == (64, 64)
     assert g["2"]["inputs"]["latent_image"] == ["13", 0]  # the second pass as it was
+
+
+@pytest.mark.parametrize("region", [None, [100, 100, 400, 400]], ids=["img2img", "inpaint"])
+def test_a_refined_iteration_replays_pixel_identical(servers, tmp_path: Path,
+                                                      region: list | None) -> None:
+    """Replay binds as the engine did: the recorded refine state, its source image and mask
+    (it once rendered a refine as text-to-image: 59 of 255 off on a real ComfyUI)."""
+    from imitatoes.runs import replay
+
+    repair = ", repair: {}" if region else ""
+    run_dir = demo_run(servers, tmp_path, "limits: {iterations_per_loop: 3, max_loops: 1}\n"
+                       f"refine: {{after_score: 0.5{repair}}}", region=region
+                       ).execute().run_dir
+    refined = [r for r in runfolder.records(run_dir) if r.refine]
+    assert refined and all(bool(r.refine.get("region")) == bool(region) for r in refined[1:])
+    for record in refined:
+        result = replay.replay(run_dir, record.key, [f"comfyui.url={servers[0].url}"])
+        assert (result.identical, result.difference) == (True, 0.0), record.key

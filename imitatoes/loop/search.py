@@ -1,0 +1,75 @@
+"""What an iteration spends its renders on beyond the one image: candidates (new seeds,
+search.candidates), the critic's alternative changes (search.proposals), and the contest of
+a new image against the best with both in view (search.head_to_head)."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+
+from imitatoes.loop import patch, prompts
+from imitatoes.loop.ports import Critic, Reuse, Saved
+from imitatoes.loop.state import Best
+from imitatoes.loop.verdict import Changes
+from imitatoes.spec.model import Params, Spec
+
+
+@dataclass(frozen=True)
+class Candidate:
+    key: str  # loop_01_iter_01_c2
+    params: Params
+    saved: Saved | None  # rendered before a crash: judged again, never rendered again
+
+
+@dataclass(frozen=True)
+class Contest:
+    """The new image against the best so far, both in one question."""
+
+    against: str  # the best so far
+    order: tuple[str, str]  # which was shown first and second (random: position bias)
+    winner: str | None  # the key that won; None: no usable answer, the scores decide
+    reason: str
+
+
+def plan(spec: Spec, renders: int, key: str, params: Params, variants: Sequence[Params],
+         reuse: Reuse, rng: random.Random) -> list[Candidate]:
+    """Each candidate's key, parameters and saved render: the variants first, then new seeds
+    up to search.candidates, within limits.max_renders."""
+    cap = spec.limits.max_renders
+    left = None if cap is None else max(1, cap - renders)
+    out = []
+    for c in range(1, max(spec.search.candidates, len(variants)) + 1):
+        ckey = f"{key}_c{c}"
+        saved = reuse(ckey)
+        if saved is None and left is not None:
+            if left <= 0:
+                break  # the render budget ends the candidates too
+            left -= 1
+        cparams = saved.params if saved else variants[c - 1] if c <= len(variants) else \
+            replace(params, seed=patch.new_seed(rng))
+        out.append(Candidate(ckey, cparams, saved))
+    return out
+
+
+def proposals(spec: Spec, base: Params, alternatives: Sequence[Changes], chosen: Params,
+              rng: random.Random) -> list[Params]:
+    """search.proposals: the critic's other changes, bounded like any change, each a
+    candidate of the next iteration (ones that change nothing, or repeat, are dropped)."""
+    out: list[Params] = []
+    for changes in alternatives[:max(0, spec.search.proposals - 1)]:
+        tried = patch.apply(base, changes, spec.bounds, spec.seed, rng, spec.knobs).params
+        if tried not in (base, chosen, *out):
+            out.append(tried)
+    return out
+
+
+def contest(spec: Spec, critic: Critic, rng: random.Random, key: str, image: bytes,
+            best: Best, best_image: bytes, instructions: Sequence[str]) -> Contest:
+    """Does a new image beat the best with both in view? Asked in a random order."""
+    order = (key, best.key) if rng.random() < 0.5 else (best.key, key)
+    images = {key: image, best.key: best_image}
+    answer = critic.compare(images[order[0]], images[order[1]],
+                            prompts.pair_prompt(spec, instructions))
+    winner = None if answer.winner is None else order[0 if answer.winner == "first" else 1]
+    return Contest(best.key, order, winner, answer.reason)
