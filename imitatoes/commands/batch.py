@@ -174,7 +174,8 @@ class Batch:
             job.run_dir = run.dir
         else:  # moved from a lost backend: resume from its folder
             run = Run.reopen(job.run_dir, env={})
-            run.spec = on_backend(run.spec, backend)
+            run.use_servers(backend.comfy, backend.ollama or run.spec.critic.url,
+                            f"backend {backend.name}")
         return run.execute([job.follow]).state
 
 

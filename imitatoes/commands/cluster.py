@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from imitatoes.commands.batch import BACKEND_FAILURES, Backend, Job, on_backend
+from imitatoes.commands.batch import BACKEND_FAILURES, Backend, Job
 from imitatoes.commands.lifecycle import Run
 from imitatoes.errors import ImitatoesError, UsageError
 from imitatoes.loop.events import Applied, Event, IterationStarted, Listener
@@ -100,7 +100,8 @@ def run_spec(task: Any, run_id: str, spec_data: dict[str, Any],
         run = Run.adopt(Path(cfg["runs"]) / run_id, spec_data, workflow)
         if run.state and run.state.status in ("done", "limits"):  # finished before a redelivery
             return _result(run_id, run.dir, run.state, cfg["name"])
-        run.spec = on_backend(run.spec, Backend(cfg["comfy"], cfg["ollama"]))
+        run.use_servers(cfg["comfy"], cfg["ollama"] or run.spec.critic.url,
+                        f"worker {cfg['name']}")
         state = run.execute([_progress(task, run_id, cfg["name"])]).state
         return _result(run_id, run.dir, state, cfg["name"])
     except BACKEND_FAILURES as exc:  # this host's ComfyUI or critic: let another host try

@@ -137,7 +137,21 @@ class Run:
         if self.recorded:
             return []
         self.recorded = True
+        runfolder.write_servers(self.dir, self.spec)  # what resume, replay and report use
         return provenance.record(self.spec, self.dir, self.servers)
+
+    def use_servers(self, comfyui: str, critic: str, whose: str) -> None:
+        """Go on other servers than the run last used (a batch backend, a cluster worker's
+        own), and say so in the notes."""
+        c = self.spec
+        if (comfyui, critic) == (c.comfyui.url, c.critic.url):
+            return
+        self.notes = (*self.notes, f"on {whose}: ComfyUI {comfyui}, critic {critic} (the run "
+                      f"last used ComfyUI {c.comfyui.url}, critic {c.critic.url})")
+        self.spec = dataclasses.replace(
+            c, comfyui=dataclasses.replace(c.comfyui, url=comfyui),
+            critic=dataclasses.replace(c.critic, url=critic))
+        self.checked = False
 
     @staticmethod
     def reopen(run_dir: Path, overrides: list[str] | None = None,

@@ -3,6 +3,7 @@ get copies; the run folder's state.json is `RunState.to_dict()`."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -10,6 +11,8 @@ from typing import Any
 from imitatoes.loop.patch import within
 from imitatoes.spec.model import Params, Spec, as_dict
 
+KEY = re.compile(r"loop_\d{2,}_iter_\d{2,}(_c\d+)?")  # an iteration's (or candidate's) name
+STATUSES = ("running", "done", "limits", "interrupted", "failed")
 HISTORY_KEPT = 50  # the most a critic may be shown (critic.history); older rounds stay on disk
 
 
@@ -46,7 +49,7 @@ class Best:
 
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> Best:
-        return Best(str(d["key"]), _number(d["score"]), Params.from_dict(d["params"]),
+        return Best(checked_key(d["key"]), _number(d["score"]), Params.from_dict(d["params"]),
                     tuple(map(str, d.get("against", ()))), tuple(map(str, d.get("met", ()))))
 
 
@@ -77,7 +80,7 @@ class RefineState:
     @staticmethod
     def from_dict(d: Mapping[str, Any]) -> RefineState:
         region = d.get("region")
-        return RefineState(str(d["from"]), _number(d["denoise"]), Region(
+        return RefineState(checked_key(d["from"]), _number(d["denoise"]), Region(
             tuple(_number(v) for v in region["box"]), str(region["requirement"]),
             str(region.get("fix", ""))) if region else None)
 
@@ -93,6 +96,19 @@ class Pending:
 def _number(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise TypeError(f"not a number: {value!r}")
+    return value
+
+
+def checked_key(value: Any) -> str:
+    """An iteration's name as read from a file: loop_NN_iter_NN, or a candidate's."""
+    if not isinstance(value, str) or not KEY.fullmatch(value):
+        raise ValueError(f"{str(value)[:40]!r} is not an iteration name like loop_01_iter_02")
+    return value
+
+
+def _count(value: Any, least: int = 0) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ValueError(f"{str(value)[:40]!r} is not a whole number of at least {least}")
     return value
 
 
@@ -141,20 +157,25 @@ class RunState:
         best = d.get("best")
         # An iteration that did not finish runs again under the same number (judging its
         # saved render, if it has one), so no number is skipped and no budget lost.
-        iteration = d["iteration"] - (1 if d.get("in_progress") else 0)
+        iteration = _count(d["iteration"]) - (1 if d.get("in_progress") else 0)
+        if d["status"] not in STATUSES:
+            raise ValueError(f"status {str(d['status'])[:40]!r} is not one of {STATUSES}")
+        pending = d.get("pending")
         return RunState(
-            params=Params.from_dict(d["params"]), loop=d["loop"], iteration=iteration,
-            last_loop=d["last_loop"], budget_start=d.get("budget_start", 1),
-            renders=d["renders"], status=d["status"],
+            params=Params.from_dict(d["params"]), loop=_count(d["loop"], 1),
+            iteration=max(iteration, 0), last_loop=_count(d["last_loop"], 1),
+            budget_start=_count(d.get("budget_start", 1), 1),
+            renders=_count(d["renders"]), status=d["status"],
             best=Best.from_dict(best) if best else None,
-            done_key=d.get("done_key"),
+            done_key=checked_key(d["done_key"]) if d.get("done_key") else None,
             history=[Tried(**{**t, "params": Params.from_dict(t["params"])})
                      for t in d["history"]],
             instructions=list(d.get("instructions") or
                               ([d["instruction"]] if d.get("instruction") else [])),
-            failures=d.get("failures", 0),
+            failures=_count(d.get("failures", 0)),
             proposals=[Params.from_dict(p) for p in d.get("proposals", [])],
-            pending=Pending(**d["pending"]) if d.get("pending") else None,
+            pending=Pending(checked_key(pending["key"]), str(pending.get("prompt_id", "")))
+            if pending else None,
             stalled=d.get("stalled", False),
             refine=RefineState.from_dict(d["refine"]) if d.get("refine") else None)
 

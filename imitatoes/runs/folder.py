@@ -15,7 +15,7 @@ import json
 import os
 import shutil
 import socket
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,7 +29,7 @@ from imitatoes.errors import ImitatoesError
 from imitatoes.loop.checklist import Item
 from imitatoes.loop.patch import Refusal
 from imitatoes.loop.ports import Saved
-from imitatoes.loop.state import RunState
+from imitatoes.loop.state import RunState, checked_key
 from imitatoes.loop.verdict import Attempt, Changes, Check, Verdict
 from imitatoes.spec import load as specs
 from imitatoes.spec import template
@@ -43,6 +43,7 @@ REJECTED = "rejected"
 LOCK = ".lock"
 CANDIDATE = "_c"  # loop_01_iter_01_c2: a candidate of loop_01_iter_01 (search.candidates)
 SOURCE = "source.json"
+SERVERS = "servers.json"  # the servers the run last went on: resume, replay and report use them
 
 
 class RunFolderError(ImitatoesError):
@@ -74,24 +75,39 @@ def owned(run_dir: Path) -> Iterator[None]:
     that moved it) is told who has it instead of rendering the same iteration twice. The lock
     is the kernel's (flock), so a killed holder never leaves it stale."""
     path = run_dir / LOCK
+    fd = _lock(path, run_dir)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    except OSError as exc:
-        raise RunFolderError(f"cannot open {path}: {exc.strerror}") from None
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
-            raise RunFolderBusy(f"{run_dir} is in use by {holder}; wait for that run to end, "
-                                "or stop it, then resume") from None
         os.ftruncate(fd, 0)
         os.write(fd, f"imitatoes (pid {os.getpid()} on {socket.gethostname()}, since "
                      f"{datetime.now(timezone.utc):%Y-%m-%d %H:%M:%S} UTC)\n".encode())
         _sweep(run_dir)
         yield
     finally:
+        with contextlib.suppress(OSError):
+            path.unlink()  # still held: whoever opens the path next makes a new lock
         os.close(fd)  # closing releases the lock
+
+
+def _lock(path: Path, run_dir: Path) -> int:
+    """An open, locked descriptor of `path`. A lock taken on a file its holder has just
+    removed is no lock: then try again on the new one."""
+    for _ in range(100):
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as exc:
+            raise RunFolderError(f"cannot open {path}: {exc.strerror}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 200).decode("utf-8", "replace").strip() or "another process"
+            os.close(fd)
+            raise RunFolderBusy(f"{run_dir} is in use by {holder}; wait for that run to end, "
+                                "or stop it, then resume") from None
+        with contextlib.suppress(OSError):
+            if os.fstat(fd).st_ino == os.stat(path).st_ino:
+                return fd
+        os.close(fd)
+    raise RunFolderBusy(f"{run_dir} changed hands too often to lock; try again")
 
 
 def _sweep(run_dir: Path) -> None:
@@ -200,8 +216,10 @@ class IterationRecord:
     @staticmethod
     def from_dict(d: dict[str, Any]) -> IterationRecord:
         nxt = d.get("next_params")
+        if not all(isinstance(d[n], int) and d[n] >= 1 for n in ("loop", "iteration")):
+            raise ValueError("loop and iteration are not whole numbers")
         return IterationRecord(
-            d["key"], d["loop"], d["iteration"], Params.from_dict(d["params"]),
+            checked_key(d["key"]), d["loop"], d["iteration"], Params.from_dict(d["params"]),
             d.get("prompt_id", ""),
             dict(d.get("seconds", {})),
             CriticRecord.from_dict(d["critic"]) if d.get("critic") else None,
@@ -225,9 +243,10 @@ def write_record(run_dir: Path, record: IterationRecord) -> None:
 def read_record(run_dir: Path, key: str) -> IterationRecord | None:
     """The record of one iteration, or None when it is missing or was never finished."""
     try:
-        return IterationRecord.from_dict(json.loads((run_dir / f"{key}.json").read_text()))
+        record = IterationRecord.from_dict(json.loads((run_dir / f"{key}.json").read_text()))
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return None
+    return record if record.key == key else None  # a record is named for its iteration
 
 
 def records(run_dir: Path, candidates: bool = False) -> list[IterationRecord]:
@@ -307,19 +326,37 @@ def create(spec: Spec, root: Path | None = None) -> Path:
     write_start(run_dir, snapshot(spec), dict(spec.workflow))
     if spec.refine is not None and (spec.data.get("refine") or {}).get("workflow"):
         write_atomic(run_dir / REFINE_WORKFLOW, to_json(dict(spec.refine.graph.workflow)))
-    if spec.path.is_file():  # where it came from, for `resume --refresh`
-        write_atomic(run_dir / SOURCE, to_json({"spec": str(spec.path.resolve())}))
+    if spec.path.is_file():  # where it came from, for `resume --refresh` and provenance
+        write_atomic(run_dir / SOURCE, to_json({"spec": str(spec.path.resolve()),
+                                                "workflow": str(spec.workflow_path.resolve())}))
     return run_dir
+
+
+@dataclass(frozen=True)
+class Source:
+    """The files a run was started from (source.json)."""
+
+    spec: Path
+    workflow: Path | None  # None: a run folder made before it was recorded
+
+
+def source_of(run_dir: Path) -> Source | None:
+    try:
+        d = json.loads((run_dir / SOURCE).read_text())
+        workflow = d.get("workflow")
+        return Source(Path(str(d["spec"])), Path(str(workflow)) if workflow else None)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
 
 
 def source_spec(run_dir: Path) -> Path:
     """The spec file a run was started from (`resume --refresh` reads it again)."""
-    try:
-        path = Path(json.loads((run_dir / SOURCE).read_text())["spec"])
-    except (OSError, ValueError, KeyError, TypeError):
+    found = source_of(run_dir)
+    if found is None:
         raise RunFolderError(f"{run_dir} does not say which spec file it came from (it was "
                              "built in code, or by an older imitatoes); edit its spec.yaml and "
-                             "workflow.json instead, then resume") from None
+                             "workflow.json instead, then resume")
+    path = found.spec
     if not path.is_file():
         raise RunFolderError(f"the spec {run_dir} came from, {path}, is gone; edit the run's "
                              "own spec.yaml and workflow.json instead, then resume")
@@ -354,9 +391,42 @@ def write_start(run_dir: Path, spec_data: dict[str, Any], workflow: dict[str, An
 
 
 def load_spec(run_dir: Path, overrides: list[str] | None = None,
-              env: dict[str, str] | None = None) -> Spec:
-    """The spec as run; `env` None reads the URL variables from the environment."""
-    return specs.load(run_dir / "spec.yaml", overrides or [], env)
+              env: Mapping[str, str] | None = None) -> Spec:
+    """The spec as run, on the servers it last went on (servers.json) unless the environment
+    (IMITATOES_COMFY_URL, IMITATOES_OLLAMA_URL) or `overrides` name others; `env` None
+    reads the environment."""
+    env = os.environ if env is None else env
+    remembered = read_servers(run_dir)
+    base = [] if remembered is None else \
+        [f"{where}={url}" for where, url, variable in (
+            ("comfyui.url", remembered.comfyui, "IMITATOES_COMFY_URL"),
+            ("critic.url", remembered.critic, "IMITATOES_OLLAMA_URL")) if not env.get(variable)]
+    return specs.load(run_dir / "spec.yaml", [*base, *(overrides or [])], env)
+
+
+@dataclass(frozen=True)
+class Servers:
+    comfyui: str
+    critic: str
+
+
+def write_servers(run_dir: Path, spec: Spec) -> None:
+    write_atomic(run_dir / SERVERS, to_json({"comfyui": spec.comfyui.url,
+                                             "critic": spec.critic.url}))
+
+
+def read_servers(run_dir: Path) -> Servers | None:
+    """The URLs of servers.json; None when it is missing or not two http(s) URLs."""
+    try:
+        d = json.loads((run_dir / SERVERS).read_text())
+        found = Servers(d["comfyui"], d["critic"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    urls = (found.comfyui, found.critic)
+    if not all(isinstance(u, str) and u.startswith(("http://", "https://")) and
+               not any(c.isspace() for c in u) for u in urls):
+        return None
+    return found
 
 
 def copy_final(run_dir: Path, key: str) -> None:

@@ -34,7 +34,7 @@ def gather(spec: Spec, store: Path, known: dict[str, Any] | None = None) -> dict
     known = known or {}
     return {"gathered_at": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
             "imitatoes": __version__, "python": platform.python_version(),
-            "spec": _spec(spec), "comfyui": _comfyui(spec, store, known),
+            "spec": _spec(spec, store), "comfyui": _comfyui(spec, store, known),
             "critic": _critic(spec, known.get("critic"))}
 
 
@@ -64,17 +64,30 @@ def changes(then: dict[str, Any], now: dict[str, Any], ignore: tuple[str, ...] =
             ) -> list[str]:
     """Every difference that could explain a different image (the time of gathering aside)."""
     def relevant(p: dict[str, Any]) -> dict[str, Any]:
-        return {k: v for k, v in p.items() if k not in ("gathered_at", "changed", *ignore)}
+        kept = {k: v for k, v in p.items() if k not in ("gathered_at", "changed", *ignore)}
+        if isinstance(kept.get("spec"), dict):  # the run's own copy says where the run is,
+            kept["spec"] = {k: v for k, v in kept["spec"].items() if k != "copy"}  # not what
+        return kept  # made its images
     return runfolder.differences(relevant(then), relevant(now))
 
 
-def _spec(spec: Spec) -> dict[str, Any]:
-    source = spec.path if spec.path.is_file() else None
-    return {"path": str(source.resolve()) if source else None,
-            "git": _git(source, spec.workflow_path) if source else None}
+def _spec(spec: Spec, run_dir: Path) -> dict[str, Any]:
+    """Where the spec came from (the file the user ran) and the run folder's own copy, which
+    resumes read: two fields, so a resume is not taken for a change of spec."""
+    started = runfolder.source_of(run_dir)
+    copy = run_dir / "spec.yaml"
+    if started is not None:
+        source, workflow = started.spec, started.workflow
+    elif spec.path.is_file() and spec.path.resolve() != copy.resolve():
+        source, workflow = spec.path.resolve(), spec.workflow_path
+    else:
+        source, workflow = None, None
+    return {"source": str(source) if source else None,
+            "copy": str(copy.resolve()) if copy.is_file() else None,
+            "git": _git(source, workflow) if source and source.is_file() else None}
 
 
-def _git(spec_file: Path, workflow: Path) -> dict[str, Any] | None:
+def _git(spec_file: Path, workflow: Path | None) -> dict[str, Any] | None:
     """The commit the spec's work tree is at and whether the spec or workflow differ from it."""
     def git(*args: str) -> str | None:
         try:
@@ -87,7 +100,8 @@ def _git(spec_file: Path, workflow: Path) -> dict[str, Any] | None:
     commit = git("rev-parse", "HEAD")
     if commit is None:
         return None
-    dirty = git("status", "--porcelain", "--", str(spec_file), str(workflow))
+    dirty = git("status", "--porcelain", "--", str(spec_file),
+                *([str(workflow)] if workflow else []))
     return {"commit": commit, "dirty": bool(dirty)}
 
 

@@ -119,7 +119,7 @@ def build(run_dir: Path, state: RunState | None = None,
 <meta name="viewport" content="width=device-width">{refresh}<title>imitatoes · {name}</title>
 <style>{CSS}</style></head><body>
 <h1>{name}</h1>
-{_summary(spec, state, records)}{_made_with(run_dir)}
+{_summary(spec, state, records, runfolder.read_servers(run_dir))}{_made_with(run_dir)}
 <h2>Requirements</h2>{_requirements(spec, state)}
 {_final(run_dir, state)}
 <h2>Requirement by requirement</h2>{_matrix(spec, state, records)}
@@ -132,7 +132,8 @@ def build(run_dir: Path, state: RunState | None = None,
 """
 
 
-def _summary(spec: dict[str, Any], state: RunState, records: list[IterationRecord]) -> str:
+def _summary(spec: dict[str, Any], state: RunState, records: list[IterationRecord],
+             servers: runfolder.Servers | None) -> str:
     status = {"done": f"done at {state.done_key}", "limits": "limits reached without done",
               "running": f"running (this page reloads every {REFRESH_SECONDS} s)"}.get(
         state.status, state.status)
@@ -140,6 +141,8 @@ def _summary(spec: dict[str, Any], state: RunState, records: list[IterationRecor
     render = sum(r.seconds.get("render", 0) for r in records)
     critique = sum(r.seconds.get("critique", 0) for r in records)
     critic, comfy = spec.get("critic") or {}, spec.get("comfyui") or {}
+    critic_url = servers.critic if servers else critic.get("url", "?")
+    comfy_url = servers.comfyui if servers else comfy.get("url", "?")
     search = spec.get("search") or {}
     k = int(search.get("candidates", 1) or 1)
     searching = ", ".join(filter(None, [
@@ -151,8 +154,7 @@ def _summary(spec: dict[str, Any], state: RunState, records: list[IterationRecor
             f"{escape(best)}" + (f"<br>search: {escape(searching)}" if searching else "") +
             f"<br>time: {render:.1f} s rendering, {critique:.1f} s critiquing"
             f"<br>critic: {escape(str(critic.get('model', '?')))} at "
-            f"{escape(str(critic.get('url', '?')))} · ComfyUI at "
-            f"{escape(str(comfy.get('url', '?')))}</div>")
+            f"{escape(str(critic_url))} · ComfyUI at {escape(str(comfy_url))}</div>")
 
 
 def _made_with(run_dir: Path) -> str:

@@ -40,6 +40,11 @@ class Params:
         """Params as saved in JSON (knobs as [name, value] pairs; runs before knobs had none)."""
         knobs = d.get("knobs") or ()
         pairs = knobs.items() if isinstance(knobs, dict) else knobs
+        texts, numbers = (d["prompt"], d["negative"]), (d["cfg"], d["steps"], d["seed"])
+        if not all(isinstance(t, str) for t in texts) or not all(
+                isinstance(n, int | float) and not isinstance(n, bool) for n in numbers) or \
+                not all(isinstance(n, int) for n in numbers[1:]):
+            raise ValueError("params are not text, a cfg and whole steps and seed")
         return Params(d["prompt"], d["negative"], d["cfg"], d["steps"], d["seed"],
                       tuple((str(n), v) for n, v in pairs))
 
