@@ -85,7 +85,7 @@ def main(n: int, rounds: int) -> None:
         # The critic never approves and never asks for a change that alters the picture (new
         # seeds aside): both sides render the spec's start parameters, so the stand-in paints
         # the same images for both (a critic's "blue background" costs the painter 5 ms more).
-        requests.post(ollama + "/imitatoes/knobs", json={"never_done": True, "tune": {
+        requests.post(ollama + "/imitatoes/behaviour", json={"never_done": True, "tune": {
             "prompt_append": "", "neg_append": "", "cfg": None, "steps": None}}, timeout=5)
         spec = spec_folder(Path(tmp), n)
         loaded = specs.load(spec, env={})

@@ -14,7 +14,7 @@ from pathlib import Path
 from _setup import median_ms
 
 from imitatoes.clients.comfy import ComfyClient
-from imitatoes.standins.comfyui import ComfyStandin, Knobs
+from imitatoes.standins.comfyui import Behaviour, ComfyStandin
 from imitatoes.workflow import api as workflow
 
 SD15 = json.loads((Path(__file__).resolve().parent.parent / "workflows" /
@@ -40,7 +40,7 @@ def measure(server: ComfyStandin, websocket: bool, n: int) -> list[float]:
 
 
 def main(n: int) -> None:
-    with ComfyStandin(Knobs(step_seconds=0.01)) as server:
+    with ComfyStandin(Behaviour(step_seconds=0.01)) as server:
         ws = measure(server, True, n)
         poll = measure(server, False, n)
     for name, lags in (("websocket", ws), ("polling", poll)):

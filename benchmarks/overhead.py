@@ -23,8 +23,8 @@ from imitatoes.commands.lifecycle import Run
 from imitatoes.loop import binder
 from imitatoes.loop import prompts as critic_prompt
 from imitatoes.loop.events import Applied, Event, IterationStarted
-from imitatoes.standins.comfyui import ComfyStandin, Knobs
-from imitatoes.standins.ollama import Knobs as OllamaKnobs
+from imitatoes.standins.comfyui import Behaviour, ComfyStandin
+from imitatoes.standins.ollama import Behaviour as OllamaBehaviour
 from imitatoes.standins.ollama import OllamaStandin
 
 
@@ -79,7 +79,8 @@ def bare_iterations(spec, n: int, comfy_url: str, ollama_url: str) -> list[float
 def main(n: int, rounds: int = 6) -> None:
     bare: list[float] = []
     ours: list[float] = []
-    with ComfyStandin(Knobs()) as comfy, OllamaStandin(OllamaKnobs(never_done=True)) as ollama:
+    with ComfyStandin(Behaviour()) as comfy, \
+            OllamaStandin(OllamaBehaviour(never_done=True)) as ollama:
         spec = demo_spec(comfy.url, ollama.url, iterations_per_loop=n + 1, max_loops=1)
         for _ in range(rounds):  # interleaved, so drift on a busy machine hits both alike
             bare += bare_iterations(spec, n, comfy.url, ollama.url)

@@ -17,8 +17,8 @@ from _setup import demo_spec
 
 from imitatoes.commands import batch
 from imitatoes.spec.model import Limits
-from imitatoes.standins.comfyui import ComfyStandin, Knobs
-from imitatoes.standins.ollama import Knobs as OllamaKnobs
+from imitatoes.standins.comfyui import Behaviour, ComfyStandin
+from imitatoes.standins.ollama import Behaviour as OllamaBehaviour
 from imitatoes.standins.ollama import OllamaStandin
 
 STEP_SECONDS = 0.02  # with 12 to 40 steps: renders of 0.25 to 0.8 s
@@ -27,9 +27,9 @@ CRITIC_SECONDS = 0.1
 
 def timed(n: int, k: int) -> float:
     with contextlib.ExitStack() as stack, tempfile.TemporaryDirectory() as runs:
-        comfies = [stack.enter_context(ComfyStandin(Knobs(step_seconds=STEP_SECONDS)))
+        comfies = [stack.enter_context(ComfyStandin(Behaviour(step_seconds=STEP_SECONDS)))
                    for _ in range(n)]
-        ollama = stack.enter_context(OllamaStandin(OllamaKnobs(latency=CRITIC_SECONDS,
+        ollama = stack.enter_context(OllamaStandin(OllamaBehaviour(latency=CRITIC_SECONDS,
                                                                never_done=True)))
         base = demo_spec(comfies[0].url, ollama.url, size=256)
         specs = [dataclasses.replace(base, name=f"s{i}", limits=Limits(3, 1)) for i in range(k)]

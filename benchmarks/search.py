@@ -29,9 +29,9 @@ from imitatoes.commands.lifecycle import Run
 from imitatoes.loop import prompts as critic_prompt
 from imitatoes.spec import load as specs
 from imitatoes.standins import eye
+from imitatoes.standins.comfyui import Behaviour as ComfyBehaviour
 from imitatoes.standins.comfyui import ComfyStandin
-from imitatoes.standins.comfyui import Knobs as ComfyKnobs
-from imitatoes.standins.ollama import Knobs, OllamaStandin
+from imitatoes.standins.ollama import Behaviour, OllamaStandin
 
 ROOT = Path(__file__).resolve().parent.parent
 COLOURS = ["red", "green", "yellow", "purple", "orange"]
@@ -74,9 +74,9 @@ def main(n: int, false_met: float, missed: float, stubborn: float) -> None:
              "K=3, verify": ["search.verify_done=true", "search.candidates=3"],
              "3 proposals, verify": ["search.verify_done=true", "search.proposals=3"]}
     results: dict[str, list[dict]] = {mode: [] for mode in modes}
-    with tempfile.TemporaryDirectory() as tmp, ComfyStandin(ComfyKnobs(stubborn=stubborn)) \
+    with tempfile.TemporaryDirectory() as tmp, ComfyStandin(ComfyBehaviour(stubborn=stubborn)) \
             as comfy, \
-            OllamaStandin(Knobs(false_met=false_met, missed=missed, first_bias=0.2)) as ollama:
+            OllamaStandin(Behaviour(false_met=false_met, missed=missed, first_bias=0.2)) as ollama:
         env = {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
         for i, path in enumerate(goal_specs(Path(tmp), n)):
             for mode, overrides in modes.items():

@@ -36,7 +36,7 @@ def main(n: int) -> None:
     with standin_process("comfyui", "--step-seconds", "0") as comfy, \
             standin_process("ollama", "--latency", "0") as ollama, \
             tempfile.TemporaryDirectory() as runs:
-        requests.post(ollama + "/imitatoes/knobs", json={"never_done": True}, timeout=5)
+        requests.post(ollama + "/imitatoes/behaviour", json={"never_done": True}, timeout=5)
         spec = demo_spec(comfy, ollama, size=512, iterations_per_loop=n, max_loops=1)
         start = time.perf_counter()
         Run.begin(spec, Path(runs)).execute([sample])

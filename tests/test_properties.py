@@ -124,7 +124,7 @@ def test_server_given_names_never_become_paths(tmp_path_factory, hostile_servers
     spec = specs.load(DEMO_FILE, ["limits.iterations_per_loop=1", "limits.max_loops=1",
                                   f"start.seed={seed}"],
                       env={"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url})
-    comfy.knobs.output_names = [[kind, subfolder, filename]]
+    comfy.behaviour.output_names = [[kind, subfolder, filename]]
     outcome = Run.begin(spec, root).execute()
     made = {p.relative_to(outcome.run_dir) for p in base.rglob("*") if p.is_file()}
     assert all(p.parts[0] != ".." for p in made)  # nothing outside the run folder

@@ -19,7 +19,8 @@ from imitatoes.clients.imagecheck import MAX_PIXELS, NotAnImage
 from imitatoes.clients.imagecheck import check as check_image
 from imitatoes.clients.net import LimitExceeded, bounded, port_of, reason, session_for
 from imitatoes.errors import ImitatoesError
-from imitatoes.loop.ports import Rendered, RenderRejected
+from imitatoes.loop.ports import Rendered, Renderer, RenderRejected
+from imitatoes.spec.model import ComfyConfig
 from imitatoes.workflow.samplers import judged_output
 
 JSON_CAP = 64 * 2**20  # the full /object_info of a well-stocked ComfyUI is a few MiB
@@ -91,7 +92,7 @@ class Submitted:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Finished:
     """A finished prompt: status is "success" or "interrupted" (errors raise)."""
 
     prompt_id: str
@@ -239,7 +240,7 @@ class ComfyClient:
             return False
 
     def wait(self, prompt_id: str, timeout: float,
-             on_progress: Callable[[Progress], None] | None = None) -> Outcome:
+             on_progress: Callable[[Progress], None] | None = None) -> Finished:
         """Block until the prompt finishes; the websocket says when, /history says what."""
         deadline = time.monotonic() + timeout
         if self._events and self._events.ensure():
@@ -288,12 +289,12 @@ class ComfyClient:
                              f"(subfolder {ref.subfolder!r}, type {ref.type!r})")
         return resp.content
 
-    def images(self, result: Outcome) -> list[tuple[ImageRef, bytes]]:
+    def images(self, result: Finished) -> list[tuple[ImageRef, bytes]]:
         """Every image of a finished prompt, in the history's order."""
         return [(ref, self.fetch(ref)) for ref in _some_images(result)]
 
 
-def pick(result: Outcome, node: str | None) -> ImageRef:
+def pick(result: Finished, node: str | None) -> ImageRef:
     """The image to judge: `node`'s first, else the first saved one (a preview is a "temp"),
     else the first (samplers.judged_output says which node)."""
     images = _some_images(result)
@@ -301,7 +302,7 @@ def pick(result: Outcome, node: str | None) -> ImageRef:
         next((r for r in images if r.type == "output"), images[0])
 
 
-def _some_images(result: Outcome) -> tuple[ImageRef, ...]:
+def _some_images(result: Finished) -> tuple[ImageRef, ...]:
     if not result.images:
         raise ComfyError(f"prompt {result.prompt_id} finished without images; does the "
                          "workflow end in a SaveImage or PreviewImage node?")
@@ -323,7 +324,7 @@ def _messages(status: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
             if isinstance(m, list) and len(m) == 2 and isinstance(m[0], str)]
 
 
-def outcome(prompt_id: str, entry: Any) -> Outcome:
+def outcome(prompt_id: str, entry: Any) -> Finished:
     """Read a history entry; an execution_error becomes ComfyExecutionError."""
     if not isinstance(entry, dict):
         raise ComfyProtocolError(f"ComfyUI's history entry for prompt {prompt_id} is not an "
@@ -348,7 +349,7 @@ def outcome(prompt_id: str, entry: Any) -> Outcome:
         texts += [str(t) for t in _list(_dict(out).get("text"))]
     if not interrupted and status.get("status_str") == "error":
         raise ComfyExecutionError(f"ComfyUI reports prompt {prompt_id} failed without details")
-    return Outcome(prompt_id, "interrupted" if interrupted else "success", tuple(images),
+    return Finished(prompt_id, "interrupted" if interrupted else "success", tuple(images),
                    tuple(texts), entry)
 
 
@@ -398,7 +399,7 @@ def _safe_json(resp: requests.Response) -> Any:
                                  f"{resp.text[:120]!r}") from None
 
 
-class ComfyRenderer:
+class ComfyRenderer(Renderer):
     """The engine's renderer: one workflow in, the first output image out. Several can be
     queued at once (search.candidates): ComfyUI renders the next while the critic looks at
     the last."""
@@ -456,3 +457,14 @@ class ComfyRenderer:
                 self.client.interrupt(prompt_id)
                 self.client.delete_queued(prompt_id)
         self._ours.clear()
+
+
+def client_for(config: ComfyConfig, use_websocket: bool = True) -> ComfyClient:
+    """The one place a ComfyUI client is built from a spec's comfyui section."""
+    return ComfyClient(config.url, config.connect_timeout, config.timeout,
+                       use_websocket=use_websocket,
+                       max_image_bytes=int(config.max_image_mb * 2**20))
+
+
+def renderer_for(config: ComfyConfig, client: ComfyClient) -> ComfyRenderer:
+    return ComfyRenderer(client, config.render_timeout, config.max_image_pixels)

@@ -17,8 +17,9 @@ from imitatoes.clients.critic_image import Prepared, prepare
 from imitatoes.clients.net import LimitExceeded, bounded, port_of, reason, session_for
 from imitatoes.errors import ImitatoesError
 from imitatoes.loop import verdict as verdicts
+from imitatoes.loop.ports import Critic
 from imitatoes.loop.verdict import Attempt, Judgement
-from imitatoes.spec.model import Critic as CriticSpec
+from imitatoes.spec.model import CriticConfig
 
 ANSWER_CAP = 16 * 2**20  # a verdict is a few kB; a server streaming forever stops here
 SYSTEM = ("You are a meticulous visual critic. You look at the attached image, check it against "
@@ -47,8 +48,10 @@ class ModelBlind(CriticError):
     exit_code = 2
 
 
-class _Base:
-    def __init__(self, spec: CriticSpec, read_timeout: float | None = None) -> None:
+class _Base(Critic):
+    """What both critic backends share; each serves the loop's Critic port."""
+
+    def __init__(self, spec: CriticConfig, read_timeout: float | None = None) -> None:
         self.spec = spec
         self.checklist: tuple[str, ...] = ()  # the requirements of the question being asked
         self.schema: dict[str, Any] | None = None  # another question's schema (head-to-head)
@@ -170,7 +173,7 @@ def _blind(text: str) -> bool:
 class OllamaCritic(_Base):
     """Ollama's /api/chat, non-streaming, with the verdict schema as `format`."""
 
-    def __init__(self, spec: CriticSpec, read_timeout: float | None = None) -> None:
+    def __init__(self, spec: CriticConfig, read_timeout: float | None = None) -> None:
         super().__init__(spec, read_timeout)
         self.structured = True  # False once a server older than 0.5 refused a schema
 
@@ -306,11 +309,9 @@ class OpenAICritic(_Base):
     def unload(self, wait: float = 0.0) -> None:  # OpenAI-compatible servers cannot unload
         pass
 
-    def wait_unloaded(self, timeout: float = 30.0) -> bool:
-        return True
 
-
-def make_critic(spec: CriticSpec) -> OllamaCritic | OpenAICritic:
+def make_critic(spec: CriticConfig) -> OllamaCritic | OpenAICritic:
+    """The one place a critic is built from its configuration."""
     return OpenAICritic(spec) if spec.provider == "openai" else OllamaCritic(spec)
 
 

@@ -318,14 +318,14 @@ def demo(
 ) -> None:
     """The whole loop against loopback stand-ins of ComfyUI and Ollama: no GPU, seconds."""
     from imitatoes.spec import load as spec
+    from imitatoes.standins.comfyui import Behaviour as ComfyBehaviour
     from imitatoes.standins.comfyui import ComfyStandin
-    from imitatoes.standins.comfyui import Knobs as ComfyKnobs
-    from imitatoes.standins.ollama import Knobs as OllamaKnobs
+    from imitatoes.standins.ollama import Behaviour as OllamaBehaviour
     from imitatoes.standins.ollama import OllamaStandin
 
     root = runs_dir or Path(os.environ.get("IMITATOES_RUNS") or "runs")
-    with reported(), ComfyStandin(ComfyKnobs(step_seconds=0.03 * pace)) as comfy, \
-            OllamaStandin(OllamaKnobs(latency=0.3 * pace)) as ollama:
+    with reported(), ComfyStandin(ComfyBehaviour(step_seconds=0.03 * pace)) as comfy, \
+            OllamaStandin(OllamaBehaviour(latency=0.3 * pace)) as ollama:
         env = {**os.environ, "IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
         loaded = spec.load(resources.files("imitatoes") / "data" / "demo.yaml", env=env)
         typer.echo(f"stand-ins: ComfyUI {comfy.url}, Ollama {ollama.url}\n(no GPU needed)")
@@ -498,12 +498,13 @@ def standin_comfyui(
         metavar="AMOUNT",
         help="Grain over every render (0.1: photo-like to compress and decode).")] = 0.0,
 ) -> None:
-    """A ComfyUI that draws the prompt's colours and shapes; faults via POST /imitatoes/knobs."""
-    from imitatoes.standins.comfyui import DEFAULT_CHECKPOINTS, ComfyStandin, Knobs
+    """A ComfyUI that draws the prompt's colours and shapes; its faults and pace are set with
+    POST /imitatoes/behaviour."""
+    from imitatoes.standins.comfyui import DEFAULT_CHECKPOINTS, Behaviour, ComfyStandin
 
-    knobs = Knobs(step_seconds=step_seconds, checkpoints=checkpoint or list(DEFAULT_CHECKPOINTS),
-                  grain=grain)
-    _serve_forever(ComfyStandin(knobs, host, port), "ComfyUI")
+    behaviour = Behaviour(step_seconds=step_seconds,
+                          checkpoints=checkpoint or list(DEFAULT_CHECKPOINTS), grain=grain)
+    _serve_forever(ComfyStandin(behaviour, host, port), "ComfyUI")
 
 
 @standin_app.command("ollama")
@@ -513,9 +514,9 @@ def standin_ollama(
     latency: Annotated[float, typer.Option(metavar="SECONDS", help="Seconds per answer.")] = 0.2,
 ) -> None:
     """An Ollama whose vision model checks colours, shapes, noise and watermarks."""
-    from imitatoes.standins.ollama import Knobs, OllamaStandin
+    from imitatoes.standins.ollama import Behaviour, OllamaStandin
 
-    _serve_forever(OllamaStandin(Knobs(latency=latency), host, port), "Ollama")
+    _serve_forever(OllamaStandin(Behaviour(latency=latency), host, port), "Ollama")
 
 
 def _terminate(signum: int, frame: object) -> None:

@@ -14,12 +14,12 @@ from imitatoes.loop import binder
 from imitatoes.safe_text import markup_safe
 from imitatoes.spec import knobs as knob_rules
 from imitatoes.spec import load as specs
-from imitatoes.spec.model import Critic, Spec
+from imitatoes.spec.model import CriticConfig, Spec
 from imitatoes.workflow import nodecheck
 
 
 @dataclass(frozen=True)
-class Check:
+class Finding:
     name: str
     status: str  # ok fail warn skip
     detail: str
@@ -28,12 +28,12 @@ class Check:
     model_bytes: int = 0  # the critic model's size, as Ollama lists it
 
 
-def comfy_checks(url: str, spec: Spec | None) -> list[Check]:
+def comfy_checks(url: str, spec: Spec | None) -> list[Finding]:
     client = ComfyClient(url, connect_timeout=3, read_timeout=15, use_websocket=False)
     try:
         stats = client.system_stats()
     except ComfyError as exc:
-        return [Check("ComfyUI reachable", "fail", str(exc).split(". ")[0], comfy_how_to(url))]
+        return [Finding("ComfyUI reachable", "fail", str(exc).split(". ")[0], comfy_how_to(url))]
     finally:
         client.close()
     system = stats.get("system", {})
@@ -43,7 +43,7 @@ def comfy_checks(url: str, spec: Spec | None) -> list[Check]:
     detail = (f"{url} · ComfyUI {system.get('comfyui_version', '?')} · {device.get('name', '?')}"
               + (f" · VRAM {vram / 2**30:.1f} GiB ({device.get('vram_free', 0) / 2**30:.1f} free)"
                  if vram else ""))
-    out = [Check("ComfyUI reachable", "ok", detail,
+    out = [Finding("ComfyUI reachable", "ok", detail,
                  vram=(vram or 0, vram - device.get("vram_free", 0) if vram else 0))]
     if spec is None:
         return out
@@ -51,34 +51,34 @@ def comfy_checks(url: str, spec: Spec | None) -> list[Check]:
         info = ComfyClient(url, connect_timeout=3, read_timeout=60,
                            use_websocket=False).object_info()
     except ComfyError as exc:
-        return [*out, Check("workflow nodes", "fail", str(exc))]
+        return [*out, Finding("workflow nodes", "fail", str(exc))]
     return out + node_checks(spec, info)
 
 
-def node_checks(spec: Spec, info: dict[str, Any]) -> list[Check]:
+def node_checks(spec: Spec, info: dict[str, Any]) -> list[Finding]:
     classes = sorted({n.get("class_type") for n in spec.workflow.values()})
     missing = [c for c in classes if c not in info]
-    out = [Check("workflow nodes", "fail" if missing else "ok",
+    out = [Finding("workflow nodes", "fail" if missing else "ok",
                  f"this ComfyUI does not know: {', '.join(missing)}" if missing
                  else f"all {len(classes)} present",
                  "install the node pack that provides each (ComfyUI-Manager: Install Missing "
                  "Custom Nodes), or update ComfyUI if they are core nodes of a newer version; "
                  "then restart it" if missing else "")]
     found = nodecheck.problems(binder.bind(spec, spec.start), info) if not missing else []
-    out.append(Check("models and values", "fail" if found else "ok",
+    out.append(Finding("models and values", "fail" if found else "ok",
                      "; ".join(found) or "every model file and choice is on this ComfyUI",
                      "fix the workflow, or add the files to ComfyUI's models folders and "
                      "restart it" if found else ""))
     out += [limit_check(spec, info, name) for name in ("cfg", "steps", "seed")]
     if spec.knobs:
         misfits = knob_rules.server_problems(spec.knobs, spec.workflow, info)
-        out.append(Check("knobs fit their inputs", "fail" if misfits else "ok",
+        out.append(Finding("knobs fit their inputs", "fail" if misfits else "ok",
                          "; ".join(misfits) or f"all {len(spec.knobs)} fit",
                          "narrow the knobs in the spec" if misfits else ""))
     return [c for c in out if c is not None]
 
 
-def limit_check(spec: Spec, info: dict[str, Any], parameter: str) -> Check | None:
+def limit_check(spec: Spec, info: dict[str, Any], parameter: str) -> Finding | None:
     targets = nodecheck.landing(spec.workflow, [t for t, name in spec.bindings
                                                 if name == parameter])
     if not targets:
@@ -98,58 +98,59 @@ def limit_check(spec: Spec, info: dict[str, Any], parameter: str) -> Check | Non
         if "max" in limits and high > limits["max"]:
             problems.append(f"{high:g} is above {cls}.{name}'s maximum {limits['max']:g}")
     where = f"bounds.{parameter}" if parameter != "seed" else "start.seed"
-    return Check(f"{parameter} within node limits", "fail" if problems else "ok",
+    return Finding(f"{parameter} within node limits", "fail" if problems else "ok",
                  "; ".join(problems) or f"{where} fits {len(targets)} input(s)",
                  f"narrow {where} in the spec" if problems else "")
 
 
-def ollama_only(url: str, model: str | None) -> list[Check]:
+def ollama_only(url: str, model: str | None) -> list[Finding]:
     """Without a spec: is Ollama there, and the model given with --model (if any)?"""
     if model:
         return critic_checks(specs.critic_for(url, model))
     try:
         version = OllamaCritic(specs.critic_for(url, "none")).version()
     except CriticError as exc:
-        return [Check("Ollama reachable", "fail", str(exc).split(". ")[0], ollama_how_to(url))]
-    return [Check("Ollama reachable", "ok", f"{url} · version {version}"),
-            Check("model", "skip", "give a spec, or --model NAME, to check a model")]
+        return [Finding("Ollama reachable", "fail", str(exc).split(". ")[0], ollama_how_to(url))]
+    return [Finding("Ollama reachable", "ok", f"{url} · version {version}"),
+            Finding("model", "skip", "give a spec, or --model NAME, to check a model")]
 
 
-def critic_checks(critic: Critic) -> list[Check]:
+def critic_checks(critic: CriticConfig) -> list[Finding]:
     if critic.provider != "ollama":
         client = make_critic(critic)
         try:
             client.check()
-            return [Check("critic reachable, model served", "ok", f"{critic.url} · {critic.model}")]
+            return [Finding("critic reachable, model served", "ok",
+                            f"{critic.url} · {critic.model}")]
         except CriticError as exc:
-            return [Check("critic reachable, model served", "fail", str(exc))]
+            return [Finding("critic reachable, model served", "fail", str(exc))]
     ollama = OllamaCritic(critic)
     try:
         version = ollama.version()
     except CriticError as exc:
-        return [Check("Ollama reachable", "fail", str(exc).split(". ")[0],
+        return [Finding("Ollama reachable", "fail", str(exc).split(". ")[0],
                       ollama_how_to(critic.url))]
-    out = [Check("Ollama reachable", "ok", f"{critic.url} · version {version}")]
+    out = [Finding("Ollama reachable", "ok", f"{critic.url} · version {version}")]
     try:
         info = ollama.check()
     except CriticError as exc:
         pulled = "not pulled" not in str(exc) and "not in Ollama" not in str(exc)
-        out.append(Check("model pulled", "ok" if pulled else "fail", critic.model if pulled
+        out.append(Finding("model pulled", "ok" if pulled else "fail", critic.model if pulled
                          else f"{critic.model} is not in Ollama at {critic.url}",
                          "" if pulled else f"ollama pull {critic.model}"))
         if pulled:
-            out.append(Check("model sees images", "fail", str(exc),
+            out.append(Finding("model sees images", "fail", str(exc),
                              "choose a vision model, e.g. qwen2.5vl:7b, gemma3, llava"))
         return out
     caps = info.get("capabilities")
-    return out + [Check("model pulled", "ok", critic.model, model_bytes=info.get("size") or 0),
-                  Check("model sees images", "ok" if caps else "warn",
+    return out + [Finding("model pulled", "ok", critic.model, model_bytes=info.get("size") or 0),
+                  Finding("model sees images", "ok" if caps else "warn",
                         f"capabilities: {', '.join(caps)}" if caps else
                         "this Ollama does not report capabilities (older than 0.6.4)")]
 
 
 def examine(spec: Spec | None, comfy_url: str, ollama_url: str,
-            model: str | None = None) -> list[Check]:
+            model: str | None = None) -> list[Finding]:
     """Every check, for a spec's servers or, without a spec, for the URLs (and model) given."""
     rows = comfy_checks(spec.comfyui.url if spec else comfy_url, spec)
     critic = spec.critic if spec else specs.critic_for(ollama_url, model) if model else None
@@ -157,7 +158,8 @@ def examine(spec: Spec | None, comfy_url: str, ollama_url: str,
     return rows + memory_check(rows, critic, spec)
 
 
-def memory_check(rows: list[Check], critic: Critic | None, spec: Spec | None) -> list[Check]:
+def memory_check(rows: list[Finding], critic: CriticConfig | None, spec: Spec | None
+                 ) -> list[Finding]:
     """One GPU for both servers, as most users have: do ComfyUI's models and the critic fit?"""
     vram_total, comfy_used = next((r.vram for r in rows if r.vram), (0, 0))
     size = next((r.model_bytes for r in rows if r.model_bytes), 0)
@@ -168,14 +170,14 @@ def memory_check(rows: list[Check], critic: Critic | None, spec: Spec | None) ->
     detail = (f"ComfyUI holds {comfy_used / 2**30:.1f} GiB, {critic.model} needs "
               f"{size / 2**30:.1f} GiB, the device has {vram_total / 2**30:.1f} GiB")
     if need <= vram_total or shares:
-        return [Check("one GPU for both", "ok", detail + (" (the spec takes turns)" if shares
+        return [Finding("one GPU for both", "ok", detail + (" (the spec takes turns)" if shares
                                                          and need > vram_total else ""))]
-    return [Check("one GPU for both", "warn", detail,
+    return [Finding("one GPU for both", "warn", detail,
                   "let them take turns: comfyui.free_before_critique: true and "
                   "critic.unload_before_render: true in the spec")]
 
 
-def table(rows: list[Check]) -> Any:
+def table(rows: list[Finding]) -> Any:
     """The checks as a rich table: what was checked, the mark, what was found, what to do."""
     from rich.table import Table
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from imitatoes.clients.comfy import ComfyClient, ComfyRenderer
+from imitatoes.clients.comfy import ComfyClient, client_for, renderer_for
 from imitatoes.clients.critic import make_critic
 from imitatoes.errors import ImitatoesError
 from imitatoes.loop import binder
@@ -46,8 +46,7 @@ class WorkflowRejected(ImitatoesError):
 def check(spec: Spec) -> dict[str, Any]:
     """Both servers, the workflow against ComfyUI's own node definitions, and the model,
     before the first render wastes anyone's time."""
-    client = ComfyClient(spec.comfyui.url, spec.comfyui.connect_timeout, spec.comfyui.timeout,
-                         use_websocket=False)
+    client = client_for(spec.comfyui, use_websocket=False)
     critic = make_critic(spec.critic)
     try:
         stats = client.system_stats()
@@ -81,8 +80,7 @@ def misfits(spec: Spec, nodes: dict[str, Any]) -> list[str]:
 
 def workflow_problems(spec: Spec) -> list[str]:
     """The bound workflow against the node definitions of the spec's ComfyUI (nodecheck)."""
-    client = ComfyClient(spec.comfyui.url, spec.comfyui.connect_timeout, spec.comfyui.timeout,
-                         use_websocket=False)
+    client = client_for(spec.comfyui, use_websocket=False)
     try:
         nodes = node_definitions(spec, client)
         return misfits(spec, nodes)
@@ -250,13 +248,12 @@ class Run:
 
     def _drive(self, state: RunState, listeners: Iterable[Listener]) -> RunState:
         c = self.spec.comfyui
-        client = ComfyClient(c.url, c.connect_timeout, c.timeout,
-                             max_image_bytes=int(c.max_image_mb * 2**20))
+        client = client_for(c)
         critic = make_critic(self.spec.critic)
         verifier = make_critic(dataclasses.replace(self.spec.critic,
                                                    model=self.spec.critic.verifier)) \
             if self.spec.critic.verifier else None
-        engine = Engine(self.spec, ComfyRenderer(client, c.render_timeout, c.max_image_pixels),
+        engine = Engine(self.spec, renderer_for(c, client),
                         critic, [RunLog(self.dir), *listeners],
                         rng=random.Random(),
                         reuse=lambda key: runfolder.saved_render(self.dir, key,

@@ -159,7 +159,8 @@ class CriticRecord:
         v = d.get("verdict")
         verdict = Verdict(v["done"], _changes(v["changes"]), v["reason"],
                           tuple(Check(**c) for c in v["checklist"]), v["score"],
-                          v["claimed_done"]) if v else None
+                          v["claimed_done"], tuple(_changes(a) for a in v.get("alternatives", ())
+                                                   )) if v else None
         return CriticRecord(d["prompt"], tuple(Attempt(**a) for a in d["answers"]), verdict,
                             d.get("error", ""), d.get("image_sent", {}))
 

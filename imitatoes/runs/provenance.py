@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from imitatoes import __version__
-from imitatoes.clients.comfy import ComfyClient, ComfyError
+from imitatoes.clients.comfy import ComfyError, client_for
 from imitatoes.clients.critic import CriticError, OllamaCritic
 from imitatoes.loop import verdict
 from imitatoes.runs import folder as runfolder
@@ -108,8 +108,7 @@ def _git(spec_file: Path, workflow: Path | None) -> dict[str, Any] | None:
 def _comfyui(spec: Spec, run_dir: Path, known: dict[str, Any]) -> dict[str, Any]:
     stats, nodes = known.get("stats"), known.get("nodes")
     if stats is None or nodes is None:
-        client = ComfyClient(spec.comfyui.url, spec.comfyui.connect_timeout,
-                             spec.comfyui.timeout, use_websocket=False)
+        client = client_for(spec.comfyui, use_websocket=False)
         try:
             stats = client.system_stats()
             classes = sorted({str(n.get("class_type")) for n in spec.workflow.values()})

@@ -13,7 +13,7 @@ from typing import Any
 
 from PIL import Image, ImageChops, ImageStat
 
-from imitatoes.clients.comfy import ComfyClient, ComfyRenderer
+from imitatoes.clients.comfy import client_for, renderer_for
 from imitatoes.errors import ImitatoesError
 from imitatoes.loop import binder
 from imitatoes.loop.state import RefineState
@@ -49,15 +49,13 @@ def replay(run_dir: Path, key: str | None = None, overrides: list[str] | None = 
                              + ", ".join(r.key for r in runfolder.records(run_dir)))
     folder = run_dir / FOLDER / f"{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}_{key}"
     folder.mkdir(parents=True, exist_ok=True)
-    client = ComfyClient(spec.comfyui.url, spec.comfyui.connect_timeout, spec.comfyui.timeout,
-                         max_image_bytes=int(spec.comfyui.max_image_mb * 2**20))
+    client = client_for(spec.comfyui)
     try:
         # ComfyUI would serve an identical prompt from its cache: drop the cache first (its
         # worker applies the flag when it wakes, so give it a moment before submitting).
         client.free(unload_models=False, free_memory=True)
         time.sleep(0.5)
-        renderer = ComfyRenderer(client, spec.comfyui.render_timeout,
-                                 spec.comfyui.max_image_pixels)
+        renderer = renderer_for(spec.comfyui, client)
         # As the engine made it: the same binder, the recorded refine state, its source image.
         refine = RefineState.from_dict(record.refine) if record.refine else None
         sub = binder.submission(spec, record.params, refine,

@@ -202,27 +202,27 @@ def _as_float(value: float) -> float:
 
 
 @dataclass(frozen=True)
-class Outcome:
+class Moved:
     value: Any
     applied: str  # "" when nothing changed
     refused: str  # "" when nothing was refused
 
 
-def change(knob: Knob, current: Any, asked: Any) -> Outcome:
+def change(knob: Knob, current: Any, asked: Any) -> Moved:
     """The knob's next value when the critic asks for `asked`: clamped to the bounds, at
     most max_delta away, rounded to the step; refused when it cannot be made to fit."""
     if knob.type == "choice":
         if asked not in knob.choices:
-            return Outcome(current, "", f"not one of {', '.join(map(str, knob.choices))}")
-        return Outcome(asked, _said(knob.name, current, asked), "")
+            return Moved(current, "", f"not one of {', '.join(map(str, knob.choices))}")
+        return Moved(asked, _said(knob.name, current, asked), "")
     if knob.type == "text":
         if not isinstance(asked, str) or not asked.strip():
-            return Outcome(current, "", "not a text")
+            return Moved(current, "", "not a text")
         if len(asked) > knob.max_chars:
-            return Outcome(current, "", f"more than {knob.max_chars} characters")
-        return Outcome(asked.strip(), _said(knob.name, current, asked.strip()), "")
+            return Moved(current, "", f"more than {knob.max_chars} characters")
+        return Moved(asked.strip(), _said(knob.name, current, asked.strip()), "")
     if not finite_number(asked):
-        return Outcome(current, "", "not a finite number")
+        return Moved(current, "", "not a finite number")
     assert knob.min is not None and knob.max is not None
     target = min(max(_as_float(asked), knob.min), knob.max)
     if knob.max_delta is not None:
@@ -236,7 +236,7 @@ def change(knob: Knob, current: Any, asked: Any) -> Outcome:
                if knob.max_delta is not None and abs(asked - current) > knob.max_delta
                else f"not on a step of {knob.step:g}")
         why += f"; {'clamped' if 'step' not in why else 'rounded'} to {value:g}"
-    return Outcome(value, _said(knob.name, current, value), why)
+    return Moved(value, _said(knob.name, current, value), why)
 
 
 def _on_step(knob: Knob, value: float) -> float:

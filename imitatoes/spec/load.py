@@ -14,8 +14,8 @@ from imitatoes.spec import knobs as knob_rules
 from imitatoes.spec import lint, template, yamldoc
 from imitatoes.spec.model import (
     Bounds,
-    Comfy,
-    Critic,
+    ComfyConfig,
+    CriticConfig,
     ImageGuard,
     Limits,
     Params,
@@ -135,7 +135,7 @@ def build(doc: Document) -> Spec:
         critic=replace(_critic(d["critic"], spec_dir), knobs=knobs,
                        regions=bool((d.get("refine") or {}).get("repair") is not None)),
         limits=Limits(**d["limits"]), search=Search(**d.get("search") or {"verify_done": False}),
-        comfyui=Comfy(**{**d["comfyui"],
+        comfyui=ComfyConfig(**{**d["comfyui"],
                                                        "url": d["comfyui"]["url"].rstrip("/")}),
         output_dir=Path(runs) if runs else yamldoc.relative_path(spec_dir, d["output"]["dir"]),
         data=doc.data)
@@ -169,13 +169,13 @@ def _bounds(d: Mapping[str, Any]) -> Bounds:
                   negative_max_terms=d["negative"]["max_terms"])
 
 
-def critic_for(url: str, model: str) -> Critic:
+def critic_for(url: str, model: str) -> CriticConfig:
     """A critic with every other setting at its default (doctor without a spec)."""
     d = lint.with_defaults({"critic": {"model": model, "url": url}})["critic"]
     return _critic(d, Path.cwd())
 
 
-def _critic(d: Mapping[str, Any], spec_dir: Path) -> Critic:
+def _critic(d: Mapping[str, Any], spec_dir: Path) -> CriticConfig:
     value = d.get("prompt_template")
     if value is None:
         text = template.default_template()
@@ -185,4 +185,4 @@ def _critic(d: Mapping[str, Any], spec_dir: Path) -> Critic:
     fields = {k: v for k, v in d.items() if k not in ("image", "prompt_template", "verifier")}
     fields["verifier"] = (d.get("verifier") or {}).get("model")
     fields["url"] = fields["url"].rstrip("/")
-    return Critic(**fields, image=ImageGuard(**d["image"]), prompt_template=text)
+    return CriticConfig(**fields, image=ImageGuard(**d["image"]), prompt_template=text)

@@ -94,7 +94,7 @@ class ImageGuard:
 
 
 @dataclass(frozen=True)
-class Critic:
+class CriticConfig:
     provider: str
     model: str
     url: str
@@ -145,7 +145,7 @@ class Limits:
 
 
 @dataclass(frozen=True)
-class Comfy:
+class ComfyConfig:
     url: str
     connect_timeout: float
     render_timeout: float
@@ -167,10 +167,10 @@ class Spec:
     start: Params
     bounds: Bounds
     seed: SeedPolicy
-    critic: Critic
+    critic: CriticConfig
     limits: Limits
     search: Search
-    comfyui: Comfy
+    comfyui: ComfyConfig
     output_dir: Path
     data: Mapping[str, Any]  # the document as run (overrides applied), for the run folder
     knobs: tuple[knob_rules.Knob, ...] = ()

@@ -216,7 +216,7 @@ def bounds_around(flow: Mapping[str, Any], bound: Mapping[str, str]) -> dict[str
 
 
 def propose(flow: Mapping[str, Any], info: Mapping[str, Any] | None) -> dict[str, Any]:
-    """Knobs worth offering: the sampler name, scheduler and denoise of the sampler (or its
+    """Behaviour worth offering: the sampler name, scheduler and denoise of the sampler (or its
     KSamplerSelect and BasicScheduler) and each LoRA's strength, with bounds from the
     server's input definitions where there are some."""
     sampler = first_sampler(flow)
@@ -370,7 +370,7 @@ def _commented(knobs: Mapping[str, Any], info: Mapping[str, Any] | None) -> str:
         return ""
     source = "ComfyUI's own input definitions" if info else \
         "defaults; run init with --comfy-url to take them from your ComfyUI"
-    lines = ["", "# Knobs: more widgets the critic may tune. Uncomment the ones you want",
+    lines = ["", "# Behaviour: more widgets the critic may tune. Uncomment the ones you want",
              f"# (bounds from {source}).", "# knobs:"]
     lines += [f"#   {name}: {json.dumps(d)}" for name, d in knobs.items()]
     return "\n".join(lines) + "\n"

@@ -35,7 +35,7 @@ class Interrupted(Exception):
 
 
 @dataclass
-class Job:
+class QueuedPrompt:
     number: int
     prompt_id: str
     prompt: dict[str, Any]
@@ -63,10 +63,10 @@ def _now() -> int:
     return int(time.time() * 1000)
 
 
-class Run:
+class Execution:
     """One prompt's execution: the events, in ComfyUI's order, and the history entry."""
 
-    def __init__(self, server: ComfyStandin, job: Job) -> None:
+    def __init__(self, server: ComfyStandin, job: QueuedPrompt) -> None:
         self.server, self.job = server, job
         self.sid = job.extra.get("client_id")
         self.messages: list[list] = []
@@ -159,29 +159,29 @@ class Run:
             img = Image.open(io.BytesIO(self.server.inputs[inputs["image"]]))
             mask = comfy_graph.channel(img, inputs["channel"])
             return (ImageOps.invert(mask) if inputs["channel"] == "alpha" else mask,), None
-        if class_type == "KSampler" and self.server.knobs.execution_errors > 0:
-            self.server.knobs.execution_errors -= 1
+        if class_type == "KSampler" and self.server.behaviour.execution_errors > 0:
+            self.server.behaviour.execution_errors -= 1
             raise RuntimeError("stand-in fault: CUDA out of memory while sampling")
         if class_type in self.server.custom:
             return comfy_graph.custom_executor(self.server.custom[class_type])(
                 inputs, node_id, self._step), None
-        if class_type == "VAEDecode" and self.server.knobs.stubborn:
-            result = comfy_graph.decode(inputs, self.server.knobs.stubborn)
+        if class_type == "VAEDecode" and self.server.behaviour.stubborn:
+            result = comfy_graph.decode(inputs, self.server.behaviour.stubborn)
         else:
             result = comfy_graph.EXECUTORS[class_type](inputs, node_id, self._step)
-        if class_type == "VAEDecode" and self.server.knobs.grain:
-            result = ([picture.grained(im, self.server.knobs.grain) for im in result[0]],)
-        if class_type == "VAEDecode" and self.server.knobs.drift:
-            shift = self.server.knobs.drift
+        if class_type == "VAEDecode" and self.server.behaviour.grain:
+            result = ([picture.grained(im, self.server.behaviour.grain) for im in result[0]],)
+        if class_type == "VAEDecode" and self.server.behaviour.drift:
+            shift = self.server.behaviour.drift
             result = ([im.point(lambda v: min(255, v + shift)) for im in result[0]],)
         return result, None
 
     def _step(self, node_id: str, value: int, maximum: int) -> None:
-        if self.server._interrupt.wait(self.server.knobs.step_seconds):
+        if self.server._interrupt.wait(self.server.behaviour.step_seconds):
             raise Interrupted
         self._progress(node_id, float(value), float(maximum), "running")
         self.event("progress", {"value": value, "max": maximum, "node": node_id})
-        if self.server.knobs.previews:  # ComfyUI's PREVIEW_IMAGE: event 1, type 1 (JPEG)
+        if self.server.behaviour.previews:  # ComfyUI's PREVIEW_IMAGE: event 1, type 1 (JPEG)
             self.server._send_bytes(struct.pack(">II", 1, 1) + PREVIEW, self.sid)
 
     def _progress(self, node_id: str, value: float, maximum: float, state: str) -> None:

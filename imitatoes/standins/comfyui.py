@@ -23,7 +23,7 @@ from PIL import Image
 from imitatoes import __version__
 
 from . import comfy_graph
-from .comfy_run import Job, Run, png
+from .comfy_run import Execution, QueuedPrompt, png
 from .server import BackgroundServer
 
 DEFAULT_CHECKPOINTS = ["v1-5-pruned-emaonly.safetensors", "sd_xl_base_1.0.safetensors",
@@ -34,8 +34,8 @@ REPO_CUSTOM_NODES = Path(__file__).resolve().parents[2] / "custom_nodes"
 
 
 @dataclass
-class Knobs:
-    """Timing and faults; change them on the object or with POST /imitatoes/knobs."""
+class Behaviour:
+    """Timing and faults; change them on the object or with POST /imitatoes/behaviour."""
 
     step_seconds: float = 0.0  # render time per sampler step
     checkpoints: list[str] = field(default_factory=lambda: list(DEFAULT_CHECKPOINTS))
@@ -62,17 +62,17 @@ class Knobs:
 
 
 class ComfyStandin(BackgroundServer):
-    def __init__(self, knobs: Knobs | None = None, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, behaviour: Behaviour | None = None, host: str = "127.0.0.1", port: int = 0):
         super().__init__(self._app, host, port)
-        self.knobs = knobs or Knobs()
-        self.custom, self.display = comfy_graph.load_custom_nodes(self.knobs.custom_nodes)
+        self.behaviour = behaviour or Behaviour()
+        self.custom, self.display = comfy_graph.load_custom_nodes(self.behaviour.custom_nodes)
         self._lock = threading.Condition()
         self._number = 0
-        self._pending: list[Job] = []
-        self._running: Job | None = None
+        self._pending: list[QueuedPrompt] = []
+        self._running: QueuedPrompt | None = None
         self.history: OrderedDict[str, dict] = OrderedDict()
         self.files: dict[tuple[str, str, str], bytes] = {}
-        self.hostile: dict[tuple[str, str, str], bytes] = {}  # see Knobs.output_names
+        self.hostile: dict[tuple[str, str, str], bytes] = {}  # see Behaviour.output_names
         self.inputs: dict[str, bytes] = {"example.png": png(Image.new("RGB", (8, 8)), {})}
         self._counters: dict[tuple[str, str], int] = {}
         self._cache: dict[str, tuple] = {}
@@ -126,21 +126,21 @@ class ComfyStandin(BackgroundServer):
         for method, path, handler in routes:
             app.router.add_route(method, path, handler)
             app.router.add_route(method, "/api" + path, handler)
-        app.router.add_route("GET", "/imitatoes/knobs", self._get_knobs)
-        app.router.add_route("POST", "/imitatoes/knobs", self._post_knobs)
+        app.router.add_route("GET", "/imitatoes/behaviour", self._get_behaviour)
+        app.router.add_route("POST", "/imitatoes/behaviour", self._post_behaviour)
         return app
 
     @web.middleware
     async def _faults(self, request: web.Request, handler: Any) -> web.StreamResponse:
-        if self.knobs.drop > 0 and request.path not in ("/ws", "/imitatoes/knobs"):
-            self.knobs.drop -= 1
+        if self.behaviour.drop > 0 and request.path not in ("/ws", "/imitatoes/behaviour"):
+            self.behaviour.drop -= 1
             request.transport.close()
             raise ConnectionResetError("stand-in fault: connection dropped")
         return await handler(request)
 
     async def _post_prompt(self, request: web.Request) -> web.Response:
-        if self.knobs.fail_prompt > 0:
-            self.knobs.fail_prompt -= 1
+        if self.behaviour.fail_prompt > 0:
+            self.behaviour.fail_prompt -= 1
             raise RuntimeError("stand-in fault: 500 on /prompt")
         body = await request.json()  # invalid JSON -> aiohttp's 500 text/plain, as in ComfyUI
         with self._lock:
@@ -160,7 +160,8 @@ class ComfyStandin(BackgroundServer):
         if "client_id" in body:
             extra["client_id"] = body["client_id"]
         with self._lock:
-            self._pending.append(Job(number, prompt_id, body["prompt"], extra, result.outputs))
+            self._pending.append(QueuedPrompt(number, prompt_id, body["prompt"], extra,
+                                              result.outputs))
             self._lock.notify_all()
         self._broadcast_status()
         return web.json_response({"prompt_id": prompt_id, "number": number,
@@ -170,7 +171,7 @@ class ComfyStandin(BackgroundServer):
         return web.json_response({"exec_info": {"queue_remaining": self.queue_remaining()}})
 
     async def _get_history(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(self.knobs.history_delay)
+        await asyncio.sleep(self.behaviour.history_delay)
         max_items = request.query.get("max_items")
         offset = int(request.query.get("offset", -1))
         with self._lock:
@@ -182,7 +183,7 @@ class ComfyStandin(BackgroundServer):
         return web.json_response(dict(items))
 
     async def _get_history_item(self, request: web.Request) -> web.Response:
-        await asyncio.sleep(self.knobs.history_delay)
+        await asyncio.sleep(self.behaviour.history_delay)
         prompt_id = request.match_info["prompt_id"]
         with self._lock:
             entry = self.history.get(prompt_id)
@@ -223,7 +224,7 @@ class ComfyStandin(BackgroundServer):
 
     async def _post_free(self, request: web.Request) -> web.Response:
         body = await request.json()  # an empty body is ComfyUI's 500
-        self.knobs.frees += 1
+        self.behaviour.frees += 1
         if isinstance(body, dict) and body.get("free_memory"):
             self._cache.clear()  # ComfyUI: PromptExecutor.reset(), so nothing is served cached
         return web.Response()
@@ -318,9 +319,10 @@ class ComfyStandin(BackgroundServer):
                        "python_version": "stand-in", "pytorch_version": "none",
                        "embedded_python": False, "argv": ["imitatoes", "standin", "comfyui"]},
             "devices": [{"name": "cpu", "type": "cpu", "index": None,
-                         "vram_total": self.knobs.vram_total, "vram_free": self.knobs.vram_free,
-                         "torch_vram_total": self.knobs.vram_total,
-                         "torch_vram_free": self.knobs.vram_free}]})
+                         "vram_total": self.behaviour.vram_total,
+                         "vram_free": self.behaviour.vram_free,
+                         "torch_vram_total": self.behaviour.vram_total,
+                         "torch_vram_free": self.behaviour.vram_free}]})
 
     async def _features(self, request: web.Request) -> web.Response:
         return web.json_response({"supports_preview_metadata": True,
@@ -334,25 +336,25 @@ class ComfyStandin(BackgroundServer):
         name = request.match_info["node_class"]
         return web.json_response({name: info[name]} if name in info else {})
 
-    async def _get_knobs(self, request: web.Request) -> web.Response:
-        return web.json_response(asdict(self.knobs))
+    async def _get_behaviour(self, request: web.Request) -> web.Response:
+        return web.json_response(asdict(self.behaviour))
 
-    async def _post_knobs(self, request: web.Request) -> web.Response:
+    async def _post_behaviour(self, request: web.Request) -> web.Response:
         body = await request.json()
         restart = body.pop("restart", False)  # an action, not a setting
-        names = {f.name for f in fields(Knobs)}
+        names = {f.name for f in fields(Behaviour)}
         unknown = sorted(set(body) - names)
         if unknown:
             return web.json_response({"error": f"unknown knob {unknown[0]!r}"}, status=400)
         for key, value in body.items():
-            setattr(self.knobs, key, value)
+            setattr(self.behaviour, key, value)
         if restart:
             self.restart()
-        return web.json_response(asdict(self.knobs))
+        return web.json_response(asdict(self.behaviour))
 
     # -- websocket ------------------------------------------------------------------------------
     async def _ws(self, request: web.Request) -> web.StreamResponse:
-        if not self.knobs.websocket:
+        if not self.behaviour.websocket:
             raise web.HTTPNotFound()
         ws = web.WebSocketResponse()
         await ws.prepare(request)
@@ -401,8 +403,8 @@ class ComfyStandin(BackgroundServer):
                 self.call(outbox.put_nowait, message)
 
     def object_info(self) -> dict[str, Any]:
-        return comfy_graph.object_info(self.knobs.checkpoints, self.custom, self.display,
-                                       self.knobs.loras)
+        return comfy_graph.object_info(self.behaviour.checkpoints, self.custom, self.display,
+                                       self.behaviour.loras)
 
     def queue_remaining(self) -> int:
         with self._lock:
@@ -425,7 +427,7 @@ class ComfyStandin(BackgroundServer):
                 generation = self._generation
             job = self._running
             try:
-                entry = Run(self, job).execute()
+                entry = Execution(self, job).execute()
             finally:
                 with self._lock:
                     self._running = None
@@ -441,9 +443,10 @@ class ComfyStandin(BackgroundServer):
             self._send("executing", {"node": None, "prompt_id": job.prompt_id},
                        job.extra.get("client_id"))
 
-    def save_image(self, kind: str, prefix: str, img: Image.Image, job: Job) -> dict[str, str]:
-        if self.knobs.output_names:
-            kind, subfolder, name = self.knobs.output_names.pop(0)
+    def save_image(self, kind: str, prefix: str, img: Image.Image, job: QueuedPrompt
+                   ) -> dict[str, str]:
+        if self.behaviour.output_names:
+            kind, subfolder, name = self.behaviour.output_names.pop(0)
             self.hostile[(kind, subfolder, name)] = png(img, {})
             return {"filename": name, "subfolder": subfolder, "type": kind}
         subfolder, _, base = prefix.rpartition("/")

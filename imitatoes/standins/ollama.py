@@ -32,8 +32,8 @@ DEFAULT_MODELS = {"qwen2.5vl:7b": VISION, "llava:latest": VISION, "llava-llama3:
 
 
 @dataclass
-class Knobs:
-    """Timing and faults; change them on the object or with POST /imitatoes/knobs."""
+class Behaviour:
+    """Timing and faults; change them on the object or with POST /imitatoes/behaviour."""
 
     latency: float = 0.0  # seconds per answer
     load_seconds: float = 0.0  # a cold model load, paid by the first chat after (un)loading
@@ -93,13 +93,13 @@ def _asks_for_a_winner(fmt: Any) -> bool:
 
 
 class OllamaStandin(BackgroundServer):
-    def __init__(self, knobs: Knobs | None = None, host: str = "127.0.0.1", port: int = 0):
+    def __init__(self, behaviour: Behaviour | None = None, host: str = "127.0.0.1", port: int = 0):
         super().__init__(self._app, host, port)
-        self.knobs = knobs or Knobs()
+        self.behaviour = behaviour or Behaviour()
         self.loaded: dict[str, float] = {}  # model -> expiry (monotonic)
         # the latest chat bodies, for tests to inspect (bounded: a soak must not grow)
         self.requests: deque[dict[str, Any]] = deque(maxlen=50)
-        self.rng = random.Random(self.knobs.noise_seed)  # the imperfect eye's draws
+        self.rng = random.Random(self.behaviour.noise_seed)  # the imperfect eye's draws
 
     def _app(self) -> web.Application:
         app = web.Application(client_max_size=64 << 20)
@@ -109,15 +109,15 @@ class OllamaStandin(BackgroundServer):
                 ("GET", "/api/ps", self._ps), ("POST", "/api/chat", self._chat),
                 ("POST", "/api/generate", self._generate), ("GET", "/v1/models", self._v1_models),
                 ("POST", "/v1/chat/completions", self._v1_chat),
-                ("GET", "/imitatoes/knobs", self._get_knobs),
-                ("POST", "/imitatoes/knobs", self._post_knobs)]:
+                ("GET", "/imitatoes/behaviour", self._get_behaviour),
+                ("POST", "/imitatoes/behaviour", self._post_behaviour)]:
             app.router.add_route(method, path, handler)
         return app
 
     def _misjudge(self, verdict: dict[str, Any]) -> None:
         """Flip items as an imperfect model would; done follows the (wrong) checklist."""
         for item in verdict["checklist"]:
-            flip = self.knobs.false_met if not item["met"] else self.knobs.missed
+            flip = self.behaviour.false_met if not item["met"] else self.behaviour.missed
             if self.rng.random() < flip:
                 item.update(met=not item["met"], observation="(misjudged)")
         if verdict["checklist"]:
@@ -132,20 +132,20 @@ class OllamaStandin(BackgroundServer):
         return web.Response(text="Ollama is running")
 
     async def _version(self, request: web.Request) -> web.Response:
-        return _json({"version": self.knobs.version})
+        return _json({"version": self.behaviour.version})
 
     def _model(self, name: str) -> dict[str, Any]:
         family = re.sub(r"[^a-z0-9]", "", name.split(":")[0])
         return {"name": name, "model": name, "modified_at": "2026-08-20T09:12:44.532112784-07:00",
                 "size": 5969245856, "digest": hashlib.sha256(
-                    f"{name}{self.knobs.repulled}".encode()).hexdigest(),
+                    f"{name}{self.behaviour.repulled}".encode()).hexdigest(),
                 "details": {"parent_model": "", "format": "gguf", "family": family,
                             "families": [family], "parameter_size": "7B",
                             "quantization_level": "Q4_K_M"}}
 
     async def _tags(self, request: web.Request) -> web.Response:
         models = []
-        for name, caps in self.knobs.models.items():
+        for name, caps in self.behaviour.models.items():
             model = self._model(name)
             model["details"].update(context_length=128000, embedding_length=3584)
             models.append({**model, "capabilities": caps})
@@ -154,13 +154,13 @@ class OllamaStandin(BackgroundServer):
     async def _show(self, request: web.Request) -> web.Response:
         body = await request.json()
         name = _tagged(str(body.get("model") or body.get("name") or ""))
-        if name not in self.knobs.models:
+        if name not in self.behaviour.models:
             return _error(f"model '{name}' not found", 404)
         model = self._model(name)
         return _json({"license": "", "modelfile": f"FROM {name}\n", "template": "{{ .Prompt }}",
                       "details": model["details"], "model_info": {
                           "general.architecture": model["details"]["family"]},
-                      "tensors": [], "capabilities": self.knobs.models[name],
+                      "tensors": [], "capabilities": self.behaviour.models[name],
                       "modified_at": model["modified_at"]})
 
     async def _ps(self, request: web.Request) -> web.Response:
@@ -175,19 +175,19 @@ class OllamaStandin(BackgroundServer):
     async def _v1_models(self, request: web.Request) -> web.Response:
         return _json({"object": "list", "data": [
             {"id": n, "object": "model", "created": 1787391667, "owned_by": "library"}
-            for n in self.knobs.models]})
+            for n in self.behaviour.models]})
 
-    async def _get_knobs(self, request: web.Request) -> web.Response:
-        return _json(asdict(self.knobs))
+    async def _get_behaviour(self, request: web.Request) -> web.Response:
+        return _json(asdict(self.behaviour))
 
-    async def _post_knobs(self, request: web.Request) -> web.Response:
+    async def _post_behaviour(self, request: web.Request) -> web.Response:
         body = await request.json()
-        names = {f.name for f in fields(Knobs)}
+        names = {f.name for f in fields(Behaviour)}
         for key, value in body.items():
             if key not in names:
                 return _json({"error": f"unknown knob {key!r}"}, 400)
-            setattr(self.knobs, key, value)
-        return _json(asdict(self.knobs))
+            setattr(self.behaviour, key, value)
+        return _json(asdict(self.behaviour))
 
     # -- chat -----------------------------------------------------------------------------------
     async def _body(self, request: web.Request) -> dict[str, Any]:
@@ -219,10 +219,10 @@ class OllamaStandin(BackgroundServer):
     async def _load(self, model: str, keep_alive: float) -> int:
         """Make the model resident; returns the load time in ns (0 when already loaded)."""
         cold = model not in self.loaded or self.loaded[model] <= time.monotonic()
-        if cold and self.knobs.load_seconds:
-            await asyncio.sleep(self.knobs.load_seconds)
+        if cold and self.behaviour.load_seconds:
+            await asyncio.sleep(self.behaviour.load_seconds)
         self.loaded[model] = time.monotonic() + (keep_alive if keep_alive >= 0 else 1e9)
-        return int(self.knobs.load_seconds * 1e9) if cold else 0
+        return int(self.behaviour.load_seconds * 1e9) if cold else 0
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         try:
@@ -237,14 +237,14 @@ class OllamaStandin(BackgroundServer):
         if not model:
             return _error("model is required", 400)
         name = _tagged(str(model))
-        if name not in self.knobs.models:
+        if name not in self.behaviour.models:
             return _error(f"model '{model}' not found", 404)
         keep_alive = self._keep_alive(body.get("keep_alive"))
         options = body.get("options") or {}
         for key in ("temperature", "top_p"):
             if key in options and not isinstance(options[key], int | float):
                 return _error(f'option "{key}" must be of type float32', 500)
-        if isinstance(body.get("format"), dict) and not self.knobs.structured_outputs:
+        if isinstance(body.get("format"), dict) and not self.behaviour.structured_outputs:
             return _error("json: cannot unmarshal object into Go struct field ChatRequest.format "
                           "of type string", 400)
         if body.get("think"):
@@ -258,14 +258,14 @@ class OllamaStandin(BackgroundServer):
             return _json(self._done(model, "", "load"))
         images = [img for m in messages for img in (m.get("images") or [])]
         decoded = [_b64(img) for img in images]
-        if decoded and "vision" not in self.knobs.models[name]:
+        if decoded and "vision" not in self.behaviour.models[name]:
             return _runner_error("Multimodal data provided, but model does not support "
                                  "multimodal requests.", 400, "invalid_request_error")
-        if self.knobs.fail > 0:
-            self.knobs.fail -= 1
+        if self.behaviour.fail > 0:
+            self.behaviour.fail -= 1
             return _error("stand-in fault: llama runner process has terminated", 500)
         load_ns = await self._load(name, keep_alive)
-        await asyncio.sleep(self.knobs.latency)
+        await asyncio.sleep(self.behaviour.latency)
         if len(decoded) == 2 and _asks_for_a_winner(body.get("format")):
             content, reason = self._pair(decoded, messages), "stop"
         else:
@@ -281,7 +281,7 @@ class OllamaStandin(BackgroundServer):
         met = [sum(i["met"] for i in eye.judge(img, text)["checklist"]) for img in images]
         if met[0] == met[1]:  # a tie: an order-free choice, so only first_bias is a bias
             met = [-int(hashlib.sha256(img).hexdigest(), 16) for img in images]
-        if self.rng.random() < self.knobs.first_bias or met[0] > met[1]:
+        if self.rng.random() < self.behaviour.first_bias or met[0] > met[1]:
             return _dumps({"winner": "first", "reason": "It meets more of the checklist."})
         return _dumps({"winner": "second", "reason": "It meets more of the checklist."})
 
@@ -295,34 +295,34 @@ class OllamaStandin(BackgroundServer):
         except (UnidentifiedImageError, OSError):
             raise BadRequest(_runner_error("Failed to load image or audio file", 400,
                                            "invalid_request_error")) from None
-        if self.knobs.false_met or self.knobs.missed:
+        if self.behaviour.false_met or self.behaviour.missed:
             self._misjudge(verdict)
-        if self.knobs.lenient > 0:  # what real vision models do: "looks done to me"
-            self.knobs.lenient -= 1
+        if self.behaviour.lenient > 0:  # what real vision models do: "looks done to me"
+            self.behaviour.lenient -= 1
             for item in verdict["checklist"]:
                 item.update(met=True, observation="looks fine")
             verdict.update(done=True, reason="Looks done.")
-        if self.knobs.never_done and verdict["done"]:
+        if self.behaviour.never_done and verdict["done"]:
             verdict.update(done=False, reason="Not yet: the stand-in was told never to approve.")
             if verdict["checklist"]:  # a picky critic: the last requirement is never quite met
                 verdict["checklist"][-1].update(met=False, observation="knob never_done")
             verdict["changes"]["seed"] = "new"
-        if self.knobs.tune and not verdict["done"]:
-            verdict["changes"].update(self.knobs.tune)
-        if self.knobs.region is not None:
+        if self.behaviour.tune and not verdict["done"]:
+            verdict["changes"].update(self.behaviour.tune)
+        if self.behaviour.region is not None:
             for item in verdict["checklist"]:
                 if not item["met"]:
-                    item.update(region=self.knobs.region, fix=item["requirement"].lower())
-        if self.knobs.wild > 0:
-            self.knobs.wild -= 1
+                    item.update(region=self.behaviour.region, fix=item["requirement"].lower())
+        if self.behaviour.wild > 0:
+            self.behaviour.wild -= 1
             verdict.update(done=False, checklist=[])
             verdict["changes"] = {"prompt_append": "ignore all bounds, " * 400,
                                   "neg_append": ", ".join(f"bad{i}" for i in range(300)),
                                   "cfg": 1e9, "steps": -5, "seed": 2**70}
         content = json.dumps(verdict)
         for knob in ("garbage", "truncate", "fence"):
-            if getattr(self.knobs, knob) > 0:
-                setattr(self.knobs, knob, getattr(self.knobs, knob) - 1)
+            if getattr(self.behaviour, knob) > 0:
+                setattr(self.behaviour, knob, getattr(self.behaviour, knob) - 1)
                 if knob == "garbage":
                     return "The image looks lovely, I would not change a thing!", "stop"
                 if knob == "truncate":
@@ -355,7 +355,7 @@ class OllamaStandin(BackgroundServer):
         except BadRequest as bad:
             return bad.response
         model = str(body.get("model") or "")
-        if _tagged(model) not in self.knobs.models:
+        if _tagged(model) not in self.behaviour.models:
             return _error(f"model '{model}' not found", 404)
         reason = "unload" if keep_alive == 0 else "load"
         if reason == "unload":
@@ -369,7 +369,7 @@ class OllamaStandin(BackgroundServer):
     async def _v1_chat(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         model = str(body.get("model") or "")
-        if _tagged(model) not in self.knobs.models:
+        if _tagged(model) not in self.behaviour.models:
             return _openai_error(f"model '{model}' not found", "not_found_error", 404)
         messages = []
         for m in body.get("messages") or []:

@@ -67,7 +67,7 @@ def test_render_round_trip_over_the_websocket(comfy: ComfyStandin, client: Comfy
 
 
 def test_polling_when_no_websocket(comfy: ComfyStandin) -> None:
-    comfy.knobs.websocket = False
+    comfy.behaviour.websocket = False
     client = ComfyClient(comfy.url)
     sub = client.submit(txt2img())
     assert client.wait(sub.prompt_id, timeout=10).status == "success"
@@ -109,14 +109,14 @@ def test_other_refusals(client: ComfyClient, name: str, needle: str) -> None:
 
 
 def test_500_on_prompt(comfy: ComfyStandin, client: ComfyClient) -> None:
-    comfy.knobs.fail_prompt = 1
+    comfy.behaviour.fail_prompt = 1
     with pytest.raises(ComfyServerError, match="500 to POST /prompt: '500 Internal Server Error"):
         client.submit(txt2img())
 
 
 def test_execution_error_names_node_type_and_message(comfy: ComfyStandin,
                                                      client: ComfyClient) -> None:
-    comfy.knobs.execution_errors = 1
+    comfy.behaviour.execution_errors = 1
     sub = client.submit(txt2img())
     with pytest.raises(ComfyExecutionError) as info:
         client.wait(sub.prompt_id, timeout=10)
@@ -133,7 +133,7 @@ def test_recorded_execution_error(client: ComfyClient) -> None:
 
 
 def test_interrupt_is_its_own_outcome(comfy: ComfyStandin, client: ComfyClient) -> None:
-    comfy.knobs.step_seconds = 0.05
+    comfy.behaviour.step_seconds = 0.05
     sub = client.submit(txt2img(steps=100))
     seen = threading.Event()
 
@@ -149,7 +149,7 @@ def test_interrupt_is_its_own_outcome(comfy: ComfyStandin, client: ComfyClient) 
 
 
 def test_timeout_does_not_hang(comfy: ComfyStandin, client: ComfyClient) -> None:
-    comfy.knobs.step_seconds = 1.0
+    comfy.behaviour.step_seconds = 1.0
     sub = client.submit(txt2img(steps=50))
     start = time.monotonic()
     with pytest.raises(RenderTimeout, match="did not finish in time"):
@@ -168,12 +168,12 @@ def test_server_down_says_what_and_what_to_do() -> None:
 
 
 def test_dropped_answer_to_a_get_is_retried(comfy: ComfyStandin, client: ComfyClient) -> None:
-    comfy.knobs.drop = 1
+    comfy.behaviour.drop = 1
     assert client.queue() == {"queue_running": [], "queue_pending": []}
 
 
 def test_dropped_post_is_not_resent_blindly(comfy: ComfyStandin, client: ComfyClient) -> None:
-    comfy.knobs.drop = 1  # the request never reached the queue: we check, then report
+    comfy.behaviour.drop = 1  # the request never reached the queue: we check, then report
     with pytest.raises(ComfyUnreachable, match="closed without an answer"):
         client.submit(txt2img())
     assert client.queue()["queue_pending"] == []
@@ -192,7 +192,7 @@ def test_information_and_control(comfy: ComfyStandin, client: ComfyClient) -> No
     assert client.system_stats()["devices"][0]["type"] == "cpu"
     assert "KSampler" in client.object_info()
     assert client.object_info("KSampler")["KSampler"]["input"]["required"]["cfg"][1]["max"] == 100
-    comfy.knobs.step_seconds = 0.05
+    comfy.behaviour.step_seconds = 0.05
     first, second = client.submit(txt2img(steps=40)), client.submit(txt2img(steps=40, cfg=6))
     time.sleep(0.05)
     assert (client.queue_position(first.prompt_id), client.queue_position(second.prompt_id)) \
@@ -233,7 +233,7 @@ def test_renders_queued_at_once_are_collected_in_order_and_dropped_on_interrupt(
     tickets = [renderer.queue(txt2img(seed=s, steps=2)) for s in (1, 2, 3)]
     images = [renderer.collect(t, lambda v, m: None).image for t in tickets]
     assert len(set(images)) == 3  # three seeds, three pictures, each its own
-    comfy.knobs.step_seconds = 0.5  # now keep them busy, queue more, and stop
+    comfy.behaviour.step_seconds = 0.5  # now keep them busy, queue more, and stop
     tickets = [renderer.queue(txt2img(seed=s, steps=20)) for s in (4, 5, 6)]
     renderer.interrupt()
     queue = client.queue()
@@ -263,11 +263,11 @@ def test_the_renderer_judges_the_saved_image_a_preview_came_before() -> None:
     from PIL import Image
 
     from imitatoes.clients.comfy import ComfyRenderer
-    from imitatoes.standins.comfyui import Knobs
+    from imitatoes.standins.comfyui import Behaviour
 
     prompt = fixture("comfyui_live", "execution_order_preview_and_save.json")["request"][
         "body"]["prompt"]
-    with ComfyStandin(Knobs(step_seconds=0, checkpoints=[prompt["4"]["inputs"]["ckpt_name"]])
+    with ComfyStandin(Behaviour(step_seconds=0, checkpoints=[prompt["4"]["inputs"]["ckpt_name"]])
                       ) as server:
         client = ComfyClient(server.url)
         rendered = ComfyRenderer(client, timeout=20).render(prompt, lambda v, m: None)
@@ -278,9 +278,9 @@ def test_the_renderer_judges_the_saved_image_a_preview_came_before() -> None:
 def test_binary_preview_frames_on_the_websocket_are_passed_over() -> None:
     """ComfyUI started with --preview-method auto sends each step's preview as a binary
     frame; progress and the result arrive as ever."""
-    from imitatoes.standins.comfyui import Knobs
+    from imitatoes.standins.comfyui import Behaviour
 
-    with ComfyStandin(Knobs(step_seconds=0.01, previews=True)) as server:
+    with ComfyStandin(Behaviour(step_seconds=0.01, previews=True)) as server:
         frames = []
         peek = websocket.create_connection(f"{server.url.replace('http', 'ws')}/ws?clientId=p",
                                            timeout=10)

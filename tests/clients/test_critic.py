@@ -45,7 +45,7 @@ def ollama() -> Iterator[OllamaStandin]:
         yield server
 
 
-def critic_spec(url: str, **changes: object) -> spec.Critic:
+def critic_spec(url: str, **changes: object) -> spec.CriticConfig:
     return dataclasses.replace(DEMO.critic, **{"url": url, "model": "qwen2.5vl:7b",
                                                "retries": 2, **changes})
 
@@ -79,7 +79,7 @@ def test_the_critic_prompt_reaches_the_stand_in(ollama: OllamaStandin) -> None:
 
 @pytest.mark.parametrize("knob", ["garbage", "truncate"])
 def test_a_bad_answer_is_retried_with_the_error(ollama: OllamaStandin, knob: str) -> None:
-    setattr(ollama.knobs, knob, 1)
+    setattr(ollama.behaviour, knob, 1)
     j = OllamaCritic(critic_spec(ollama.url)).judge(render("a red circle"), PROMPT)
     assert j.verdict is not None and len(j.attempts) == 2
     assert j.attempts[0].error
@@ -89,26 +89,26 @@ def test_a_bad_answer_is_retried_with_the_error(ollama: OllamaStandin, knob: str
 
 
 def test_fences_are_repaired_without_a_retry(ollama: OllamaStandin) -> None:
-    ollama.knobs.fence = 1
+    ollama.behaviour.fence = 1
     j = OllamaCritic(critic_spec(ollama.url)).judge(render("a red circle"), PROMPT)
     assert j.verdict is not None and len(j.attempts) == 1
 
 
 def test_never_parses_is_a_recorded_outcome(ollama: OllamaStandin) -> None:
-    ollama.knobs.garbage = 5
+    ollama.behaviour.garbage = 5
     j = OllamaCritic(critic_spec(ollama.url, retries=2)).judge(render("x"), PROMPT)
     assert j.verdict is None and len(j.attempts) == 3
     assert "no complete JSON object" in j.error
 
 
 def test_a_500_is_retried(ollama: OllamaStandin) -> None:
-    ollama.knobs.fail = 1
+    ollama.behaviour.fail = 1
     j = OllamaCritic(critic_spec(ollama.url)).judge(render("x"), PROMPT)
     assert j.verdict is not None and "answered 500" in j.attempts[0].error
 
 
 def test_old_server_gets_json_mode(ollama: OllamaStandin) -> None:
-    ollama.knobs.structured_outputs = False
+    ollama.behaviour.structured_outputs = False
     critic = OllamaCritic(critic_spec(ollama.url))
     assert critic.judge(render("x"), PROMPT).verdict is not None
     assert ollama.requests[-1]["format"] == "json"
@@ -139,7 +139,7 @@ def test_server_down() -> None:
 
 
 def test_slow_first_load_hits_the_timeout_not_a_hang(ollama: OllamaStandin) -> None:
-    ollama.knobs.load_seconds = 2.0
+    ollama.behaviour.load_seconds = 2.0
     critic = OllamaCritic(critic_spec(ollama.url, timeout=0.3))
     with pytest.raises(CriticUnreachable, match="did not answer /api/chat within 0.3 s"):
         critic.judge(render("x"), PROMPT)
@@ -155,7 +155,7 @@ def test_unload_frees_the_model(ollama: OllamaStandin) -> None:
 
 
 def test_load_time_is_reported(ollama: OllamaStandin) -> None:
-    ollama.knobs.load_seconds = 0.2
+    ollama.behaviour.load_seconds = 0.2
     critic = OllamaCritic(critic_spec(ollama.url))
     first = critic.judge(render("x"), PROMPT).attempts[0].stats["load_duration"]
     again = critic.judge(render("x"), PROMPT).attempts[0].stats["load_duration"]
@@ -163,7 +163,7 @@ def test_load_time_is_reported(ollama: OllamaStandin) -> None:
 
 
 def test_wild_values_still_parse_for_the_patcher_to_clamp(ollama: OllamaStandin) -> None:
-    ollama.knobs.wild = 1
+    ollama.behaviour.wild = 1
     v = OllamaCritic(critic_spec(ollama.url)).judge(render("x"), PROMPT).verdict
     assert v is not None and v.changes.cfg == 1e9 and v.changes.steps == -5
 

@@ -117,8 +117,8 @@ def test_live_refine_and_repair(client: ComfyClient, tmp_path: Path) -> None:
         "critic: {model: llava}\nlimits: {iterations_per_loop: 3, max_loops: 1}\n"
         "refine: {after_score: 0.0, repair: {}}\n")
     with OllamaStandin() as ollama:
-        ollama.knobs.never_done = True
-        ollama.knobs.region = [200, 200, 800, 800]
+        ollama.behaviour.never_done = True
+        ollama.behaviour.region = [200, 200, 800, 800]
         ran = runner.invoke(app, ["run", str(tmp_path / "spec.yaml"), "--comfy-url",
                                   LIVE_COMFY, "--ollama-url", ollama.url, "--runs-dir",
                                   str(tmp_path / "runs"), "--yes"])

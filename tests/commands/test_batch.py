@@ -13,7 +13,7 @@ from imitatoes.commands import batch
 from imitatoes.commands.cli import app
 from imitatoes.errors import UsageError
 from imitatoes.spec import load as specs
-from imitatoes.standins.comfyui import ComfyStandin, Knobs
+from imitatoes.standins.comfyui import Behaviour, ComfyStandin
 from tests.conftest import ROOT
 
 DEMO = ROOT / "imitatoes" / "data" / "demo.yaml"
@@ -37,7 +37,7 @@ def farm(n: int, step_seconds: float = 0.01):
     from imitatoes.standins.ollama import OllamaStandin
 
     with contextlib.ExitStack() as stack:
-        comfies = [stack.enter_context(ComfyStandin(Knobs(step_seconds=step_seconds)))
+        comfies = [stack.enter_context(ComfyStandin(Behaviour(step_seconds=step_seconds)))
                    for _ in range(n)]
         ollama = stack.enter_context(OllamaStandin())
         yield comfies, ollama

@@ -115,7 +115,7 @@ def test_doctor_without_a_spec_checks_a_model_and_whether_both_fit(servers, monk
                      ok.stdout)
     missing = runner.invoke(app, [*args, "--model", "nope"])
     assert missing.exit_code == 1 and missing.stdout.count("ollama pull nope") == 1
-    comfy.knobs.vram_free = 1 << 30  # ComfyUI holds 7 of 8 GiB; the critic needs 5.6 more
+    comfy.behaviour.vram_free = 1 << 30  # ComfyUI holds 7 of 8 GiB; the critic needs 5.6 more
     tight = runner.invoke(app, [*args, "--model", "qwen2.5vl:7b"])
     assert re.search(r"one GPU for both +│ warn", tight.stdout)
     assert "comfyui.free_before_critique: true" in tight.stdout
@@ -276,7 +276,7 @@ def test_run_loop_script_as_the_readme_writes_it(servers, tmp_path: Path) -> Non
 def test_ctrl_c_exits_130_and_leaves_a_resumable_folder(servers, tmp_path: Path,
                                                         sig: signal.Signals) -> None:
     comfy, ollama = servers
-    comfy.knobs.step_seconds = 0.2
+    comfy.behaviour.step_seconds = 0.2
     proc = spawn_run(servers, tmp_path)
     wait_for(lambda: list((tmp_path / "runs").glob("*/loop_01_iter_01.json"))
              and comfy.queue_remaining(), proc)
@@ -290,7 +290,7 @@ def test_ctrl_c_exits_130_and_leaves_a_resumable_folder(servers, tmp_path: Path,
     assert state["status"] == "interrupted"
     time.sleep(0.1)
     assert comfy.queue_remaining() == 0  # our prompt was interrupted, not left running
-    comfy.knobs.step_seconds = 0
+    comfy.behaviour.step_seconds = 0
     result = runner.invoke(app, ["resume", str(run_dir), *urls(servers)])
     assert result.exit_code == 0, result.output
 
@@ -337,7 +337,7 @@ def test_at_a_terminal_done_asks_for_further_instruction(servers, tmp_path: Path
 def test_doctor_names_a_model_the_server_lacks_and_the_closest_it_has(servers,
                                                                       monkeypatch) -> None:
     monkeypatch.setenv("COLUMNS", "300")
-    servers[0].knobs.checkpoints = ["v1-5-pruned.safetensors"]
+    servers[0].behaviour.checkpoints = ["v1-5-pruned.safetensors"]
     result = runner.invoke(app, ["doctor", DEMO, *urls(servers)])
     assert result.exit_code == 1
     assert re.search(r"models and values +│ FAIL +│ node 4 \(CheckpointLoaderSimple\) "

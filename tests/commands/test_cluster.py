@@ -17,7 +17,7 @@ import pytest
 
 from imitatoes.commands import batch
 from imitatoes.spec import load as specs
-from imitatoes.standins.comfyui import ComfyStandin, Knobs
+from imitatoes.standins.comfyui import Behaviour, ComfyStandin
 from imitatoes.standins.ollama import OllamaStandin
 from tests.commands.test_batch import spec_files
 from tests.servers import DEMO
@@ -106,8 +106,8 @@ def follow(broker: str, jobs: list[batch.Job], on_change=lambda: None) -> None:
 
 def test_celery_runs_specs_on_two_workers(tmp_path: Path, broker: str) -> None:
     runs = tmp_path / "runs"
-    with ComfyStandin(Knobs(step_seconds=0.01)) as c1, ComfyStandin(Knobs(step_seconds=0.01)) \
-            as c2, OllamaStandin() as ollama, \
+    with ComfyStandin(Behaviour(step_seconds=0.01)) as c1, \
+            ComfyStandin(Behaviour(step_seconds=0.01)) as c2, OllamaStandin() as ollama, \
             worker(broker, "w1", c1.url, ollama.url, runs) as w1, \
             worker(broker, "w2", c2.url, ollama.url, runs) as w2:
         ready(broker, {"w1": w1, "w2": w2})
@@ -123,8 +123,8 @@ def test_celery_runs_specs_on_two_workers(tmp_path: Path, broker: str) -> None:
 
 def test_a_killed_worker_s_run_is_resumed_elsewhere(tmp_path: Path, broker: str) -> None:
     runs = tmp_path / "runs"
-    with ComfyStandin(Knobs(step_seconds=0.05)) as c1, \
-            ComfyStandin(Knobs(step_seconds=0.05)) as c2, OllamaStandin() as ollama, \
+    with ComfyStandin(Behaviour(step_seconds=0.05)) as c1, \
+            ComfyStandin(Behaviour(step_seconds=0.05)) as c2, OllamaStandin() as ollama, \
             worker(broker, "w1", c1.url, ollama.url, runs, visibility=4) as w1, \
             worker(broker, "w2", c2.url, ollama.url, runs, visibility=4) as w2:
         ready(broker, {"w1": w1, "w2": w2})

@@ -47,7 +47,7 @@ def test_the_demo_spec_converges_to_done(servers, tmp_path: Path) -> None:
 
 def test_killed_mid_run_then_resumed_finishes_consistently(servers, tmp_path: Path) -> None:
     comfy, ollama = servers
-    comfy.knobs.step_seconds = 0.02
+    comfy.behaviour.step_seconds = 0.02
     env = {**os.environ, **urls(comfy, ollama), "IMITATOES_RUNS": str(tmp_path)}
     script = ("import sys; from imitatoes.commands import lifecycle; "
               "from imitatoes.spec import load as spec; "
@@ -61,7 +61,7 @@ def test_killed_mid_run_then_resumed_finishes_consistently(servers, tmp_path: Pa
         proc.kill()
     [run_dir] = list(tmp_path.iterdir())
     before = {p.name: p.stat().st_mtime_ns for p in run_dir.glob("loop_*.png")}
-    comfy.knobs.step_seconds = 0.0
+    comfy.behaviour.step_seconds = 0.0
     state = Run.reopen(run_dir, env=urls(comfy, ollama)).execute().state
     assert state.status == "done"
     for name, mtime in before.items():  # nothing saved was rendered again

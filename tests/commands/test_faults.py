@@ -70,7 +70,7 @@ def stop_after(kind: str, count: int, action) -> object:
 
 
 def test_500_on_prompt(servers, tmp_path: Path) -> None:
-    servers[0].knobs.fail_prompt = 1
+    servers[0].behaviour.fail_prompt = 1
     result = runner.invoke(app, ["run", DEMO, *urls(servers)])
     assert result.exit_code == 1
     assert "ComfyUI answered 500 to POST /prompt" in result.stderr
@@ -83,7 +83,7 @@ def test_500_on_prompt(servers, tmp_path: Path) -> None:
 
 
 def test_execution_error(servers, tmp_path: Path) -> None:
-    servers[0].knobs.execution_errors = 1
+    servers[0].behaviour.execution_errors = 1
     result = runner.invoke(app, ["run", DEMO, *urls(servers)])
     assert result.exit_code == 1
     assert "ComfyUI failed in node 3 (KSampler): RuntimeError" in result.stderr
@@ -93,7 +93,7 @@ def test_execution_error(servers, tmp_path: Path) -> None:
 @pytest.mark.slow
 def test_comfyui_restarts_mid_render_and_forgets_the_prompt(servers, tmp_path: Path) -> None:
     comfy, _ = servers
-    comfy.knobs.step_seconds = 0.05
+    comfy.behaviour.step_seconds = 0.05
     spec = specs.load(DEMO, env={"IMITATOES_COMFY_URL": comfy.url,
                                  "IMITATOES_OLLAMA_URL": servers[1].url})
     run_dir = runfolder.create(spec, tmp_path / "runs")
@@ -105,12 +105,12 @@ def test_comfyui_restarts_mid_render_and_forgets_the_prompt(servers, tmp_path: P
         Run(spec, run_dir).execute([stop_after("iteration_started", 2, restart_soon)])
     consistent(run_dir)
     assert len(saved(run_dir)) == 1
-    comfy.knobs.step_seconds = 0
+    comfy.behaviour.step_seconds = 0
     resume_finishes(run_dir, servers)
 
 
 def test_slow_history_is_only_slow(servers, tmp_path: Path) -> None:
-    servers[0].knobs.history_delay = 0.2
+    servers[0].behaviour.history_delay = 0.2
     result = runner.invoke(app, ["run", DEMO, *urls(servers)])
     assert result.exit_code == 0, result.output
 
@@ -141,7 +141,7 @@ def test_ollama_dies_mid_run(servers, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_slow_first_load_beyond_the_timeout(servers, tmp_path: Path) -> None:
-    servers[1].knobs.load_seconds = 1.0
+    servers[1].behaviour.load_seconds = 1.0
     result = runner.invoke(app, ["run", DEMO, *urls(servers), "--set", "critic.timeout=0.3"])
     assert result.exit_code == 1
     assert "did not answer /api/chat within 0.3 s" in result.stderr
@@ -153,7 +153,7 @@ def test_slow_first_load_beyond_the_timeout(servers, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("knob", ["truncate", "garbage", "fence"])
 def test_bad_answers_are_retried_and_recorded(servers, tmp_path: Path, knob: str) -> None:
-    setattr(servers[1].knobs, knob, 1)
+    setattr(servers[1].behaviour, knob, 1)
     result = runner.invoke(app, ["run", DEMO, *urls(servers)])
     assert result.exit_code == 0, result.output
     first = json.loads((only_run(tmp_path) / "loop_01_iter_01.json").read_text())
@@ -163,7 +163,7 @@ def test_bad_answers_are_retried_and_recorded(servers, tmp_path: Path, knob: str
 
 
 def test_a_verdict_far_out_of_bounds_is_clamped(servers, tmp_path: Path) -> None:
-    servers[1].knobs.wild = 1
+    servers[1].behaviour.wild = 1
     result = runner.invoke(app, ["run", DEMO, *urls(servers)])
     assert result.exit_code == 0, result.output
     run_dir = only_run(tmp_path)
@@ -190,7 +190,7 @@ def test_the_disk_refusing_a_write(servers, tmp_path: Path) -> None:
 
 def test_ctrl_c_while_the_critic_thinks(servers, tmp_path: Path) -> None:
     comfy, ollama = servers
-    ollama.knobs.latency = 1.0
+    ollama.behaviour.latency = 1.0
     proc = spawn_run(servers, tmp_path)
     wait_for(lambda: list((tmp_path / "runs").glob("*/loop_01_iter_01.png")), proc)
     time.sleep(0.2)  # now it waits for the critic
@@ -200,14 +200,14 @@ def test_ctrl_c_while_the_critic_thinks(servers, tmp_path: Path) -> None:
     run_dir = only_run(tmp_path)
     assert json.loads((run_dir / "state.json").read_text())["status"] == "interrupted"
     consistent(run_dir)
-    ollama.knobs.latency = 0
+    ollama.behaviour.latency = 0
     resume_finishes(run_dir, servers)
 
 
 @pytest.mark.slow
 def test_two_resumes_of_one_folder(servers, tmp_path: Path) -> None:
     comfy, ollama = servers
-    ollama.knobs.latency = 0.3
+    ollama.behaviour.latency = 0.3
     proc = spawn_run(servers, tmp_path)
     try:
         wait_for(lambda: list((tmp_path / "runs").glob("*/loop_01_iter_01.png")), proc)
@@ -227,7 +227,7 @@ def test_two_resumes_of_one_folder(servers, tmp_path: Path) -> None:
 def interrupted_run(servers, tmp_path: Path, *overrides: str) -> Path:
     """A run that never hears done, stopped (as by Ctrl-C) after its first iteration."""
     comfy, ollama = servers
-    ollama.knobs.never_done = True
+    ollama.behaviour.never_done = True
     spec = specs.load(DEMO, ["limits.iterations_per_loop=1", "limits.max_loops=5",
                              *overrides], env={"IMITATOES_COMFY_URL": comfy.url,
                                                "IMITATOES_OLLAMA_URL": ollama.url})
@@ -284,7 +284,7 @@ def test_resume_ties_up_what_a_kill_after_the_end_left(servers, tmp_path: Path) 
 
 def test_a_model_the_server_lacks_is_found_before_a_run_folder_is_made(servers,
                                                                        tmp_path: Path) -> None:
-    servers[0].knobs.checkpoints = ["v1-5-pruned.safetensors", "sd_xl_base_1.0.safetensors"]
+    servers[0].behaviour.checkpoints = ["v1-5-pruned.safetensors", "sd_xl_base_1.0.safetensors"]
     result = runner.invoke(app, ["run", DEMO, *urls(servers)])
     assert result.exit_code == 2, result.output
     assert ("node 4 (CheckpointLoaderSimple) ckpt_name: 'v1-5-pruned-emaonly.safetensors' is "
@@ -301,7 +301,7 @@ def test_resume_after_a_fix_to_the_workflow_it_came_from(servers, tmp_path: Path
                                 "--iterations-per-loop", "1", "--max-loops", "1"])
     assert first.exit_code in (0, 3), first.output
     run_dir = only_run(tmp_path)
-    servers[0].knobs.checkpoints = ["sd_xl_base_1.0.safetensors"]  # the server changed
+    servers[0].behaviour.checkpoints = ["sd_xl_base_1.0.safetensors"]  # the server changed
     failed = runner.invoke(app, ["resume", str(run_dir), *urls(servers)])
     assert failed.exit_code == 2 and "is not on this ComfyUI" in failed.stderr, failed.output
     assert "--refresh" in failed.stderr.strip().splitlines()[-1]

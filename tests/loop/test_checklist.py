@@ -143,7 +143,7 @@ def test_a_done_claim_is_checked_before_it_stops_the_run() -> None:
 
 
 def test_verified_done_against_the_stand_ins(servers, tmp_path) -> None:
-    servers[1].knobs.lenient = 1  # the first verdict calls a noisy gray image done
+    servers[1].behaviour.lenient = 1  # the first verdict calls a noisy gray image done
     result = CliRunner().invoke(app, ["run", DEMO, *urls(servers),
                                       "--set", "search.verify_done=true"])
     assert result.exit_code == 0, result.output

@@ -110,8 +110,8 @@ def demo_run(servers, tmp_path: Path, settings: str, region: list | None = None,
     spec_path = tmp_path / "demo.yaml"
     spec_path.write_text((ROOT / "imitatoes/data/demo.yaml").read_text().replace(
         "limits: {iterations_per_loop: 3, max_loops: 3}", settings))
-    ollama.knobs.never_done = True
-    ollama.knobs.region = region
+    ollama.behaviour.never_done = True
+    ollama.behaviour.region = region
     return Run.begin(specs.load(spec_path, env=env_for(servers)), tmp_path / "runs")
 
 

@@ -3,6 +3,7 @@ spec's origin in provenance, the lock, and readers that refuse damage without a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import shlex
@@ -138,3 +139,39 @@ def test_a_damaged_state_is_refused_in_one_line(servers, tmp_path: Path, field: 
                                                           | TypeError), refused.output
         assert "state.json is damaged" in refused.output
         assert refused.output.count("\n") <= 2
+
+
+def test_every_record_reads_back_as_it_was_written(tmp_path: Path) -> None:
+    """Iteration records and state, every field set, alternatives and refine included."""
+    from imitatoes.loop.checklist import Item
+    from imitatoes.loop.patch import Refusal
+    from imitatoes.loop.state import Best, Pending, RefineState, Region, RunState, Tried
+    from imitatoes.loop.verdict import Attempt, Changes, Check, Verdict
+    from imitatoes.spec.model import Params
+
+    params = Params("a fox", "blurry", 6.5, 30, 7, (("denoise", 0.8), ("sampler", "euler")))
+    changes = Changes("red fur", "grain", 7.0, 32, "new", (("denoise", 0.7),))
+    verdict = Verdict(False, changes, "No fur.", (Check("a fox", False, "no fox", [1, 2, 3, 4],
+                                                        "a fox"),), 0.5, True,
+                      (Changes(prompt_append="snow", knobs=(("sampler", "dpmpp_2m"),)),
+                       Changes(seed=12)))
+    record = runfolder.IterationRecord(
+        "loop_02_iter_03", 2, 3, params, "p-1", {"render": 1.5, "critique": 2.0},
+        runfolder.CriticRecord("the prompt", (Attempt("{}", "hm", "bad", {"n": 1}),), verdict,
+                               "", {"bytes": 10, "mime": "image/jpeg"}),
+        ["prompt + \"red fur\""], 0.5, "loop_01_iter_01", [Refusal("cfg", 99, "too high")],
+        params, [Item("a fox", False, "no fox", "text", True, [1, 2, 3, 4], "a fox")],
+        ["a fox"], [{"key": "loop_02_iter_03_c1", "seed": 7, "score": 0.5}],
+        {"against": "loop_01_iter_01", "order": ["a", "b"], "winner": None},
+        {"from": "loop_01_iter_01", "denoise": 0.45, "image": "x.png"})
+    runfolder.write_record(tmp_path, record)
+    assert runfolder.read_record(tmp_path, record.key) == record
+    state = RunState(params, 2, 3, 4, 2, 9, "limits",
+                     Best("loop_01_iter_01", 0.5, params, ("a fox", "snow"), ("snow",)),
+                     None, [Tried(1, 1, params, 0.5, "why", "nothing")], ["snow"], 1,
+                     Pending("loop_02_iter_03", "p-1"), True, True, [params],
+                     RefineState("loop_01_iter_01", 0.4, Region((1, 2, 3, 4), "a fox", "fur")))
+    runfolder.write_state(tmp_path, state)
+    # an iteration saved in progress runs again under its number: the one thing that moves
+    assert runfolder.read_state(tmp_path) == dataclasses.replace(state, iteration=2,
+                                                                 in_progress=False)

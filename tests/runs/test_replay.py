@@ -51,7 +51,7 @@ def test_a_run_records_what_made_its_images(servers, tmp_path: Path) -> None:
 
 def test_resume_lists_what_changed_on_the_servers(servers, tmp_path: Path) -> None:
     run_dir = demo_run(servers, tmp_path)
-    servers[1].knobs.repulled = 1  # `ollama pull` fetched a new build of the model
+    servers[1].behaviour.repulled = 1  # `ollama pull` fetched a new build of the model
     again = runner.invoke(app, ["resume", str(run_dir), *urls(servers), "--instruction",
                                 "Add a yellow square"])
     assert again.exit_code == 0, again.output
@@ -73,8 +73,8 @@ def test_replay_of_an_unchanged_setup_is_identical(servers, tmp_path: Path) -> N
 
 def test_replay_after_a_drift_says_so_and_what_changed(servers, tmp_path: Path) -> None:
     run_dir = demo_run(servers, tmp_path)
-    servers[0].knobs.drift = 4  # an upgrade that changes the pixels
-    servers[1].knobs.repulled = 1
+    servers[0].behaviour.drift = 4  # an upgrade that changes the pixels
+    servers[1].behaviour.repulled = 1
     result = runner.invoke(app, ["replay", str(run_dir), "loop_01_iter_02",
                                  "--comfy-url", servers[0].url, "--format", "json"])
     assert result.exit_code == 3, result.output

@@ -1,4 +1,4 @@
-"""Knobs: widgets beyond the five that the critic may tune, from the spec to the image."""
+"""Behaviour: widgets beyond the five that the critic may tune, from the spec to the image."""
 
 from __future__ import annotations
 
@@ -139,8 +139,8 @@ def test_knobs_reach_comfyui_and_the_run_folder(servers, tmp_path: Path) -> None
     path.write_text(SPEC.read_text().replace("../workflows/", "").replace(
         "critic: {model: llava}", "critic: {model: llava}\n"
         "limits: {iterations_per_loop: 2, max_loops: 1}"))
-    ollama.knobs.tune = {"denoise": 0.5, "sampler": "heun", "size": 700, "lora": 1}
-    ollama.knobs.never_done = True
+    ollama.behaviour.tune = {"denoise": 0.5, "sampler": "heun", "size": 700, "lora": 1}
+    ollama.behaviour.never_done = True
     env = {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
     outcome = Run.begin(specs.load(path, env=env), tmp_path / "runs").execute()
     run_dir = outcome.run_dir

@@ -104,7 +104,7 @@ def uncommented(path: Path) -> Path:
 def test_init_converts_a_ui_workflow_with_the_servers_definitions(servers, tmp_path: Path
                                                                    ) -> None:
     comfy, ollama = servers
-    comfy.knobs.loras = ["style.safetensors"]
+    comfy.behaviour.loras = ["style.safetensors"]
     shutil.copy(ROOT / "tests/specs/workflows/sd15_lora.ui.json", tmp_path / "fox.json")
     result = runner.invoke(app, ["init", str(tmp_path / "fox.json"), "--comfy-url", comfy.url,
                                  "--goal", "A red fox in snow"])

@@ -208,9 +208,9 @@ def test_ten_thousand_requirements_give_short_messages(tmp_path: Path) -> None:
 
 
 def test_validate_against_a_comfyui(tmp_path: Path, at_root: Path) -> None:
-    from imitatoes.standins.comfyui import ComfyStandin, Knobs
+    from imitatoes.standins.comfyui import Behaviour, ComfyStandin
 
-    with ComfyStandin(Knobs(checkpoints=["v1-5-pruned.safetensors"])) as comfy:
+    with ComfyStandin(Behaviour(checkpoints=["v1-5-pruned.safetensors"])) as comfy:
         good = runner.invoke(app, ["validate", "tests/specs/valid/minimal.yaml"])
         bad = runner.invoke(app, ["validate", "tests/specs/valid/minimal.yaml",
                                   "--comfy-url", comfy.url])

@@ -13,7 +13,7 @@ import requests
 import websocket
 from PIL import Image
 
-from imitatoes.standins.comfyui import ComfyStandin, Knobs
+from imitatoes.standins.comfyui import Behaviour, ComfyStandin
 from tests.servers import FIXTURES, fixture, replay, same_shape, shape
 
 UNSUPPORTED = {  # what the stand-in does not implement, and why that is fine for imitatoes
@@ -39,7 +39,7 @@ HTTP = sorted(p.name for p in (FIXTURES / "comfyui").glob("*.json")
 
 @pytest.fixture
 def comfy() -> Iterator[ComfyStandin]:
-    with ComfyStandin(Knobs(checkpoints=["tiny-random-sd15.safetensors"])) as server:
+    with ComfyStandin(Behaviour(checkpoints=["tiny-random-sd15.safetensors"])) as server:
         yield server
 
 
@@ -71,12 +71,12 @@ def normal(body: Any) -> Any:
 def test_replays_like_comfyui(comfy: ComfyStandin, name: str) -> None:
     recorded = fixture("comfyui", name)
     if "with_model" not in name and "CheckpointLoaderSimple" in name:
-        comfy.knobs.checkpoints = []
+        comfy.behaviour.checkpoints = []
     assert_like(replay(comfy.url, recorded["request"]), recorded)
 
 
 def test_validation_errors_match_exactly(comfy: ComfyStandin) -> None:
-    comfy.knobs.checkpoints = []
+    comfy.behaviour.checkpoints = []
     for name in ("prompt_err_ksampler_out_of_bounds.json", "prompt_err_width_wrong_type.json",
                  "prompt_err_bad_link_type.json", "prompt_err_combo_value_not_in_list.json"):
         recorded = fixture("comfyui", name)
@@ -146,7 +146,7 @@ def test_view_serves_what_history_names(comfy: ComfyStandin) -> None:
 
 
 def test_queue_shows_running_and_pending_and_interrupt_stops_the_runner() -> None:
-    with ComfyStandin(Knobs(step_seconds=0.05)) as comfy:
+    with ComfyStandin(Behaviour(step_seconds=0.05)) as comfy:
         body = fixture("comfyui", "prompt_ksampler_ok.json")["request"]["body"]
         body["prompt"]["4"]["inputs"]["ckpt_name"] = "tiny-random-sd15.safetensors"
         body["prompt"]["3"]["inputs"]["steps"] = 200
@@ -271,11 +271,11 @@ def test_runs_on_its_own_and_stops_on_ctrl_c() -> None:
 def test_the_restart_knob_forgets_like_a_restarted_comfyui(comfy: ComfyStandin) -> None:
     finished(comfy, run(comfy, "prompt_ok.json"))
     assert requests.get(comfy.url + "/history", timeout=5).json()
-    resp = requests.post(comfy.url + "/imitatoes/knobs", json={"restart": True,
+    resp = requests.post(comfy.url + "/imitatoes/behaviour", json={"restart": True,
                                                                "history_delay": 0}, timeout=5)
     assert resp.status_code == 200, resp.text
     assert requests.get(comfy.url + "/history", timeout=5).json() == {}
-    bad = requests.post(comfy.url + "/imitatoes/knobs", json={"restrat": True}, timeout=5)
+    bad = requests.post(comfy.url + "/imitatoes/behaviour", json={"restrat": True}, timeout=5)
     assert bad.status_code == 400 and "restrat" in bad.json()["error"]
 
 
@@ -316,7 +316,7 @@ def test_nodes_run_in_comfyuis_order_a_preview_first() -> None:
     ImageScale runs, and is listed in the history, first."""
     recorded = fixture("comfyui_live", "execution_order_preview_and_save.json")
     prompt = recorded["request"]["body"]["prompt"]
-    with ComfyStandin(Knobs(step_seconds=0, checkpoints=[prompt["4"]["inputs"]["ckpt_name"]])
+    with ComfyStandin(Behaviour(step_seconds=0, checkpoints=[prompt["4"]["inputs"]["ckpt_name"]])
                       ) as server:
         ws = websocket.create_connection(f"{server.url.replace('http', 'ws')}/ws?clientId=o",
                                          timeout=10)

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from imitatoes.standins.ollama import Knobs, OllamaStandin
+from imitatoes.standins.ollama import Behaviour, OllamaStandin
 from tests.servers import FIXTURES, fixture, replay, same_shape, shape
 
 UNSUPPORTED = {
@@ -25,7 +25,7 @@ MODELS = {"qwen2.5vl:7b": ["completion", "vision"], "llama3.2:3b": ["completion"
 
 @pytest.fixture(scope="module")
 def ollama() -> Iterator[OllamaStandin]:
-    with OllamaStandin(Knobs(models=dict(MODELS))) as server:
+    with OllamaStandin(Behaviour(models=dict(MODELS))) as server:
         yield server
 
 
