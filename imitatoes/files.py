@@ -4,6 +4,7 @@ its critic URL, and `workflow: /dev/zero` or a FIFO must not hang or exhaust `va
 
 from __future__ import annotations
 
+import os
 import stat
 from pathlib import Path
 
@@ -61,3 +62,8 @@ def outside(path: Path, spec_dir: Path) -> str:
     kind = "git work tree" if (root / ".git").exists() else "folder"
     return (f"is outside {root} (the spec's {kind}); a spec reads only its own files unless "
             "--allow-outside is given")
+
+
+def relative_path(base: Path, value: str) -> Path:
+    """A path written in a document, resolved against the document's folder (tidied)."""
+    return Path(os.path.normpath(base / value))

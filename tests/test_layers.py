@@ -125,4 +125,24 @@ def test_the_spec_model_and_the_loop_load_no_yaml_schema_or_network() -> None:
     model = loaded_by("imitatoes.spec.model")
     assert not {"yaml", "jsonschema", "requests"} & model
     assert "imitatoes.spec.load" not in model
-    assert "requests" not in loaded_by("imitatoes.loop.engine")
+    # the loop validates the critic's answers (jsonschema) but never reads YAML or the network
+    assert not {"yaml", "requests"} & loaded_by("imitatoes.loop.engine")
+
+
+def long_functions(limit: int = 50) -> list[str]:
+    """Functions over `limit` lines, outside the stand-ins (servers of their own)."""
+    found = []
+    for path in PACKAGE.rglob("*.py"):
+        if "standins" in path.parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > limit:
+                    found.append(f"{module_name(path)}.{node.name}: {lines} lines")
+    return found
+
+
+def test_no_function_is_over_fifty_lines() -> None:
+    assert long_functions(limit=5)  # the finder sees functions
+    assert long_functions() == []

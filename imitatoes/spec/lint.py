@@ -15,7 +15,7 @@ import jsonschema
 
 from imitatoes import files as specfiles
 from imitatoes.errors import Problem, WorkflowError
-from imitatoes.spec import knobs, template, yamldoc
+from imitatoes.spec import knobs, template
 from imitatoes.spec.yamldoc import Document
 from imitatoes.workflow import api as workflow
 from imitatoes.workflow.refine_graph import graph
@@ -150,7 +150,7 @@ def semantic_problems(doc: Document, spec: dict[str, Any], broken: set[str]) -> 
         out += _template_problems(doc, spec, spec_dir)
     if broken & {"workflow", "bindings"}:
         return out
-    path = yamldoc.relative_path(spec_dir, spec["workflow"])
+    path = specfiles.relative_path(spec_dir, spec["workflow"])
     refused = _outside(doc, path)
     if refused:
         return out + [doc.problem(("workflow",), refused)]
@@ -207,7 +207,7 @@ def _refine_problems(doc: Document, spec: dict[str, Any], flow: dict[str, Any]
         f"{r['max']}")]
     source = flow
     if d.get("workflow"):
-        path = yamldoc.relative_path(doc.path.parent, d["workflow"])
+        path = specfiles.relative_path(doc.path.parent, d["workflow"])
         refused = _outside(doc, path)
         if refused:
             return [*out, doc.problem(("refine", "workflow"), refused)]

@@ -74,7 +74,7 @@ def _start_from_workflow(doc: Document) -> None:
     if not (isinstance(bindings, dict) and isinstance(start, dict)
             and isinstance(data.get("workflow"), str)):
         return
-    path = yamldoc.relative_path(doc.path.parent, data["workflow"])
+    path = specfiles.relative_path(doc.path.parent, data["workflow"])
     if not doc.allow_outside and specfiles.outside(path, doc.path.parent):
         return  # lint says so; nothing is read from there
     try:
@@ -121,7 +121,7 @@ def ollama_host_url(value: str) -> str:
 def build(doc: Document) -> Spec:
     d = lint.with_defaults(doc.data)
     spec_dir = doc.path.parent
-    workflow_path = yamldoc.relative_path(spec_dir, d["workflow"])
+    workflow_path = specfiles.relative_path(spec_dir, d["workflow"])
     runs = os.environ.get("IMITATOES_RUNS")
     flow = workflow.load(workflow_path)
     knobs = knob_rules.build(d.get("knobs") or {}, flow)
@@ -137,7 +137,7 @@ def build(doc: Document) -> Spec:
         limits=Limits(**d["limits"]), search=Search(**d.get("search") or {"verify_done": False}),
         comfyui=ComfyConfig(**{**d["comfyui"],
                                                        "url": d["comfyui"]["url"].rstrip("/")}),
-        output_dir=Path(runs) if runs else yamldoc.relative_path(spec_dir, d["output"]["dir"]),
+        output_dir=Path(runs) if runs else specfiles.relative_path(spec_dir, d["output"]["dir"]),
         data=doc.data)
 
 
@@ -146,7 +146,7 @@ def refine_settings(d: Mapping[str, Any] | None, flow: Mapping[str, Any], spec_d
     """The spec's refine section with its graph (WorkflowError when none can be made)."""
     if not d:
         return None
-    source = workflow.load(yamldoc.relative_path(spec_dir, d["workflow"])) \
+    source = workflow.load(specfiles.relative_path(spec_dir, d["workflow"])) \
         if d.get("workflow") else flow
     full = lint.with_defaults({"refine": dict(d)})["refine"]
     r = full["denoise"]

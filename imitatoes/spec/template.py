@@ -6,7 +6,7 @@ import re
 from importlib import resources
 from pathlib import Path
 
-from imitatoes.spec.yamldoc import relative_path
+from imitatoes.files import relative_path
 
 VARIABLE = re.compile(r"\{\{\s*([A-Za-z_][A-Za-z0-9_]*)\s*\}\}")
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -47,11 +46,6 @@ class Document:
     def problem(self, where: PathKey, message: str, key: bool = False) -> Problem:
         p = self.locate(where, key)
         return Problem(p.file, p.where, message, p.line, p.col, p.origin)
-
-
-def relative_path(base: Path, value: str) -> Path:
-    """A path written in a document, resolved against the document's folder (tidied)."""
-    return Path(os.path.normpath(base / value))
 
 
 def dotted(where: PathKey) -> str:

@@ -134,66 +134,76 @@ def _unpacked(ui: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[list[An
                  if isinstance(g, dict) and "id" in g}
     if not subgraphs:
         return list(ui["nodes"]), list(ui.get("links") or [])
-    nodes: list[dict[str, Any]] = []
-    links: list[list[Any]] = []
-    levels: dict[str, _Level] = {}  # by prefix: each subgraph node's graph read once
+    unpacker = _Unpacker(subgraphs)
+    unpacker.unpack(_Level(ui), 0)
+    return unpacker.nodes, unpacker.links
 
-    def source(level: _Level, link_id: Any, depth: int) -> tuple[Any, int] | None:
+
+class _Unpacker:
+    def __init__(self, subgraphs: dict[Any, Mapping[str, Any]]) -> None:
+        self.subgraphs = subgraphs
+        self.nodes: list[dict[str, Any]] = []
+        self.links: list[list[Any]] = []
+        self.levels: dict[str, _Level] = {}  # by prefix: each subgraph node's graph read once
+
+    def source(self, level: _Level, link_id: Any, depth: int) -> tuple[Any, int] | None:
         """The real output behind a link of `level` (a node's key and output slot)."""
         if link_id not in level.links:
             return None
         origin, slot, _ = level.links[link_id]
-        return output(level, origin, slot, depth)
+        return self.output(level, origin, slot, depth)
 
-    def output(level: _Level, origin: Any, slot: int, depth: int) -> tuple[Any, int] | None:
+    def output(self, level: _Level, origin: Any, slot: int, depth: int
+               ) -> tuple[Any, int] | None:
         if depth > 50:
             return None
         if origin == SUBGRAPH_IN:  # what feeds the subgraph node's input there
             inputs = (level.instance or {}).get("inputs") or []
             link = inputs[slot].get("link") if slot < len(inputs) else None
-            return source(level.parent, link, depth + 1) if level.parent else None
+            return self.source(level.parent, link, depth + 1) if level.parent else None
         node = level.by_id.get(origin)
         if node is None:
             return None
-        if node.get("type") in subgraphs and node.get("mode") == BYPASSED:
+        if node.get("type") in self.subgraphs and node.get("mode") == BYPASSED:
             upstream = _passed_through(node, slot, "")  # wired around, as any bypassed node
-            return source(level, upstream, depth + 1)
-        if node.get("type") in subgraphs:  # out of a subgraph: what feeds its output there
-            inner = inside(level, node)
+            return self.source(level, upstream, depth + 1)
+        if node.get("type") in self.subgraphs:  # out of a subgraph: what feeds its output
+            inner = self.inside(level, node)
             end = inner.ends.get(slot)
-            return output(inner, end[0], end[1], depth + 1) if end else None
+            return self.output(inner, end[0], end[1], depth + 1) if end else None
         return level.key(origin), slot
 
-    def inside(level: _Level, node: Mapping[str, Any]) -> _Level:
+    def inside(self, level: _Level, node: Mapping[str, Any]) -> _Level:
         # A muted or bypassed subgraph node's nodes are still sent (frontend 1.27.10 does;
         # what nothing reads, ComfyUI never runs), and muting it changes nothing there.
         prefix = f"{level.key(node['id'])}:"
-        if prefix not in levels:
-            levels[prefix] = _Level(subgraphs[node["type"]], prefix, level, node)
-        return levels[prefix]
+        if prefix not in self.levels:
+            self.levels[prefix] = _Level(self.subgraphs[node["type"]], prefix, level, node)
+        return self.levels[prefix]
 
-    def unpack(level: _Level, depth: int) -> None:
+    def unpack(self, level: _Level, depth: int) -> None:
         if depth > 20:
             raise _Refused("its subgraphs are nested more than 20 deep")
         for node in level.nodes:
-            if node.get("type") in subgraphs:
-                unpack(inside(level, node), depth + 1)
-                continue
-            copy = dict(node, id=level.key(node["id"]))
-            copy["inputs"] = []
-            for index, slot in enumerate(node.get("inputs") or []):
-                found = source(level, slot.get("link"), 0) if slot.get("link") is not None \
-                    else None
-                link_id = None
-                if found is not None:
-                    link_id = len(links) + 1
-                    links.append([link_id, found[0], found[1], copy["id"], index,
-                                  slot.get("type")])
-                copy["inputs"].append(dict(slot, link=link_id))
-            nodes.append(copy)
+            if node.get("type") in self.subgraphs:
+                self.unpack(self.inside(level, node), depth + 1)
+            else:
+                self.nodes.append(self.copied(level, node))
 
-    unpack(_Level(ui), 0)
-    return nodes, links
+    def copied(self, level: _Level, node: Mapping[str, Any]) -> dict[str, Any]:
+        """A node of `level` under its unpacked id, each input linked to its real source."""
+        copy = dict(node, id=level.key(node["id"]))
+        copy["inputs"] = []
+        for index, slot in enumerate(node.get("inputs") or []):
+            found = self.source(level, slot.get("link"), 0) \
+                if slot.get("link") is not None else None
+            link_id = None
+            if found is not None:
+                link_id = len(self.links) + 1
+                self.links.append([link_id, found[0], found[1], copy["id"], index,
+                                   slot.get("type")])
+            copy["inputs"].append(dict(slot, link=link_id))
+        return copy
 
 
 def _links(raw: list[Any]) -> dict[int, tuple[int, int, str]]:
