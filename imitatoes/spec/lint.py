@@ -6,6 +6,7 @@ import copy
 import difflib
 import json
 import math
+from collections.abc import Callable
 from functools import cache
 from importlib import resources
 from pathlib import Path
@@ -18,7 +19,7 @@ from imitatoes.errors import Problem, WorkflowError
 from imitatoes.spec import knobs, template
 from imitatoes.spec.yamldoc import Document
 from imitatoes.workflow import api as workflow
-from imitatoes.workflow.refine_graph import graph
+from imitatoes.workflow.refine_graph import RefineGraph, graph
 
 
 @cache
@@ -141,6 +142,30 @@ def non_finite(doc: Document, value: Any, where: tuple) -> list[Problem]:
     return []
 
 
+def read_workflow(doc: Document, path: Path) -> dict[str, Any]:
+    """The workflow file at `path`, read once however many checks ask (WorkflowError when it
+    cannot be, every time it is asked)."""
+    return _once(doc, ("workflow", path), lambda: workflow.load(path))
+
+
+def refine_graph(doc: Document, source: dict[str, Any], path: Path | None) -> RefineGraph:
+    """The refine graph made from `source` (the refine workflow at `path`, or the spec's own
+    when None), built once."""
+    return _once(doc, ("refine graph", path), lambda: graph(source))
+
+
+def _once(doc: Document, key: Any, make: Callable[[], Any]) -> Any:
+    if key not in doc.read:
+        try:
+            doc.read[key] = make()
+        except WorkflowError as exc:
+            doc.read[key] = exc
+    found = doc.read[key]
+    if isinstance(found, WorkflowError):
+        raise found
+    return found
+
+
 def semantic_problems(doc: Document, spec: dict[str, Any], broken: set[str]) -> list[Problem]:
     spec_dir = doc.path.parent
     out = []
@@ -155,7 +180,7 @@ def semantic_problems(doc: Document, spec: dict[str, Any], broken: set[str]) -> 
     if refused:
         return out + [doc.problem(("workflow",), refused)]
     try:
-        flow = workflow.load(path)
+        flow = read_workflow(doc, path)
     except WorkflowError as exc:
         return out + [doc.problem(("workflow",), str(exc))]
     out += _binding_problems(doc, spec, flow)
@@ -205,18 +230,18 @@ def _refine_problems(doc: Document, spec: dict[str, Any], flow: dict[str, Any]
     out = [] if r["min"] <= r["start"] <= r["max"] else [doc.problem(
         ("refine", "denoise"), f"start {r['start']} is outside min {r['min']} to max "
         f"{r['max']}")]
-    source = flow
+    source, path = flow, None
     if d.get("workflow"):
         path = specfiles.relative_path(doc.path.parent, d["workflow"])
         refused = _outside(doc, path)
         if refused:
             return [*out, doc.problem(("refine", "workflow"), refused)]
         try:
-            source = workflow.load(path)
+            source = read_workflow(doc, path)
         except WorkflowError as exc:
             return [*out, doc.problem(("refine", "workflow"), str(exc))]
     try:
-        denoise = graph(source).denoise
+        denoise = refine_graph(doc, source, path).denoise
     except WorkflowError as exc:
         return [*out, doc.problem(("refine",), str(exc), key=True)]
     declared = spec["knobs"] if isinstance(spec["knobs"], dict) else {}

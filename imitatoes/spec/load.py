@@ -28,7 +28,6 @@ from imitatoes.spec.model import (
 )
 from imitatoes.spec.yamldoc import Document
 from imitatoes.workflow import api as workflow
-from imitatoes.workflow import refine_graph as refine_rules
 
 
 def load(path: str | Path, overrides: Iterable[str] = (),
@@ -78,7 +77,7 @@ def _start_from_workflow(doc: Document) -> None:
     if not doc.allow_outside and specfiles.outside(path, doc.path.parent):
         return  # lint says so; nothing is read from there
     try:
-        flow = workflow.load(path)
+        flow = lint.read_workflow(doc, path)
     except WorkflowError:
         return  # lint says so too
     for target, parameter in bindings.items():
@@ -123,13 +122,13 @@ def build(doc: Document) -> Spec:
     spec_dir = doc.path.parent
     workflow_path = specfiles.relative_path(spec_dir, d["workflow"])
     runs = os.environ.get("IMITATOES_RUNS")
-    flow = workflow.load(workflow_path)
+    flow = lint.read_workflow(doc, workflow_path)
     knobs = knob_rules.build(d.get("knobs") or {}, flow)
     start = replace(_params(d["start"]), knobs=tuple((k.name, k.start) for k in knobs))
     return Spec(
         path=doc.path, name=d["name"], goal=d["goal"], requirements=tuple(d["requirements"]),
         workflow_path=workflow_path, workflow=flow, knobs=knobs,
-        refine=refine_settings(d.get("refine"), flow, spec_dir),
+        refine=refine_settings(doc, d.get("refine"), flow),
         bindings=tuple(d["bindings"].items()), start=start,
         bounds=_bounds(d["bounds"]), seed=SeedPolicy(**d["seed"]),
         critic=replace(_critic(d["critic"], spec_dir), knobs=knobs,
@@ -141,18 +140,19 @@ def build(doc: Document) -> Spec:
         data=doc.data)
 
 
-def refine_settings(d: Mapping[str, Any] | None, flow: Mapping[str, Any], spec_dir: Path
+def refine_settings(doc: Document, d: Mapping[str, Any] | None, flow: dict[str, Any]
                     ) -> Refine | None:
     """The spec's refine section with its graph (WorkflowError when none can be made)."""
     if not d:
         return None
-    source = workflow.load(specfiles.relative_path(spec_dir, d["workflow"])) \
-        if d.get("workflow") else flow
+    path = specfiles.relative_path(doc.path.parent, d["workflow"]) if d.get("workflow") \
+        else None
+    source = lint.read_workflow(doc, path) if path else flow
     full = lint.with_defaults({"refine": dict(d)})["refine"]
     r = full["denoise"]
     repair = full.get("repair")
     return Refine(float(d["after_score"]), Range(r["min"], r["max"], r["max_delta"]),
-                  float(r["start"]), refine_rules.graph(source),
+                  float(r["start"]), lint.refine_graph(doc, source, path),
                   Repair(**repair) if repair is not None else None)
 
 

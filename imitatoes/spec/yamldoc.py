@@ -31,6 +31,7 @@ class Document:
     origins: dict[PathKey, str] = field(default_factory=dict)  # overridden paths
     duplicates: list[Problem] = field(default_factory=list)
     allow_outside: bool = False  # may name files outside its own folder tree (--allow-outside)
+    read: dict[Any, Any] = field(default_factory=dict)  # files it names, read once (lint.read)
 
     def locate(self, where: PathKey, key: bool = False) -> Problem:
         """A Problem skeleton at `where` (the key itself when `key`), nearest known parent else."""

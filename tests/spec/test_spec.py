@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import pytest
@@ -96,3 +97,21 @@ def test_node_path_bindings_start_at_the_workflow_s_own_values(tmp_path) -> None
         spec.load(tmp_path / "spec.yaml", ["bounds.steps.max=40"], env={})
     assert "start.steps: 60 is outside bounds.steps (10 to 40) (from the workflow's " \
         "3.inputs.steps)" in str(caught.value)
+
+
+def test_a_spec_reads_its_workflow_once_and_builds_its_refine_graph_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from imitatoes.spec import lint
+    from imitatoes.workflow import api, refine_graph
+
+    shutil.copy(ROOT / "imitatoes/data/demo_workflow.json", tmp_path)
+    text = (ROOT / "imitatoes/data/demo.yaml").read_text() + "\nrefine: {after_score: 0.5}\n"
+    (tmp_path / "demo.yaml").write_text(text)
+    calls: list[str] = []
+    for module, name in ((api, "load"), (refine_graph, "graph")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **k: (
+            calls.append(_name), _real(*a, **k))[1])
+    monkeypatch.setattr(lint, "graph", refine_graph.graph)
+    loaded = spec.load(tmp_path / "demo.yaml", env={})
+    assert loaded.refine is not None and calls == ["load", "graph"]
