@@ -313,7 +313,7 @@ class Engine:
                  reverted: str | None) -> None:
         self.emit(ev.Applied, state, key=look.key, patch=p, reverted=reverted,
                   score=look.matched.score, requirements=look.matched.items,
-                  state=state.snapshot())
+                  extra=look.matched.extra, state=state.snapshot())
 
     def _next(self, state: RunState, k: str) -> None:
         if state.done_key:

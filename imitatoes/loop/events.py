@@ -17,7 +17,7 @@ from imitatoes.loop.checklist import Item
 from imitatoes.loop.patch import Patch
 from imitatoes.loop.ports import Rendered
 from imitatoes.loop.state import RunState
-from imitatoes.loop.verdict import Judgement
+from imitatoes.loop.verdict import Check, Judgement
 from imitatoes.spec.model import Params
 
 
@@ -161,6 +161,7 @@ class Applied(Event):
     score: float | None
     state: RunState
     requirements: tuple[Item, ...] = ()  # each requirement, met or not, as judged
+    extra: tuple[Check, ...] = ()  # items of the critic's that are no requirement's
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -10,7 +10,7 @@ from dataclasses import dataclass, replace
 from imitatoes.loop import checklist
 from imitatoes.loop.checklist import Item
 from imitatoes.loop.ports import Critic
-from imitatoes.loop.verdict import Judgement
+from imitatoes.loop.verdict import Check, Judgement
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class Matched:
 
     judgement: Judgement
     items: tuple[Item, ...]
+    extra: tuple[Check, ...] = ()  # the critic's items that are no requirement's: not counted
 
     @property
     def score(self) -> float | None:
@@ -42,6 +43,11 @@ def items(judgement: Judgement, wanted: Sequence[tuple[str, bool]]) -> tuple[Ite
     return checklist.match(wanted, verdict.checklist)
 
 
+def extras(judgement: Judgement, wanted: Sequence[tuple[str, bool]]) -> tuple[Check, ...]:
+    verdict = judgement.verdict
+    return checklist.extras(wanted, verdict.checklist) if verdict else ()
+
+
 def ask(critic: Critic, image: bytes, prompt: str, wanted: Sequence[tuple[str, bool]]
         ) -> Matched:
     """The critic's verdict with every requirement (the spec's and the user's) matched to its
@@ -49,16 +55,17 @@ def ask(critic: Critic, image: bytes, prompt: str, wanted: Sequence[tuple[str, b
     the matched items: one still unjudged counts as unmet."""
     texts = [text for text, _ in wanted]
     judgement = critic.judge(image, prompt, texts)
-    found = items(judgement, wanted)
+    found, extra = items(judgement, wanted), extras(judgement, wanted)
     if any(i.met is None for i in found):
         again = critic.judge(image, prompt + checklist.reminder(found), texts)
         found = checklist.merged(found, items(again, wanted) or found)
+        extra += extras(again, wanted)
         judgement = _with(judgement, again)
     verdict = judgement.verdict
     if verdict is None or not found:
-        return Matched(judgement, found)
+        return Matched(judgement, found, extra)
     verdict = replace(verdict, done=all(i.met for i in found), score=checklist.score(found))
-    return Matched(replace(judgement, verdict=verdict), found)
+    return Matched(replace(judgement, verdict=verdict), found, extra)
 
 
 def verify(verifier: Critic, image: bytes, prompt: str, wanted: Sequence[tuple[str, bool]],
@@ -76,12 +83,12 @@ def verify(verifier: Critic, image: bytes, prompt: str, wanted: Sequence[tuple[s
     votes = checklist.majority([claim.items, *found])
     both = _with(claim.judgement, *checks)
     if all(i.met for i in votes):
-        return Verified(Matched(both, votes))  # confirmed
+        return Verified(Matched(both, votes, claim.extra))  # confirmed
     change = next((c.verdict for c in reversed(checks) if c.verdict and
                    not c.verdict.done), None) or claim.judgement.verdict
     assert change is not None  # a done claim always has a verdict
     verdict = replace(change, done=False, score=checklist.score(votes))
-    return Verified(Matched(replace(both, verdict=verdict), votes),
+    return Verified(Matched(replace(both, verdict=verdict), votes, claim.extra),
                     tuple(i.requirement for i in votes if not i.met))
 
 

@@ -192,6 +192,7 @@ class IterationRecord:
     candidates: list[dict[str, Any]] | None = None  # search.candidates: key, seed, score each
     head_to_head: dict[str, Any] | None = None  # search.head_to_head: against, order, winner
     refine: dict[str, Any] | None = None  # refine mode: from (the key), image, denoise
+    extra: list[Check] = field(default_factory=list)  # the critic's items no requirement's
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {"key": self.key, "loop": self.loop, "iteration": self.iteration,
@@ -204,6 +205,8 @@ class IterationRecord:
                      refused=[as_dict(r) for r in self.refused],
                      next_params=as_dict(self.next_params) if self.next_params else None,
                      requirements=[as_dict(i) for i in self.requirements])
+            if self.extra:
+                d["extra"] = [as_dict(c) for c in self.extra]
             if self.done_rejected is not None:
                 d["done_rejected"] = list(self.done_rejected)
         if self.candidates is not None:
@@ -227,7 +230,8 @@ class IterationRecord:
             d.get("applied"), d.get("score"), d.get("reverted_to"),
             [Refusal(**r) for r in d.get("refused", [])], Params.from_dict(nxt) if nxt else None,
             [Item(**i) for i in d.get("requirements", [])], d.get("done_rejected"),
-            d.get("candidates"), d.get("head_to_head"), d.get("refine"))
+            d.get("candidates"), d.get("head_to_head"), d.get("refine"),
+            [Check(**c) for c in d.get("extra", [])])
 
     @property
     def reason(self) -> str:

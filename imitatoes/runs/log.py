@@ -107,6 +107,7 @@ class RunLog(ev.Handler):
         r.refused = list(p.refused) if p else []
         r.next_params = p.params if p else None
         r.requirements = list(event.requirements)
+        r.extra = list(event.extra)
         r.done_rejected, self.rejected = self.rejected, None
         runfolder.write_record(self.dir, r)
 

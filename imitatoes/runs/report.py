@@ -291,8 +291,17 @@ def _cards(run_dir: Path, state: RunState, records: list[IterationRecord]) -> st
             f'<span class="k">{escape(r.key)}'
             f'</span><span class="score">{score}</span><div class="muted">'
             f"{escape(settings)}</div>"
-            f"<div>{escape(r.reason)}</div>{_others(run_dir, r)}</div>")
+            f"<div>{escape(r.reason)}</div>{_extra(r)}{_others(run_dir, r)}</div>")
     return "".join(cards)
+
+
+def _extra(r: IterationRecord) -> str:
+    """What the critic judged that is no requirement (invented or about something else):
+    shown, never counted."""
+    if not r.extra:
+        return ""
+    said = "; ".join(f"{c.requirement} ({'met' if c.met else 'unmet'})" for c in r.extra)
+    return f'<div class="muted">not counted, no requirement of the spec: {escape(said)}</div>'
 
 
 def _region(r: IterationRecord) -> str:

@@ -41,11 +41,71 @@ def test_a_skipped_requirement_counts_as_unmet() -> None:
     assert checklist.score(items) == 1 / 3
 
 
-def test_paraphrases_are_matched_by_position_only_when_every_item_is_there() -> None:
-    three = [Check("circle is red", True), Check("blue bg", True), Check("square", False)]
-    assert [i.by for i in checklist.match(WANTED, three)] == ["position"] * 3
-    two = three[:2]
-    assert [i.met for i in checklist.match(WANTED, two)] == [None, None, None]
+SPEC = checklist.requirements(["There is one red circle in the centre",
+                                "The background is blue", "No watermark or text",
+                                "Sharp and clean, no noise"], [])
+
+
+@pytest.mark.parametrize("said,wanted", [
+    ("A red circle in the middle", 0), ("Red circle centred", 0), ("circle: red, centered", 0),
+    ("Blue backdrop", 1), ("The background colour is blue", 1), ("blue bg", 1),
+    ("There is no watermark", 2), ("No text or watermark visible", 2),
+    ("Image is sharp and clean", 3), ("Clean and sharp", 3)])
+def test_close_paraphrases_count_for_their_requirement(said: str, wanted: int) -> None:
+    checks = [Check(said, True)]
+    items = checklist.match(SPEC, checks)
+    assert [i.met for i in items] == [n == wanted or None for n in range(4)], said
+    assert items[wanted].by == "paraphrase" and checklist.extras(SPEC, checks) == ()
+
+
+@pytest.mark.parametrize("said", [
+    "The image is pretty", "Colours are vivid", "A blue circle in the centre",
+    "There are two red circles", "Text is present", "The background is not blue",
+    "Good composition", "The style is painterly"])
+def test_unrelated_or_contrary_items_count_for_nothing(said: str) -> None:
+    """Not by text, and not by position either: each is an extra, kept and not counted."""
+    checks = [Check(said, True)] * 4  # as many items as requirements, each in its place
+    items = checklist.match(SPEC, checks)
+    assert [i.met for i in items] == [None] * 4, said
+    assert len(checklist.extras(SPEC, checks)) == 4
+
+
+def test_reordered_paraphrases_find_their_own_requirement() -> None:
+    checks = [Check("Clean and sharp", False), Check("No watermark", True),
+              Check("Blue background", True), Check("A red circle, centred", True)]
+    items = checklist.match(SPEC, checks)
+    assert [i.met for i in items] == [True, True, True, False]
+    assert {i.by for i in items} == {"paraphrase"}
+
+
+def test_position_decides_only_for_unnamed_items_or_near_ones() -> None:
+    unnamed = [Check("1", True), Check("", False), Check("3.", True), Check("-", True)]
+    assert [(i.met, i.by) for i in checklist.match(SPEC, unnamed)] == [
+        (True, "position"), (False, "position"), (True, "position"), (True, "position")]
+    assert [i.met for i in checklist.match(SPEC, unnamed[:3])] == [None] * 4  # not aligned
+    # one item by text, one by position, in one answer; the near one keeps its place
+    mixed = [Check("circle in the middle", True), Check("The background is blue", False)]
+    assert [(i.met, i.by) for i in checklist.match(SPEC, mixed)] == [
+        (True, "position"), (False, "text"), (None, "missing"), (None, "missing")]
+
+
+def test_the_two_answer_false_done_is_not_done() -> None:
+    """One item, then two invented ones that once took the skipped requirement by position:
+    done, exit 0, after one render."""
+    two = checklist.requirements(["There is one red circle in the centre",
+                                  "The background is blue"], [])
+    first = checklist.match(two, [Check("The background is blue", True)])
+    again = checklist.match(two, [Check("The image is pretty", True),
+                                  Check("Colours are vivid", True)])
+    merged = checklist.merged(first, again)
+    assert [i.met for i in merged] == [None, True] and checklist.score(merged) == 0.5
+
+
+def test_an_empty_checklist_or_answer_matches_nothing() -> None:
+    assert checklist.match([], [Check("A red circle", True)]) == ()
+    assert checklist.extras([], [Check("A red circle", True)]) == (Check("A red circle", True),)
+    assert [i.by for i in checklist.match(SPEC, [])] == ["missing"] * 4
+    assert checklist.score(()) == 0.0
 
 
 def claims_done(*checks: Check) -> Verdict:
@@ -153,3 +213,20 @@ def test_verified_done_against_the_stand_ins(servers, tmp_path) -> None:
     assert len(first["critic"]["answers"]) == 3  # the claim, the check, the check again
     state = json.loads((run_dir / "state.json").read_text())
     assert state["done_key"] != "loop_01_iter_01" and state["status"] == "done"
+
+
+def test_invented_items_never_end_a_run_as_done() -> None:
+    spec = dataclasses.replace(make(ipl=2, loops=1), requirements=(
+        "There is one red circle in the centre", "The background is blue"))
+    critic = FakeCritic(claims_done(Check("The background is blue", True)),
+                        claims_done(Check("The image is pretty", True),  # asked again
+                                    Check("Colours are vivid", True)),
+                        claims_done(Check("Red circle, centred", True),
+                                    Check("Blue background", True)))
+    events: list = []
+    state = Engine(spec, FakeRenderer(), critic, [events.append],
+                   rng=random.Random(0)).run(first_state(spec))
+    first = next(e for e in events if getattr(e, "kind", "") == "applied")
+    assert first.score == 0.5 and first.patch is not None  # not done: it went on
+    assert [c.requirement for c in first.extra] == ["The image is pretty", "Colours are vivid"]
+    assert state.status == "done" and state.done_key == "loop_01_iter_02"

@@ -163,9 +163,14 @@ def test_every_record_reads_back_as_it_was_written(tmp_path: Path) -> None:
         params, [Item("a fox", False, "no fox", "text", True, [1, 2, 3, 4], "a fox")],
         ["a fox"], [{"key": "loop_02_iter_03_c1", "seed": 7, "score": 0.5}],
         {"against": "loop_01_iter_01", "order": ["a", "b"], "winner": None},
-        {"from": "loop_01_iter_01", "denoise": 0.45, "image": "x.png"})
+        {"from": "loop_01_iter_01", "denoise": 0.45, "image": "x.png"},
+        [Check("The image is pretty", True, "nice")])
     runfolder.write_record(tmp_path, record)
     assert runfolder.read_record(tmp_path, record.key) == record
+    (tmp_path / "loop_02_iter_03.png").write_bytes(b"")  # the report shows what is not counted
+    from imitatoes.runs import report
+    assert "not counted, no requirement of the spec: The image is pretty (met)" in \
+        report._cards(tmp_path, RunState(params), [record])
     state = RunState(params, 2, 3, 4, 2, 9, "limits",
                      Best("loop_01_iter_01", 0.5, params, ("a fox", "snow"), ("snow",)),
                      None, [Tried(1, 1, params, 0.5, "why", "nothing")], ["snow"], 1,
