@@ -98,9 +98,8 @@ def test_live_init_then_one_iteration(client: ComfyClient, tmp_path: Path) -> No
     assert png.read_bytes().startswith(b"\x89PNG")
 
 
-def test_live_refine_and_repair(client: ComfyClient, tmp_path: Path) -> None:
-    """Refine and repair steps rendered by a real ComfyUI (any SD 1.5 checkpoint, the random
-    one included): the best image uploaded, img2img from it, then a masked repaint."""
+def refine_run(client: ComfyClient, tmp_path: Path) -> Path:
+    """A run whose later renders refine the best image, and repair a region of it."""
     checkpoints = client.object_info("CheckpointLoaderSimple")["CheckpointLoaderSimple"][
         "input"]["required"]["ckpt_name"][0]
     if not checkpoints:
@@ -124,6 +123,13 @@ def test_live_refine_and_repair(client: ComfyClient, tmp_path: Path) -> None:
                                   str(tmp_path / "runs"), "--yes"])
     assert ran.exit_code in (0, 3), ran.output
     [run_dir] = list((tmp_path / "runs").iterdir())
+    return run_dir
+
+
+def test_live_refine_and_repair(client: ComfyClient, tmp_path: Path) -> None:
+    """Refine and repair steps rendered by a real ComfyUI (any SD 1.5 checkpoint, the random
+    one included): the best image uploaded, img2img from it, then a masked repaint."""
+    run_dir = refine_run(client, tmp_path)
     records = [json.loads(p.read_text()) for p in sorted(run_dir.glob("loop_01_iter_0?.json"))]
     steps = [r.get("refine") or {} for r in records]
     assert steps[0] == {} and steps[1].get("image", "").startswith("imitatoes_")
@@ -133,6 +139,18 @@ def test_live_refine_and_repair(client: ComfyClient, tmp_path: Path) -> None:
     sent = client.history(repaired["prompt_id"])["prompt"][2]
     assert {"LoadImage", "VAEEncode", "LoadImageMask", "SetLatentNoiseMask"} <= {
         n["class_type"] for n in sent.values()}
+
+
+def test_live_every_iteration_of_a_refine_run_replays_identical(client: ComfyClient,
+                                                                 tmp_path: Path) -> None:
+    """Text-to-image, img2img and inpaint iterations alike (a refine was once replayed as
+    text-to-image: 59 of 255 off)."""
+    from imitatoes.runs import replay
+
+    run_dir = refine_run(client, tmp_path)
+    for png in sorted(run_dir.glob("loop_01_iter_0?.png")):
+        result = replay.replay(run_dir, png.stem)
+        assert (result.identical, result.difference) == (True, 0.0), png.stem
 
 
 def test_live_the_judged_image_is_the_saved_one_a_preview_came_before(client: ComfyClient
