@@ -1,10 +1,13 @@
 """How often a run ends with an image that really meets its requirements, when the critic is
 as imperfect as real vision models are: the Ollama stand-in calls an unmet requirement met
 with chance `false_met` and a met one unmet with chance `missed` (seeded), so it claims done
-too early, and in a head-to-head it prefers the first image shown one time in five. Each
-goal spec runs in four modes: one image an iteration with verify_done off and on, with
-head-to-head too, and three candidates an iteration; the final image is then judged by the
-stand-in's eye without noise, which is the truth here.
+too early, and in a head-to-head it prefers the first image shown with chance `first_bias`
+(0.2, and 0.4 in a second head-to-head row). Each goal spec runs in each mode: one image an
+iteration with verify_done off and on, with head-to-head too, three candidates an iteration,
+three proposals; the final image is then judged by the stand-in's eye without noise, which is
+the truth here. For the head-to-head rows: how many contests, how many replaced the best with
+an image that truly meets fewer requirements (wrong replacements), and how many compare
+questions were asked.
 
     .venv/bin/python benchmarks/search.py [specs] [false_met] [missed] [stubborn]
 
@@ -68,37 +71,72 @@ def truly_done(spec: specs.Spec, run_dir: Path) -> bool:
     return bool(eye.judge(final.read_bytes(), question)["done"])
 
 
+def met(image: bytes, question: str) -> int:
+    return sum(i["met"] for i in eye.judge(image, question)["checklist"])
+
+
+def contests(spec: specs.Spec, run_dir: Path) -> tuple[int, int, int]:
+    """Head-to-head contests of a run, how many replaced the best with an image that truly
+    meets fewer requirements, and the compare questions asked (records before both orders
+    name one `winner`, newer ones an `outcome` and what was `asked`)."""
+    question = critic_prompt.critic_prompt(spec, spec.start, 1, 1)
+    held = wrong = asked = 0
+    for path in sorted(run_dir.glob("loop_*_iter_??.json")):
+        record = yaml.safe_load(path.read_text())
+        h2h = record.get("head_to_head")
+        if not h2h:
+            continue
+        held += 1
+        asked += len(h2h.get("asked", [h2h]))
+        won = h2h.get("outcome") == "won" if "outcome" in h2h else \
+            h2h.get("winner") == record["key"]
+        new, old = (run_dir / f"{record['key']}.png", run_dir / f"{h2h['against']}.png")
+        if won and new.is_file() and old.is_file() and \
+                met(new.read_bytes(), question) < met(old.read_bytes(), question):
+            wrong += 1
+    return held, wrong, asked
+
+
 def main(n: int, false_met: float, missed: float, stubborn: float) -> None:
-    modes = {"K=1": ["search.verify_done=false"], "K=1, verify": ["search.verify_done=true"],
-             "K=1, verify, h2h": ["search.verify_done=true", "search.head_to_head=true"],
-             "K=3, verify": ["search.verify_done=true", "search.candidates=3"],
-             "3 proposals, verify": ["search.verify_done=true", "search.proposals=3"]}
+    h2h = ["search.verify_done=true", "search.head_to_head=true"]
+    modes = {"K=1": (["search.verify_done=false"], 0.2),
+             "K=1, verify": (["search.verify_done=true"], 0.2),
+             "K=1, verify, h2h": (h2h, 0.2), "K=1, verify, h2h .4": (h2h, 0.4),
+             "K=3, verify": (["search.verify_done=true", "search.candidates=3"], 0.2),
+             "3 proposals, verify": (["search.verify_done=true", "search.proposals=3"], 0.2)}
     results: dict[str, list[dict]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory() as tmp, ComfyStandin(ComfyBehaviour(stubborn=stubborn)) \
             as comfy, \
-            OllamaStandin(Behaviour(false_met=false_met, missed=missed, first_bias=0.2)) as ollama:
+            OllamaStandin(Behaviour(false_met=false_met, missed=missed)) as ollama:
         env = {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
         for i, path in enumerate(goal_specs(Path(tmp), n)):
-            for mode, overrides in modes.items():
+            for mode, (overrides, bias) in modes.items():
                 spec = specs.load(path, overrides, env=env)
-                ollama.rng = random.Random(i)  # the same luck for both modes
+                ollama.rng = random.Random(i)  # the same luck for every mode
+                ollama.behaviour.first_bias = bias
                 started = time.perf_counter()
                 outcome = Run.begin(spec, Path(tmp) / "runs").execute()
+                held, wrong, asked = contests(spec, outcome.run_dir)
                 results[mode].append({
                     "claimed": outcome.state.status == "done",
                     "true": truly_done(spec, outcome.run_dir),
                     "renders": outcome.state.renders,
-                    "seconds": time.perf_counter() - started})
+                    "seconds": time.perf_counter() - started,
+                    "contests": held, "wrong": wrong, "compares": asked})
     out = io.StringIO()
     out.write(f"{n} goal specs, critic false_met {false_met:g}, missed {missed:g}; "
               f"{stubborn:.0%} of seeds draw the shape in the wrong colour\n")
-    out.write(f"{'mode':<21}{'really done':>12}{'false done':>12}{'renders':>9}{'wall s':>8}\n")
+    out.write(f"{'mode':<21}{'really done':>12}{'false done':>12}{'renders':>9}{'wall s':>8}"
+              f"{'h2h: contests':>15}{'wrong':>7}{'asked':>7}\n")
     for mode, runs in results.items():
         true = sum(r["true"] for r in runs)
         false = sum(r["claimed"] and not r["true"] for r in runs)
+        held = sum(r["contests"] for r in runs)
+        h2h_cells = f"{held:>15}{sum(r['wrong'] for r in runs):>7}" \
+            f"{sum(r['compares'] for r in runs):>7}" if held else ""
         out.write(f"{mode:<21}{true:>9}/{len(runs):<2}{false:>10}   "
                   f"{statistics.mean(r['renders'] for r in runs):>7.1f}"
-                  f"{sum(r['seconds'] for r in runs):>8.1f}\n")
+                  f"{sum(r['seconds'] for r in runs):>8.1f}{h2h_cells}\n")
     print(out.getvalue(), end="")
 
 

@@ -234,7 +234,7 @@ class Engine:
         refined_before = state.refine
         state.refine, moved = refine_policy.adapt_denoise(
             self.spec.refine, state.refine, state.best, verdict.score)
-        base, reverted = self._new_best(state, look)
+        base, reverted, note = self._new_best(state, look)
         state.refine = refine_policy.enter(self.spec.refine, state.best, state.refine)
         state.refine, region_refused = refine_policy.choose_region(
             self.spec.refine, state.refine, state.best, look.key, look.matched.items)
@@ -246,8 +246,8 @@ class Engine:
             return
         p = patch.apply(base, verdict.changes, self.spec.bounds, self.spec.seed, self.rng,
                         self.spec.knobs)
-        if moved:
-            p = replace(p, applied=(*p.applied, moved))
+        if moved or note:
+            p = replace(p, applied=(*filter(None, [note]), *p.applied, *filter(None, [moved])))
         if region_refused:
             p = replace(p, refused=(*p.refused, region_refused))
         state.params = p.params
@@ -275,27 +275,29 @@ class Engine:
                                 f"in a row (last: {judgement.error}); check the model and "
                                 "its prompt template, then resume the run")
 
-    def _new_best(self, state: RunState, look: Look) -> tuple[Params, str | None]:
-        """Whether `look` is the new best (by score, or by a contest when they tie or it
-        scores higher, search.head_to_head); the params the next change starts from, and the
-        best it went back to, if it did."""
+    def _new_best(self, state: RunState, look: Look) -> tuple[Params, str | None, str]:
+        """Whether `look` is the new best (by score, or by a contest in both orders when it
+        scores at least as high, search.head_to_head); the params the next change starts
+        from, the best it went back to (if it did), and a note for the record."""
         score = look.matched.score
         assert score is not None  # a verdict always has a score
         best = state.best
-        won = self._contest(state, look)
-        if best is None or (won is None and score > best.score) or won:
+        outcome = self._contest(state, look)
+        if best is None or outcome == "won" or (outcome in (None, "unanswered")
+                                                 and score > best.score):
             checklist = self._checklist(state)
             met = tuple(i.requirement for i in look.matched.items if i.met)
             state.best = Best(look.key, score, look.params, checklist, met)
-            return look.params, None
-        if score < best.score or won is False:  # go back to the best
-            return best.params, best.key
-        return look.params, None
+            return look.params, None, ""
+        if score < best.score or outcome == "lost":  # go back to the best
+            return best.params, best.key, ""
+        if outcome == "tie":  # the best stays; the change goes on from this image
+            return look.params, None, f"tie with {best.key} (each won in one order)"
+        return look.params, None, ""
 
-    def _contest(self, state: RunState, look: Look) -> bool | None:
-        """search.head_to_head: does a new image that scores at least as high as the best so
-        far beat it with both in view? None when there is no contest (or no usable answer):
-        the scores decide."""
+    def _contest(self, state: RunState, look: Look) -> str | None:
+        """search.head_to_head: the outcome of a new image that scores at least as high as
+        the best so far against it, with both in view; None when there is no contest."""
         best, score = state.best, look.matched.score
         if not (self.spec.search.head_to_head and best and best.key != look.key
                 and look.rendered.image and score is not None and score >= best.score):
@@ -303,11 +305,10 @@ class Engine:
         saved = self.reuse(best.key)
         if saved is None:
             return None
-        result = search.contest(self.spec, self.critic, self.rng, look.key, look.rendered.image,
-                                best, saved.image, state.instructions)
-        self.emit(ev.HeadToHead, state, key=look.key, against=result.against,
-                  order=result.order, winner=result.winner, reason=result.reason)
-        return None if result.winner is None else result.winner == look.key
+        result = search.contest(self.spec, self.critic, look.key, look.rendered.image, best,
+                                saved.image, state.instructions)
+        self.emit(ev.HeadToHead, state, key=look.key, contest=result)
+        return result.outcome
 
     def _applied(self, state: RunState, look: Look, p: patch.Patch | None,
                  reverted: str | None) -> None:

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from imitatoes.loop.checklist import Item
 from imitatoes.loop.patch import Patch
 from imitatoes.loop.ports import Rendered
+from imitatoes.loop.search import Contest
 from imitatoes.loop.state import RunState
 from imitatoes.loop.verdict import Check, Judgement
 from imitatoes.spec.model import Params
@@ -130,14 +131,11 @@ class CandidateChosen(Event):
 
 @dataclass(frozen=True, kw_only=True)
 class HeadToHead(Event):
-    """The new image against the best so far, both in one question (search.head_to_head)."""
+    """The new image against the best so far, asked in both orders (search.head_to_head)."""
 
     kind = "head_to_head"
     key: str
-    against: str  # the best so far
-    order: tuple[str, str]  # which was shown first and second (random: position bias)
-    winner: str | None  # the key that won; None: no usable answer, the scores decide
-    reason: str
+    contest: Contest
 
 
 @dataclass(frozen=True, kw_only=True)

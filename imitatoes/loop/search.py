@@ -23,13 +23,32 @@ class Candidate:
 
 
 @dataclass(frozen=True)
-class Contest:
-    """The new image against the best so far, both in one question."""
+class Asked:
+    """One head-to-head question: the two images in an order, and which won."""
 
-    against: str  # the best so far
-    order: tuple[str, str]  # which was shown first and second (random: position bias)
-    winner: str | None  # the key that won; None: no usable answer, the scores decide
+    order: tuple[str, str]  # the keys shown first and second
+    winner: str | None  # None: no usable answer
     reason: str
+
+
+@dataclass(frozen=True)
+class Contest:
+    """The new image against the best so far, asked in both orders: vision judges favour a
+    position, so only a win that survives the swap counts (a split is a tie)."""
+
+    key: str
+    against: str  # the best so far
+    asked: tuple[Asked, ...]
+
+    @property
+    def outcome(self) -> str:
+        """won, lost, tie (each won in one order) or unanswered (the scores decide)."""
+        winners = {a.winner for a in self.asked}
+        if None in winners:
+            return "unanswered"
+        if len(winners) > 1:
+            return "tie"
+        return "won" if winners == {self.key} else "lost"
 
 
 def plan(spec: Spec, renders: int, key: str, params: Params, variants: Sequence[Params],
@@ -64,12 +83,16 @@ def proposals(spec: Spec, base: Params, alternatives: Sequence[Changes], chosen:
     return out
 
 
-def contest(spec: Spec, critic: Critic, rng: random.Random, key: str, image: bytes,
-            best: Best, best_image: bytes, instructions: Sequence[str]) -> Contest:
-    """Does a new image beat the best with both in view? Asked in a random order."""
-    order = (key, best.key) if rng.random() < 0.5 else (best.key, key)
+def contest(spec: Spec, critic: Critic, key: str, image: bytes, best: Best,
+            best_image: bytes, instructions: Sequence[str]) -> Contest:
+    """Does a new image beat the best with both in view? Asked with it first, then second."""
     images = {key: image, best.key: best_image}
-    answer = critic.compare(images[order[0]], images[order[1]],
-                            prompts.pair_prompt(spec, instructions))
-    winner = None if answer.winner is None else order[0 if answer.winner == "first" else 1]
-    return Contest(best.key, order, winner, answer.reason)
+    prompt = prompts.pair_prompt(spec, instructions)
+    asked = []
+    for order in ((key, best.key), (best.key, key)):
+        answer = critic.compare(images[order[0]], images[order[1]], prompt)
+        winner = None if answer.winner is None else order[0 if answer.winner == "first" else 1]
+        asked.append(Asked(order, winner, answer.reason))
+        if winner is None:
+            break  # no usable answer: the scores decide, and the second question is saved
+    return Contest(key, best.key, tuple(asked))

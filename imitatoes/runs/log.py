@@ -92,8 +92,11 @@ class RunLog(ev.Handler):
 
     def on_head_to_head(self, event: ev.HeadToHead) -> None:
         if self.record is not None:
-            self.record.head_to_head = {"against": event.against, "order": list(event.order),
-                                        "winner": event.winner, "reason": event.reason}
+            c = event.contest
+            self.record.head_to_head = {
+                "against": c.against, "outcome": c.outcome,
+                "asked": [{"order": list(a.order), "winner": a.winner, "reason": a.reason}
+                          for a in c.asked]}
 
     def on_done_rejected(self, event: ev.DoneRejected) -> None:
         self.rejected = list(event.failed)  # the verdict that follows is this one's record

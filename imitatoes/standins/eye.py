@@ -16,6 +16,8 @@ from . import picture
 NEGATIONS = {"no", "without", "free", "not", "never"}
 CLEAN_WORDS = {"sharp", "clean", "noise", "noisy", "grain", "grainy", "crisp", "detailed"}
 VIVID_WORDS = {"vivid", "saturated", "colourful", "colorful", "bright", "vibrant"}
+NOT_JUDGED = ("not judged: the stand-in sees only colours, shapes, noise and watermarks, not "
+              "this")
 
 
 @dataclass(frozen=True)
@@ -76,7 +78,9 @@ def check(requirement: str, seen: picture.Seen) -> tuple[bool, str, Fix | None]:
             met = want in found if want else bool(found)
             seen_text = ", ".join(f"{c} {s}" for c, s in seen.shapes) or "no shapes"
             return met, f"I see: {seen_text}", Fix(2, prompt=f"{want} {shape}".strip())
-    return True, "the stand-in cannot judge this; assumed met", None
+    # Honest about what it cannot see: never "met" on faith, so a run on the stand-ins claims
+    # no more than they saw (a red fox on a flat grey image was once done at render 1).
+    return False, NOT_JUDGED, None
 
 
 def judge(image: bytes, prompt_text: str) -> dict[str, Any]:

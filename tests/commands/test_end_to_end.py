@@ -93,7 +93,8 @@ def test_head_to_head_against_the_stand_ins(servers, tmp_path: Path) -> None:
     assert outcome.state.status == "done"
     records = [json.loads(p.read_text()) for p in sorted(outcome.run_dir.glob("loop_*.json"))]
     contests = [r["head_to_head"] for r in records if r.get("head_to_head")]
-    assert contests and all(c["winner"] in c["order"] for c in contests)
+    assert contests and all(a["winner"] in a["order"] for c in contests for a in c["asked"])
+    assert all(c["outcome"] in ("won", "lost", "tie") for c in contests)
     assert ollama.requests[-1]["format"]["required"]  # the last question was a verdict
     pair = [r for r in ollama.requests if "winner" in (r.get("format") or {}).get(
         "properties", {})]

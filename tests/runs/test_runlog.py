@@ -268,17 +268,16 @@ def test_head_to_head_the_best_changes_only_when_the_new_image_wins(tmp_path: Pa
 
     critic.compare = old_one_wins  # the critic, shown both, keeps preferring iteration 1
     state = engine.run(first_state(spec))
-    contests = [e for e in events if e.kind == "head_to_head"]
-    assert [(e.key, e.against, e.winner) for e in contests] == [
-        ("loop_01_iter_02", "loop_01_iter_01", "loop_01_iter_01"),
-        ("loop_01_iter_03", "loop_01_iter_01", "loop_01_iter_01")]
-    assert {c.order for c in contests} <= {("loop_01_iter_02", "loop_01_iter_01"),
-                                            ("loop_01_iter_01", "loop_01_iter_02"),
-                                            ("loop_01_iter_03", "loop_01_iter_01"),
-                                            ("loop_01_iter_01", "loop_01_iter_03")}
+    contests = [e.contest for e in events if e.kind == "head_to_head"]
+    assert [(c.key, c.against, c.outcome) for c in contests] == [
+        ("loop_01_iter_02", "loop_01_iter_01", "lost"),
+        ("loop_01_iter_03", "loop_01_iter_01", "lost")]
+    assert [a.order for a in contests[0].asked] == [("loop_01_iter_02", "loop_01_iter_01"),
+                                                   ("loop_01_iter_01", "loop_01_iter_02")]
     assert state.best.key == "loop_01_iter_01"  # a higher score alone does not make a best
     second = json.loads((run_dir / "loop_01_iter_02.json").read_text())
-    assert second["head_to_head"]["winner"] == "loop_01_iter_01"
+    assert second["head_to_head"]["outcome"] == "lost"
+    assert [a["winner"] for a in second["head_to_head"]["asked"]] == ["loop_01_iter_01"] * 2
     assert second["reverted_to"] == "loop_01_iter_01"
     assert renderer.params(3)["prompt"] == "a circle, simple poster, sun"  # from the best
 
@@ -295,7 +294,31 @@ def test_head_to_head_a_new_image_that_wins_becomes_the_best(tmp_path: Path) -> 
 
     critic.compare = new_one_wins
     state = engine.run(first_state(spec))
-    assert state.best.key == "loop_01_iter_02"  # an equal score, and it won with both in view
+    assert state.best.key == "loop_01_iter_02"  # an equal score, and it won in both orders
+
+
+@pytest.mark.parametrize("first_wins,best,applied", [
+    (True, "loop_01_iter_01", "tie with loop_01_iter_01 (each won in one order)"),
+    (None, "loop_01_iter_02", 'prompt + "sun"')])
+def test_head_to_head_a_split_is_a_tie_and_no_answer_lets_the_scores_decide(
+        tmp_path: Path, first_wins: bool | None, best: str, applied: str) -> None:
+    """A judge that always prefers the first image wins once in each order: a tie, the best
+    stays. A judge with no usable answer: the higher score decides."""
+    import dataclasses
+    spec = dataclasses.replace(make(ipl=2, loops=1), search=specs.Search(head_to_head=True))
+    critic = FakeCritic(verdict(0.5, prompt_append="moon"), verdict(0.75, prompt_append="sun"))
+    run_dir, renderer, engine = start(spec, tmp_path, critic)
+    asked: list = []
+
+    def biased(first: bytes, second: bytes, prompt: str):
+        asked.append(first)
+        return Pairwise(None if first_wins is None else "first", "", (), 0.0)
+
+    critic.compare = biased
+    state = engine.run(first_state(spec))
+    assert state.best.key == best and len(asked) == (2 if first_wins else 1)
+    second = json.loads((run_dir / "loop_01_iter_02.json").read_text())
+    assert second["applied"][0] == applied and second["reverted_to"] is None
 
 
 def test_proposals_each_alternative_is_a_candidate_of_the_next_iteration(tmp_path: Path

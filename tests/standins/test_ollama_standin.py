@@ -65,3 +65,38 @@ def test_replays_like_ollama(ollama: OllamaStandin, name: str) -> None:
             assert got["error"] == want["body"]["error"]
     else:
         assert resp.text == want["body"]
+
+
+def test_the_stand_in_never_calls_met_what_it_cannot_see() -> None:
+    """It sees colours, shapes, noise and watermarks; "a red fox" it answers as not judged."""
+    import io
+
+    from PIL import Image
+
+    from imitatoes.standins import eye
+
+    grey = io.BytesIO()
+    Image.new("RGB", (64, 64), (128, 128, 128)).save(grey, "PNG")
+    verdict = eye.judge(grey.getvalue(), "Checklist:\n1. A red fox sitting in snow\n"
+                        "2. Soft morning light\n3. No watermark or text\n")
+    assert [(i["met"], i["observation"]) for i in verdict["checklist"]] == [
+        (False, eye.NOT_JUDGED), (False, eye.NOT_JUDGED), (True, "no watermark or text")]
+    assert verdict["done"] is False
+
+
+def test_the_red_fox_spec_is_not_done_on_the_stand_ins(tmp_path) -> None:
+    """The shipped real-model spec once ended done at render 1 on a flat grey image."""
+    from typer.testing import CliRunner
+
+    from imitatoes.commands.cli import app
+    from imitatoes.standins.comfyui import ComfyStandin
+    from tests.conftest import ROOT
+
+    with ComfyStandin() as comfy, OllamaStandin() as ollama:
+        result = CliRunner().invoke(app, [
+            "run", str(ROOT / "specs/red-fox.yaml"), "--comfy-url", comfy.url, "--ollama-url",
+            ollama.url, "--set", "limits.max_renders=2", "--set", "critic.model=qwen2.5vl:7b",
+            "--runs-dir", str(tmp_path), "--yes"])
+    assert result.exit_code == 3, result.output  # the limits, not done
+    assert "not judged: the stand-in sees only" in "".join(
+        p.read_text() for p in tmp_path.rglob("loop_*.json"))
