@@ -464,6 +464,55 @@ def worker(
                           f"--hostname={name or socket.gethostname()}@%h"])
 
 
+bench_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
+                        help="Measure what the loop depends on.")
+app.add_typer(bench_app, name="bench")
+
+
+@bench_app.command("critic")
+def bench_critic(
+    models: Annotated[list[str] | None, typer.Argument(
+        metavar="MODEL", help="Vision models to measure (default: qwen2.5vl:7b).")] = None,
+    ollama_url: Annotated[str | None, typer.Option(metavar="URL", help="Ollama (default: "
+                                                   "$IMITATOES_OLLAMA_URL, then :11434).")] = None,
+    openai_url: Annotated[str | None, typer.Option(
+        metavar="URL", help="An OpenAI-compatible server instead of Ollama.")] = None,
+    images: Annotated[int, typer.Option(metavar="N", min=8, max=2000,
+                                        help="Pictures in the labelled set.")] = 80,
+    seed: Annotated[int, typer.Option(metavar="S", help="The set's seed.")] = 0,
+    labels: Annotated[Path | None, typer.Option(
+        metavar="FILE", help="Your own labelled images instead (docs/bench.md).")] = None,
+    runs_dir: RunsDir = None,
+) -> None:
+    """How far to trust a critic: each model judges a labelled set exactly as a run asks it;
+    accuracy, false-met and missed rates, broken answers, head-to-head position bias and
+    seconds per answer, per category, and what follows for a spec. Writes results.json and
+    report.html (the wrong answers beside their images) under the runs folder."""
+    from datetime import datetime, timezone
+
+    from imitatoes.commands import bench, scenes
+
+    with reported():
+        cases, pairs = scenes.from_labels(labels) if labels else scenes.made(images, seed)
+        url = (openai_url or ollama_url or os.environ.get("IMITATOES_OLLAMA_URL")
+               or "http://127.0.0.1:11434").rstrip("/")
+        root = runs_dir or Path(os.environ.get("IMITATOES_RUNS") or "runs")
+        out = root / f"bench_{datetime.now(timezone.utc):%Y%m%dT%H%M%SZ}"
+        meta = {"set": str(labels) if labels else f"made: {images} images, seed {seed}",
+                "url": url, "provider": "openai" if openai_url else "ollama"}
+        plan = bench.Plan(tuple(models or ["qwen2.5vl:7b"]), url, meta["provider"], cases,
+                          pairs, out, meta)
+        typer.echo(f"measuring {', '.join(plan.models)} at {url} on {len(cases)} images and "
+                   f"{len(pairs)} pairs; results go to {out}")
+        try:
+            results = bench.run(plan, lambda where: None)
+        except KeyboardInterrupt:
+            typer.echo(f"interrupted; what was measured is in {out}", err=True)
+            raise
+        typer.echo(bench.table(results))
+        typer.echo(f"results: {out / 'results.json'}\nwrong answers: {out / 'report.html'}")
+
+
 standin_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
                           help="Run a loopback stand-in server (no GPU).")
 app.add_typer(standin_app, name="standin")

@@ -16,8 +16,12 @@ from . import picture
 NEGATIONS = {"no", "without", "free", "not", "never"}
 CLEAN_WORDS = {"sharp", "clean", "noise", "noisy", "grain", "grainy", "crisp", "detailed"}
 VIVID_WORDS = {"vivid", "saturated", "colourful", "colorful", "bright", "vibrant"}
+# It can count to one and cannot tell where things are: such requirements are not judged.
+COUNTS = {"two", "three", "four", "five", "exactly", "several", "many", "both", "pair"}
+PLACES = {"left", "right", "above", "below", "beside", "top", "bottom", "under", "over",
+          "centre", "center", "centred", "centered", "middle", "behind", "front"}
 NOT_JUDGED = ("not judged: the stand-in sees only colours, shapes, noise and watermarks, not "
-              "this")
+              "this (nor counts or places)")
 
 
 @dataclass(frozen=True)
@@ -56,6 +60,8 @@ def _line_after(label: str, text: str) -> str:
 
 def check(requirement: str, seen: picture.Seen) -> tuple[bool, str, Fix | None]:
     w = picture.words(requirement)
+    if set(w) & (COUNTS | PLACES) or re.search(r"\b[2-9]\b", requirement):
+        return False, NOT_JUDGED, None
     negated = bool(NEGATIONS & set(w))
     colours = [("gray" if c == "grey" else c) for c in w if c in picture.COLOURS]
     if negated and set(w) & set(picture.WATERMARK_WORDS):
@@ -71,7 +77,16 @@ def check(requirement: str, seen: picture.Seen) -> tuple[bool, str, Fix | None]:
         want = colours[-1]
         return (seen.background == want, f"the background is {seen.background}",
                 Fix(2, prompt=f"{want} background"))
-    for shape in picture.SHAPES:
+    named = [shape for shape in picture.SHAPES if shape in w or f"{shape}s" in w]
+    if len(named) > 1:  # "a red circle and a blue square": every one, each in its colour
+        wanted = picture.scene_from(requirement, "", picture.CLEAN_STEPS, 7.0).shapes
+        met = all(any(s == shape and (not colour or c == colour) for c, s in seen.shapes)
+                  for colour, shape in wanted)
+        seen_text = ", ".join(f"{c} {s}" for c, s in seen.shapes) or "no shapes"
+        first = next((f"{c} {s}".strip() for c, s in wanted
+                      if not any(x == s and (not c or y == c) for y, x in seen.shapes)), "")
+        return met, f"I see: {seen_text}", Fix(2, prompt=first) if first else None
+    for shape in named:
         if shape in w or f"{shape}s" in w:
             found = [c for c, s in seen.shapes if s == shape]
             want = colours[0] if colours else ""
