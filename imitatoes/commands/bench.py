@@ -210,7 +210,7 @@ def to_json(results: list[ModelResult], meta: dict[str, Any]) -> dict[str, Any]:
 
 
 def _figures(t: Tally) -> dict[str, Any]:
-    return {**dataclasses.asdict(t), "accuracy": round(t.accuracy, 4),
+    return {**dataclasses.asdict(t), "judged": t.judged, "accuracy": round(t.accuracy, 4),
             "false_met_rate": round(t.false_met_rate, 4), "missed_rate": round(t.missed_rate, 4),
             "false_met_margin": round(margin(t.false_met_rate, t.unmet_true), 4),
             "missed_margin": round(margin(t.missed_rate, t.met_true), 4)}

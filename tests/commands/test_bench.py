@@ -104,3 +104,24 @@ def test_the_stand_in_does_not_pretend_to_count_or_place(text: str) -> None:
     verdict = eye.judge(cases[0].image, f"Checklist:\n1. {text}\n")
     assert verdict["checklist"][0]["met"] is False
     assert verdict["checklist"][0]["observation"] == eye.NOT_JUDGED
+
+
+def test_ctrl_c_keeps_what_was_measured(tmp_path: Path) -> None:
+    from imitatoes.commands import bench
+
+    cases, pairs = scenes.made(16, 2)
+    calls: list[str] = []
+
+    def stop_at_five(where: str) -> None:
+        calls.append(where)
+        if len(calls) == 5:
+            raise KeyboardInterrupt
+
+    with OllamaStandin(Behaviour(latency=0)) as ollama:
+        plan = bench.Plan(("qwen2.5vl:7b",), ollama.url, "ollama", cases, pairs,
+                          tmp_path / "out", {"set": "test"})
+        with pytest.raises(KeyboardInterrupt):
+            bench.run(plan, stop_at_five)
+    [model] = json.loads((tmp_path / "out" / "results.json").read_text())["models"]
+    assert model["all"]["judged"] == 2 * 5  # five images, two sentences each
+    assert (tmp_path / "out" / "report.html").is_file()
