@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import io
 import itertools
+import json
 import random
 import statistics
 import sys
@@ -97,6 +98,18 @@ def contests(spec: specs.Spec, run_dir: Path) -> tuple[int, int, int]:
     return held, wrong, asked
 
 
+def repeats(run_dir: Path) -> int:
+    """Renders (candidates included) made with the settings of an earlier one (read from the
+    records alone, so it measures older versions too)."""
+    made = []
+    for path in run_dir.glob("loop_*_iter_*.json"):
+        record = json.loads(path.read_text())
+        refine = {k: v for k, v in (record.get("refine") or {}).items()
+                  if k in ("from", "denoise", "region")}
+        made.append(json.dumps([record["params"], refine], sort_keys=True))
+    return len(made) - len(set(made))
+
+
 def main(n: int, false_met: float, missed: float, stubborn: float) -> None:
     h2h = ["search.verify_done=true", "search.head_to_head=true"]
     modes = {"K=1": (["search.verify_done=false"], 0.2),
@@ -122,12 +135,13 @@ def main(n: int, false_met: float, missed: float, stubborn: float) -> None:
                     "true": truly_done(spec, outcome.run_dir),
                     "renders": outcome.state.renders,
                     "seconds": time.perf_counter() - started,
-                    "contests": held, "wrong": wrong, "compares": asked})
+                    "contests": held, "wrong": wrong, "compares": asked,
+                    "repeats": repeats(outcome.run_dir)})
     out = io.StringIO()
     out.write(f"{n} goal specs, critic false_met {false_met:g}, missed {missed:g}; "
               f"{stubborn:.0%} of seeds draw the shape in the wrong colour\n")
-    out.write(f"{'mode':<21}{'really done':>12}{'false done':>12}{'renders':>9}{'wall s':>8}"
-              f"{'h2h: contests':>15}{'wrong':>7}{'asked':>7}\n")
+    out.write(f"{'mode':<21}{'really done':>12}{'false done':>12}{'renders':>9}"
+              f"{'repeated':>9}{'wall s':>8}{'h2h: contests':>15}{'wrong':>7}{'asked':>7}\n")
     for mode, runs in results.items():
         true = sum(r["true"] for r in runs)
         false = sum(r["claimed"] and not r["true"] for r in runs)
@@ -136,6 +150,7 @@ def main(n: int, false_met: float, missed: float, stubborn: float) -> None:
             f"{sum(r['compares'] for r in runs):>7}" if held else ""
         out.write(f"{mode:<21}{true:>9}/{len(runs):<2}{false:>10}   "
                   f"{statistics.mean(r['renders'] for r in runs):>7.1f}"
+                  f"{sum(r['repeats'] for r in runs):>9}"
                   f"{sum(r['seconds'] for r in runs):>8.1f}{h2h_cells}\n")
     print(out.getvalue(), end="")
 

@@ -160,6 +160,7 @@ class Run:
         spec = runfolder.load_spec(run_dir, overrides, env)
         state, notes = within_limits(state, spec)
         state.renders = max(state.renders, runfolder.renders_on_disk(run_dir))
+        state.rendered = {**runfolder.fingerprints(run_dir), **state.rendered}
         return Run(spec, run_dir, state, notes=notes)
 
     @staticmethod

@@ -11,12 +11,12 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from imitatoes.errors import ImitatoesError
-from imitatoes.loop import binder, judging, patch, prompts, refine_policy, search
+from imitatoes.loop import binder, judging, patch, prompts, refine_policy, repeats, search
 from imitatoes.loop import events as ev
 from imitatoes.loop.events import Listener
 from imitatoes.loop.judging import Matched
 from imitatoes.loop.ports import Critic, Rendered, Renderer, RenderRejected, Reuse, Saved
-from imitatoes.loop.state import Best, Pending, RunState, Tried, key
+from imitatoes.loop.state import Best, Pending, RunState, Tried, fingerprint, key
 from imitatoes.spec.model import Params, Spec
 
 MAX_CRITIC_FAILURES = 3  # in a row: the critic is not working, stop instead of burning renders
@@ -165,6 +165,7 @@ class Engine:
         if saved is not None:  # rendered before a crash: judge it, do not render it again
             prompt_id = state.pending.prompt_id if state.pending else ""
             rendered = Rendered(saved.image, prompt_id, 0.0)
+            state.rendered.setdefault(fingerprint(params, state.refine), k)
             self.emit(ev.ImageRendered, state, key=k, rendered=rendered, reused=True,
                       params=params, state=state.snapshot())
             return rendered
@@ -182,6 +183,7 @@ class Engine:
             self.emit(ev.RenderRefused, state, key=k, data=exc.data, message=str(exc))
             raise
         state.renders += 1
+        state.rendered.setdefault(fingerprint(params, sub.refine), k)
         state.pending = Pending(k, rendered.prompt_id)
         self.emit(ev.ImageRendered, state, key=k, rendered=rendered, reused=False,
                   params=params, state=state.snapshot(), refine=sub.record(), mask=sub.mask)
@@ -225,42 +227,37 @@ class Engine:
 
     def _apply(self, state: RunState, look: Look) -> None:
         """Fold a judged image into the state: the best so far, the refine state, and the
-        parameters of the next render."""
+        parameters of the next render (never those of an image already rendered)."""
         verdict = look.matched.judgement.verdict
         if verdict is None:
             self._no_verdict(state, look)
             return
         state.failures = 0
-        refined_before = state.refine
+        gained, lost = repeats.progress(look.matched.items, state.best)
         state.refine, moved = refine_policy.adapt_denoise(
             self.spec.refine, state.refine, state.best, verdict.score)
-        base, reverted, note = self._new_best(state, look)
+        base, reverted, note = self._new_best(state, look, gained)
         state.refine = refine_policy.enter(self.spec.refine, state.best, state.refine)
         state.refine, region_refused = refine_policy.choose_region(
             self.spec.refine, state.refine, state.best, look.key, look.matched.items)
         if verdict.done:
             state.done_key = look.key
             state.remember(Tried(state.loop, state.iteration, look.params, verdict.score,
-                                 verdict.reason, "nothing (done)"))
+                                 verdict.reason, "nothing (done)", gained, lost))
             self._applied(state, look, None, None)
             return
         p = patch.apply(base, verdict.changes, self.spec.bounds, self.spec.seed, self.rng,
                         self.spec.knobs)
-        if moved or note:
-            p = replace(p, applied=(*filter(None, [note]), *p.applied, *filter(None, [moved])))
-        if region_refused:
-            p = replace(p, refused=(*p.refused, region_refused))
-        state.params = p.params
+        p = replace(p, applied=(*filter(None, [note]), *p.applied, *filter(None, [moved])),
+                    refused=(*p.refused, *filter(None, [region_refused])))
         state.proposals = search.proposals(self.spec, base, verdict.alternatives, p.params,
                                            self.rng)
-        # Nothing the critic asked for could be applied (refused, or already there): the next
-        # render would repeat this one, unless the seed policy draws a new seed each time, or
-        # a new source image, denoise or region makes it differ.
-        state.stalled = p.params == look.params and not state.proposals \
-            and state.refine == refined_before and self.spec.seed.policy != "random"
+        p, state.stalled = repeats.avoid(self.spec, state, look.params, reverted is not None,
+                                         verdict.changes, p, self.rng)
+        state.params = p.params
         applied = p.summary() if reverted is None else f"back to {reverted}; {p.summary()}"
         state.remember(Tried(state.loop, state.iteration, look.params, verdict.score,
-                             verdict.reason, applied))
+                             verdict.reason, applied, gained, lost))
         self._applied(state, look, p, reverted)
 
     def _no_verdict(self, state: RunState, look: Look) -> None:
@@ -275,10 +272,13 @@ class Engine:
                                 f"in a row (last: {judgement.error}); check the model and "
                                 "its prompt template, then resume the run")
 
-    def _new_best(self, state: RunState, look: Look) -> tuple[Params, str | None, str]:
+    def _new_best(self, state: RunState, look: Look, gained: tuple[str, ...]
+                  ) -> tuple[Params, str | None, str]:
         """Whether `look` is the new best (by score, or by a contest in both orders when it
         scores at least as high, search.head_to_head); the params the next change starts
-        from, the best it went back to (if it did), and a note for the record."""
+        from, the best it went back to (if it did), and a note for the record. An image
+        that scores lower but met a requirement the best did not is not thrown away: the
+        next change goes on from it, so the fixes are combined rather than separated."""
         score = look.matched.score
         assert score is not None  # a verdict always has a score
         best = state.best
@@ -289,6 +289,8 @@ class Engine:
             met = tuple(i.requirement for i in look.matched.items if i.met)
             state.best = Best(look.key, score, look.params, checklist, met)
             return look.params, None, ""
+        if score < best.score and gained and outcome != "lost":
+            return look.params, None, f"on from this image: it met {'; '.join(gained)}"
         if score < best.score or outcome == "lost":  # go back to the best
             return best.params, best.key, ""
         if outcome == "tie":  # the best stays; the change goes on from this image

@@ -39,8 +39,10 @@ def history_text(tried: Sequence[Tried], limit: int) -> str:
     lines = []
     for t in list(tried)[-limit:]:
         score = "" if t.score is None else f", score {t.score:.2f}"
+        said = (f" It met what the best so far did not: {'; '.join(t.gained)}." if t.gained
+                else "") + (f" It lost: {'; '.join(t.lost)}." if t.lost else "")
         lines.append(f"- loop {t.loop} iteration {t.iteration} ({_settings(t.params)}{score}): "
-                     f"{t.reason} Changed: {t.applied}.")
+                     f"{t.reason}{said} Changed: {t.applied}.")
     return "\n".join(lines)
 
 

@@ -3,6 +3,8 @@ get copies; the run folder's state.json is `RunState.to_dict()`."""
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
@@ -26,6 +28,8 @@ class Tried:
     score: float | None
     reason: str
     applied: str  # e.g. 'prompt + "red circle"; steps 20 -> 30', or "nothing"
+    gained: tuple[str, ...] = ()  # requirements it met that the best so far did not
+    lost: tuple[str, ...] = ()  # requirements the best met that it did not
 
 
 @dataclass(frozen=True)
@@ -131,11 +135,14 @@ class RunState:
     stalled: bool = False  # the last verdict changed nothing: the next image would repeat
     proposals: list[Params] = field(default_factory=list)  # the critic's alternatives, to try
     refine: RefineState | None = None
+    # Everything rendered, by what decides the image (fingerprint), with the first key that
+    # showed it: the loop never pays for the same image twice.
+    rendered: dict[str, str] = field(default_factory=dict)
 
     def snapshot(self) -> RunState:
         """A copy a listener may keep: every field is immutable except the lists."""
         return replace(self, history=list(self.history), instructions=list(self.instructions),
-                       proposals=list(self.proposals))
+                       proposals=list(self.proposals), rendered=dict(self.rendered))
 
     def checklist(self, spec_requirements: Sequence[str]) -> tuple[str, ...]:
         """What the image must meet now: the spec's requirements, then the user's."""
@@ -150,6 +157,8 @@ class RunState:
         d["refine"] = self.refine.to_dict() if self.refine else None
         if self.best is not None:
             d["best"].update(against=list(self.best.against), met=list(self.best.met))
+        for t in d["history"]:  # as JSON reads back: lists
+            t.update(gained=list(t["gained"]), lost=list(t["lost"]))
         return d
 
     @staticmethod
@@ -168,8 +177,9 @@ class RunState:
             renders=_count(d["renders"]), status=d["status"],
             best=Best.from_dict(best) if best else None,
             done_key=checked_key(d["done_key"]) if d.get("done_key") else None,
-            history=[Tried(**{**t, "params": Params.from_dict(t["params"])})
-                     for t in d["history"]],
+            history=[Tried(**{**t, "params": Params.from_dict(t["params"]),
+                              "gained": tuple(t.get("gained", ())),
+                              "lost": tuple(t.get("lost", ()))}) for t in d["history"]],
             instructions=list(d.get("instructions") or
                               ([d["instruction"]] if d.get("instruction") else [])),
             failures=_count(d.get("failures", 0)),
@@ -177,7 +187,17 @@ class RunState:
             pending=Pending(checked_key(pending["key"]), str(pending.get("prompt_id", "")))
             if pending else None,
             stalled=d.get("stalled", False),
-            refine=RefineState.from_dict(d["refine"]) if d.get("refine") else None)
+            refine=RefineState.from_dict(d["refine"]) if d.get("refine") else None,
+            rendered={str(f): checked_key(k) for f, k in (d.get("rendered") or {}).items()})
+
+
+def fingerprint(params: Params, refine: RefineState | None) -> str:
+    """What decides an image, as a short digest: the params (knobs included) and, in refine
+    mode, the image it starts from, the denoise and the region repainted."""
+    decided = [params.prompt, params.negative, params.cfg, params.steps, params.seed,
+               [list(k) for k in params.knobs], refine.to_dict() if refine else None]
+    text = json.dumps(decided, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def key(loop: int, iteration: int) -> str:

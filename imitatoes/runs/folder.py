@@ -29,7 +29,7 @@ from imitatoes.errors import ImitatoesError
 from imitatoes.loop.checklist import Item
 from imitatoes.loop.patch import Refusal
 from imitatoes.loop.ports import Saved
-from imitatoes.loop.state import RunState, checked_key
+from imitatoes.loop.state import RefineState, RunState, checked_key, fingerprint
 from imitatoes.loop.verdict import Attempt, Changes, Check, Verdict
 from imitatoes.spec import load as specs
 from imitatoes.spec import template
@@ -280,6 +280,23 @@ def choose(run_dir: Path, key: str, chosen: str, candidates: list[dict[str, Any]
     except OSError as exc:
         raise RunFolderError(f"cannot move {chosen}.png in {run_dir}: {exc.strerror}") from None
     return record
+
+
+def fingerprints(run_dir: Path) -> dict[str, str]:
+    """What each finished iteration's image was decided by (for runs saved before state.json
+    kept it), candidates included."""
+    out: dict[str, str] = {}
+    for record in records(run_dir, candidates=True):
+        refine = refine_state(record.refine)
+        out.setdefault(fingerprint(record.params, refine), record.key)
+    return out
+
+
+def refine_state(d: dict[str, Any] | None) -> RefineState | None:
+    try:
+        return RefineState.from_dict(d) if d else None
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def write_state(run_dir: Path, state: RunState) -> None:

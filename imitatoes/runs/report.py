@@ -18,7 +18,7 @@ import yaml
 from imitatoes.errors import ImitatoesError
 from imitatoes.loop import events as ev
 from imitatoes.loop import patch
-from imitatoes.loop.state import RunState
+from imitatoes.loop.state import RunState, fingerprint
 from imitatoes.runs import charts, provenance, thumbs
 from imitatoes.runs import folder as runfolder
 from imitatoes.runs.folder import IterationRecord
@@ -234,7 +234,28 @@ def _charts(spec: dict[str, Any], records: list[IterationRecord]) -> str:
                           "#d55") if records else "",
         charts.line_chart("steps (scale: the spec's bounds)", labels, steps,
                           *span("steps", steps), "#36c") if records else "",
-        *_knob_charts(spec, records, labels)])
+        *_knob_charts(spec, records, labels), _repeat_chart(records, labels)])
+
+
+def made_as(records: list[IterationRecord]) -> list[int]:
+    """For each iteration, the position of the first one made with the same settings (params,
+    knobs, refine state, seed): its own, unless it repeats an earlier image."""
+    first: dict[str, int] = {}
+    out = []
+    for n, r in enumerate(records):
+        refine = runfolder.refine_state(r.refine)
+        out.append(first.setdefault(fingerprint(r.params, refine), n))
+    return out
+
+
+def _repeat_chart(records: list[IterationRecord], labels: list[str]) -> str:
+    """Each image against the first made with its settings: new images climb the diagonal; a
+    repeat (a replay on purpose, or a cycle) drops back to the image it repeats."""
+    made = made_as(records)
+    if not records or made == list(range(len(records))):
+        return ""
+    return charts.line_chart("made as (a drop: the same settings as an earlier image)", labels,
+                             [float(m + 1) for m in made], 1.0, float(len(records)), "#888")
 
 
 def _knob_charts(spec: dict[str, Any], records: list[IterationRecord], labels: list[str]
@@ -272,8 +293,9 @@ def _compare(records: list[IterationRecord], state: RunState) -> str:
 
 def _cards(run_dir: Path, state: RunState, records: list[IterationRecord]) -> str:
     best = state.best.key if state.best else None
+    made = made_as(records)
     cards = []
-    for r in records:
+    for n, r in enumerate(records):
         score = "—" if r.score is None else f"{r.score:.2f}"
         cls = " ".join(c for c, on in (("best", r.key == best), ("done", r.key == state.done_key))
                        if on)
@@ -283,6 +305,8 @@ def _cards(run_dir: Path, state: RunState, records: list[IterationRecord]) -> st
         if r.refine:
             settings += f" · refined from {r.refine.get('from')} at denoise " \
                         f"{r.refine.get('denoise')}"
+        if made[n] != n:
+            settings += f" · repeat of {records[made[n]].key} (the same settings)"
         caption = f"{r.key} · score {score} · {settings}"
         cards.append(
             f'<div class="card {cls}" id="card-{escape(r.key)}" data-caption="'
