@@ -132,7 +132,8 @@ class Engine:
         and judged; the best goes on under the iteration's own name."""
         variants = [params, *state.proposals]
         state.proposals = []
-        plan = search.plan(self.spec, state.renders, k, params, variants, self.reuse, self.rng)
+        plan = search.plan(self.spec, state.renders, k, params, variants, self.reuse, self.rng,
+                           lambda p: fingerprint(p, state.refine) in state.rendered)
         # All at once, so ComfyUI renders the next while the critic judges the last; not when
         # the two take turns on one GPU (they would fight over it).
         one_gpu = self.spec.critic.unload_before_render or self.spec.comfyui.free_before_critique

@@ -5,7 +5,7 @@ a new image against the best with both in view (search.head_to_head)."""
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 
 from imitatoes.loop import patch, prompts
@@ -52,9 +52,12 @@ class Contest:
 
 
 def plan(spec: Spec, renders: int, key: str, params: Params, variants: Sequence[Params],
-         reuse: Reuse, rng: random.Random) -> list[Candidate]:
-    """Each candidate's key, parameters and saved render: the variants first, then new seeds
-    up to search.candidates, within limits.max_renders."""
+         reuse: Reuse, rng: random.Random, made: Callable[[Params], bool] = lambda p: False
+         ) -> list[Candidate]:
+    """Each candidate's key, parameters and saved render: the variants first (but none that
+    `made` says was rendered already, beyond the first), then new seeds up to
+    search.candidates, within limits.max_renders."""
+    variants = [v for n, v in enumerate(variants) if n == 0 or not made(v)]
     cap = spec.limits.max_renders
     left = None if cap is None else max(1, cap - renders)
     out = []

@@ -163,3 +163,16 @@ def test_the_report_marks_a_repeat(tmp_path: Path) -> None:
         "card-loop_01_iter_03")]
     assert "made as (a drop" in report._repeat_chart(records, ["1.1", "1.2", "1.3"])
     assert report._repeat_chart(records[:2], ["1.1", "1.2"]) == ""  # nothing repeats
+
+
+def test_a_proposal_already_rendered_is_no_candidate() -> None:
+    from imitatoes.loop import search
+
+    spec = dataclasses.replace(specs.load(ROOT / "imitatoes/data/demo.yaml", env={}),
+                               search=specs.Search(candidates=1, proposals=3))
+    start = spec.start
+    old, new = dataclasses.replace(start, cfg=8.5), dataclasses.replace(start, cfg=5.5)
+    plan = search.plan(spec, 0, "loop_01_iter_02", start, [start, old, new],
+                       lambda key: None, random.Random(0), lambda p: p in (start, old))
+    assert [c.params for c in plan] == [start, new]  # the first always: it is the plan itself
+    assert [c.key for c in plan] == ["loop_01_iter_02_c1", "loop_01_iter_02_c2"]
