@@ -35,3 +35,11 @@ def servers() -> Iterator[tuple[ComfyStandin, OllamaStandin]]:
     """Both stand-ins on free loopback ports."""
     with ComfyStandin() as comfy, OllamaStandin() as ollama:
         yield comfy, ollama
+
+
+def found(items: list, what: str) -> list:
+    """A glob's results, failing loudly when it finds nothing (a test parametrized over an
+    empty list would pass with nothing checked)."""
+    if not items:
+        raise AssertionError(f"no {what} found: the tests that read them would check nothing")
+    return items

@@ -181,6 +181,8 @@ def within(params: Params, bounds: Bounds, knobs: Sequence[Knob] = ()
     prompt = params.prompt
     while len(prompt) > bounds.prompt_max_chars and "," in prompt:
         prompt = prompt.rsplit(",", 1)[0].rstrip()
+    if len(prompt) > bounds.prompt_max_chars:  # one term longer than the bound: cut inside it
+        prompt = prompt[:bounds.prompt_max_chars].rstrip()
     negative = ", ".join(terms(params.negative)[:bounds.negative_max_terms]) \
         if len(terms(params.negative)) > bounds.negative_max_terms else params.negative
     for name, old, new in (("cfg", params.cfg, cfg), ("steps", params.steps, steps)):

@@ -213,7 +213,8 @@ def build(data: dict[str, Any], asked: Sequence[tuple[tuple[str, Any], ...]] = (
 def _changes(c: dict[str, Any], where: str) -> Changes:
     return Changes(c["prompt_append"].strip(), c["neg_append"].strip(),
                    None if c["cfg"] is None else _finite(f"{where}.cfg", c["cfg"]),
-                   None if c["steps"] is None else int(c["steps"]), c["seed"])
+                   None if c["steps"] is None else
+                   int(round(_finite(f"{where}.steps", c["steps"]))), c["seed"])
 
 
 def _finite(where: str, value: float) -> float:

@@ -9,7 +9,7 @@ import json
 import pytest
 
 from imitatoes.loop.verdict import VerdictInvalid, parse
-from tests.conftest import ROOT
+from tests.conftest import ROOT, found
 from tests.custom_nodes.test_custom_node import PACK_MODULE
 
 read_verdict = PACK_MODULE.read_verdict
@@ -18,7 +18,8 @@ read_verdict = PACK_MODULE.read_verdict
 def recorded_answers() -> list[str]:
     """Every answer text in the Ollama fixtures (native and OpenAI-compatible)."""
     answers = []
-    for path in sorted((ROOT / "tests" / "fixtures" / "ollama").glob("*.json")):
+    for path in found(sorted((ROOT / "tests" / "fixtures" / "ollama").glob("*.json")),
+                      "recorded Ollama answers"):
         body = json.loads(path.read_text()).get("response", {}).get("body")
         if not isinstance(body, dict):
             continue

@@ -12,11 +12,12 @@ import yaml
 from typer.testing import CliRunner
 
 from imitatoes.commands.cli import app
-from tests.conftest import ROOT
+from tests.conftest import ROOT, found
 
 SPECS = ROOT / "tests" / "specs"
-VALID = sorted((SPECS / "valid").glob("*.yaml")) + sorted((ROOT / "specs").glob("*.yaml"))
-INVALID = sorted((SPECS / "invalid").glob("*.yaml"))
+VALID = found(sorted((SPECS / "valid").glob("*.yaml")), "valid example specs") + \
+    found(sorted((ROOT / "specs").glob("*.yaml")), "shipped specs")
+INVALID = found(sorted((SPECS / "invalid").glob("*.yaml")), "invalid example specs")
 runner = CliRunner()
 
 

@@ -14,6 +14,7 @@ import websocket
 from PIL import Image
 
 from imitatoes.standins.comfyui import Behaviour, ComfyStandin
+from tests.conftest import found
 from tests.servers import FIXTURES, fixture, replay, same_shape, shape
 
 UNSUPPORTED = {  # what the stand-in does not implement, and why that is fine for imitatoes
@@ -33,8 +34,9 @@ STATEFUL = {  # need a prompt to have run first: covered by the scenario tests b
     "queue_running_and_pending.json", "prompt_get_queue_info_busy.json",
     "queue_after_delete.json",
 }
-HTTP = sorted(p.name for p in (FIXTURES / "comfyui").glob("*.json")
-              if not p.name.startswith("ws_") and p.name not in UNSUPPORTED | STATEFUL)
+HTTP = found(sorted(p.name for p in (FIXTURES / "comfyui").glob("*.json")
+                    if not p.name.startswith("ws_") and p.name not in UNSUPPORTED | STATEFUL),
+             "recorded ComfyUI exchanges")
 
 
 @pytest.fixture

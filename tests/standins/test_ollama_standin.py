@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from imitatoes.standins.ollama import Behaviour, OllamaStandin
+from tests.conftest import found
 from tests.servers import FIXTURES, fixture, replay, same_shape, shape
 
 UNSUPPORTED = {
@@ -18,7 +19,8 @@ UNSUPPORTED = {
     "05d_chat_image_exceeds_context.json",  # no context accounting
     "12c_chat_json_mode_whitespace_abort.json",  # covered by the client's parser tests
 }
-FILES = sorted(p.name for p in (FIXTURES / "ollama").glob("*.json") if p.name not in UNSUPPORTED)
+FILES = found(sorted(p.name for p in (FIXTURES / "ollama").glob("*.json")
+                    if p.name not in UNSUPPORTED), "recorded Ollama exchanges")
 MODELS = {"qwen2.5vl:7b": ["completion", "vision"], "llama3.2:3b": ["completion", "tools"],
           "gemma3:4b": ["completion", "vision"]}
 

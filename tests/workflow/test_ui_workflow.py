@@ -12,14 +12,14 @@ import pytest
 
 from imitatoes.workflow import ui as ui_workflow
 from imitatoes.workflow.ui import Unconvertible
-from tests.conftest import ROOT
+from tests.conftest import ROOT, found
 
 FIXTURES = ROOT / "tests" / "fixtures"
 PAIRS = FIXTURES / "comfyui-ui"  # upstream templates
 OWN = FIXTURES / "comfyui-ui-own"  # ours: reroutes, primitives, muted and bypassed nodes
 INFO = json.loads((FIXTURES / "comfyui/object_info_full.json").read_text())["response"]["body"]
-CASES = sorted(p.with_name(p.name[:-len(".ui.json")]) for folder in (PAIRS, OWN)
-               for p in folder.glob("*.ui.json"))
+CASES = found(sorted(p.with_name(p.name[:-len(".ui.json")]) for folder in (PAIRS, OWN)
+                     for p in folder.glob("*.ui.json")), "UI-format workflow pairs")
 
 
 def load(path: Path) -> dict[str, Any]:

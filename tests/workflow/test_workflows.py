@@ -14,17 +14,18 @@ from imitatoes.standins import comfy_graph
 from imitatoes.standins.comfyui import ComfyStandin
 from imitatoes.standins.ollama import OllamaStandin
 from imitatoes.workflow import api as workflow
-from tests.conftest import ROOT
+from tests.conftest import ROOT, found
 from tests.servers import FIXTURES
 
-WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
+WORKFLOWS = found(sorted((ROOT / "workflows").glob("*.json")), "shipped workflows")
 SPECS = {specs.load(p, env={}).workflow_path.name: p
-         for p in sorted((ROOT / "specs").glob("*.yaml"))}
+         for p in found(sorted((ROOT / "specs").glob("*.yaml")), "shipped specs")}
 
 
 def recorded_info() -> dict:
     info = {}
-    for path in (FIXTURES / "comfyui").glob("object_info_*.json"):
+    for path in found(list((FIXTURES / "comfyui").glob("object_info_*.json")),
+                      "recorded /object_info answers"):
         body = json.loads(path.read_text())["response"].get("body")
         if isinstance(body, dict):
             info.update(body)
