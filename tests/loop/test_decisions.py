@@ -207,3 +207,124 @@ def test_one_item_by_text_and_one_by_position_in_one_answer() -> None:
     # the second item is the first requirement's by text; the first names nothing and the
     # answer is aligned, so it stands for the requirement at its place
     assert [(i.met, i.by) for i in items] == [(True, "text"), (None, "missing")]
+
+
+# -- knobs: what the critic is allowed to name, and what a spec may declare ----------------
+
+def test_each_knob_in_the_verdict_schema() -> None:
+    assert knobs.schema_property(CHOICE) == {"enum": ["euler", "dpmpp_2m", None],
+                                             "description": "one of euler, dpmpp_2m, or null"}
+    assert knobs.schema_property(TEXT) == {"type": ["string", "null"], "maxLength": 10,
+                                           "description": "the new text, or null"}
+    number = knobs.schema_property(GRID)
+    assert (number["type"], number["minimum"], number["maximum"]) == (["number", "null"],
+                                                                      0.0, 1.0)
+    whole = Knob("lora", ("__L__",), "integer", 1, min=0, max=4, step=1)
+    assert knobs.schema_property(whole)["type"] == ["integer", "null"]
+    assert number["description"].endswith(", or null for no change")
+
+
+FLOW = {"3": {"class_type": "KSampler", "inputs": {"denoise": 0.5, "sampler_name": "euler",
+                                                   "model": ["4", 0], "steps": 20}},
+        "6": {"class_type": "CLIPTextEncode", "inputs": {"text": "__STYLE__"}}}
+
+
+@pytest.mark.parametrize("declared,where,message", [
+    ({"prompt": {"path": "3.inputs.denoise", "min": 0, "max": 1}}, ("prompt",),
+     "'prompt' is a built-in parameter; bind it under bindings and bound it under bounds"),
+    ({"d": {"path": "3.inputs.denoise"}}, ("d",), "a number knob needs min and max (the "
+     "critic is not trusted with an open range); missing: min, max"),
+    ({"d": {"path": "3.inputs.steps", "type": "integer", "max": 9}}, ("d",), "an integer "
+     "knob needs min and max (the critic is not trusted with an open range); missing: min"),
+    ({"d": {"path": "3.inputs.denoise", "min": 2, "max": 1}}, ("d", "min"),
+     "min 2 is bigger than max 1"),
+    ({"s": {"path": "3.inputs.sampler_name", "type": "choice"}}, ("s", "choices"),
+     "a choice knob needs choices"),
+    ({"d": {"path": "__NOPE__", "min": 0, "max": 1, "start": 0.5}}, ("d", "path"),
+     "__NOPE__ does not occur in the workflow"),
+    ({"d": {"path": "denoise", "min": 0, "max": 1, "start": 0.5}}, ("d", "path"),
+     "'denoise' is neither a token like __DENOISE__ nor a node path like 3.inputs.denoise"),
+    ({"d": {"path": "3.inputs.model", "min": 0, "max": 1, "start": 0.5}}, ("d", "path"),
+     "3.inputs.model is a link from node 4, not a value"),
+    ({"d": {"path": "3.inputs.sampler_name", "min": 0, "max": 1, "start": 0.5}},
+     ("d", "path"), "3.inputs.sampler_name holds text ('euler'), but the knob is a number"),
+    ({"t": {"path": "3.inputs.denoise", "type": "text"}}, ("t", "path"),
+     "3.inputs.denoise holds a number (0.5), but the knob is text"),
+    ({"d": {"path": "3.inputs.denoise", "min": 0, "max": 1},
+      "e": {"path": "3.inputs.denoise", "min": 0, "max": 1}}, ("e", "path"),
+     "3.inputs.denoise is also knob 'd''s"),
+    ({"d": {"path": "3.inputs.steps", "min": 1, "max": 10}}, ("d",),
+     "the workflow's value 20 is outside 1 to 10; give start"),
+    ({"d": {"path": "3.inputs.denoise", "min": 0, "max": 1, "start": 3}}, ("d", "start"),
+     "start 3 is outside 0 to 1; give start"),
+    ({"d": {"path": "3.inputs.steps", "type": "integer", "min": 1, "max": 30, "start": 2.5}},
+     ("d", "start"), "start 2.5 is not a whole number"),
+    ({"s": {"path": "3.inputs.sampler_name", "choices": ["ddim"]}}, ("s",),
+     "the workflow's value 'euler' is not one of the choices"),
+    ({"t": {"path": "__STYLE__", "type": "text"}}, ("t",),
+     "no start value: its path holds none of its own (a token or a link); give start"),
+    ({"t": {"path": "__STYLE__", "type": "text", "start": 3}}, ("t", "start"),
+     "start 3 is not text")])
+def test_what_a_spec_may_not_declare(declared: dict, where: tuple, message: str) -> None:
+    assert (where, message) in knobs.problems(declared, FLOW, ["6.inputs.text"])
+
+
+def test_a_value_has_one_owner() -> None:
+    declared = {"t": {"path": "6.inputs.text", "type": "text", "start": "x"}}
+    assert knobs.problems(declared, FLOW, ["6.inputs.text"]) == [
+        (("t", "path"), "6.inputs.text is also under bindings; a value can have one owner")]
+    by_token = {"t": {"path": "6.inputs.text", "type": "text", "start": "x"}}
+    assert "__STYLE__, which is also under bindings" in knobs.problems(
+        by_token, FLOW, ["__STYLE__"])[0][1]
+
+
+def test_knobs_built_from_a_spec() -> None:
+    built = knobs.build({"d": {"path": "3.inputs.denoise", "min": 0, "max": 1, "step": 0.1,
+                               "max_delta": 0.2},
+                         "n": {"path": ["3.inputs.steps"], "type": "integer", "min": 1,
+                               "max": 30},
+                         "s": {"path": "3.inputs.sampler_name", "choices": ["euler", "ddim"]},
+                         "t": {"path": "__STYLE__", "type": "text", "start": "oil",
+                               "max_chars": 20}}, FLOW)
+    assert built == (
+        Knob("d", ("3.inputs.denoise",), "number", 0.5, 0.0, 1.0, 0.2, 0.1),
+        Knob("n", ("3.inputs.steps",), "integer", 20, 1.0, 30.0, None, 1.0),
+        Knob("s", ("3.inputs.sampler_name",), "choice", "euler", choices=("euler", "ddim")),
+        Knob("t", ("__STYLE__",), "text", "oil", max_chars=20))
+    assert isinstance(built[1].start, int) and isinstance(built[0].start, float)
+
+
+INFO = {"KSampler": {"input": {"required": {
+    "denoise": ["FLOAT", {"min": 0.0, "max": 1.0, "step": 0.01}],
+    "steps": ["INT", {"min": 1, "max": 100}],
+    "sampler_name": [["euler", "ddim"], {}]}}},
+    "CLIPTextEncode": {"input": {"required": {"text": ["STRING", {"multiline": True}]}}}}
+
+
+@pytest.mark.parametrize("knob,message", [
+    (Knob("s", ("3.inputs.sampler_name",), "choice", "euler", choices=("euler", "lms")),
+     "this ComfyUI does not offer lms"),
+    (Knob("s", ("3.inputs.denoise",), "choice", 0.5, choices=(0.5,)),
+     "the input is FLOAT, not a list of choices"),
+    (Knob("t", ("3.inputs.steps",), "text", "x"), "the input is INT, not text"),
+    (Knob("d", ("3.inputs.sampler_name",), "number", 0.5, 0, 1),
+     "the input is a choice, not a number"),
+    (Knob("d", ("3.inputs.steps",), "number", 20, 1, 50, step=0.5),
+     "the input takes whole numbers: make the knob type integer"),
+    (Knob("d", ("3.inputs.denoise",), "number", 0.5, -1, 1), "knob min -1 is below the "
+     "input's minimum 0"),
+    (Knob("d", ("3.inputs.denoise",), "number", 0.5, 0, 2), "knob max 2 is above the "
+     "input's maximum 1")])
+def test_a_knob_against_the_server_s_definitions(knob: Knob, message: str) -> None:
+    [found] = knobs.server_problems([knob], FLOW, INFO)
+    assert found.endswith(message) and found.startswith(f"knob {knob.name} -> node 3 (KSampler)")
+
+
+def test_knobs_that_fit_the_server() -> None:
+    fits = [Knob("s", ("3.inputs.sampler_name",), "choice", "euler", choices=("ddim",)),
+            Knob("n", ("3.inputs.steps",), "integer", 20, 1, 100, step=1),
+            Knob("n2", ("3.inputs.steps",), "number", 20, 1, 100, step=2),
+            Knob("t", ("6.inputs.text",), "text", "x"),
+            Knob("d", ("3.inputs.denoise",), "number", 0.5, 0, 1)]
+    assert knobs.server_problems(fits, FLOW, INFO) == []
+    assert knobs.server_problems(fits, FLOW, {}) == []  # a node the server does not describe
