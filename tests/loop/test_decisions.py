@@ -328,3 +328,103 @@ def test_knobs_that_fit_the_server() -> None:
             Knob("d", ("3.inputs.denoise",), "number", 0.5, 0, 1)]
     assert knobs.server_problems(fits, FLOW, INFO) == []
     assert knobs.server_problems(fits, FLOW, {}) == []  # a node the server does not describe
+
+
+# -- verdict: building, the schema sent, extraction -----------------------------------------
+
+def test_a_verdict_is_built_from_its_checklist_not_the_critic_s_word() -> None:
+    v = verdict.parse('{"done": true, "reason": " Looks done. ", "changes": {}, "checklist": ['
+                      '{"requirement": "a", "met": true, "observation": "yes"}, '
+                      '{"requirement": "b", "met": false, "region": [1, 2, 3, 4], '
+                      '"fix": " sky "}]}')
+    assert (v.done, v.claimed_done, v.score, v.reason) == (False, True, 0.5, "Looks done.")
+    assert v.checklist == (Check("a", True, "yes"), Check("b", False, "", [1, 2, 3, 4], "sky"))
+    scored = verdict.parse('{"done": false, "reason": "r", "changes": {}, "score": 0.4}')
+    assert scored.score == 0.4
+
+
+def test_knob_requests_are_taken_out_per_change() -> None:
+    v = verdict.parse('{"done": false, "reason": "r", "changes": {"denoise": 0.4, "cfg": 8, '
+                      '"lora": null}, "alternatives": [{"sampler": "ddim"}, {"cfg": 5}]}')
+    assert (v.changes.cfg, v.changes.knobs) == (8.0, (("denoise", 0.4),))
+    assert [a.knobs for a in v.alternatives] == [(("sampler", "ddim"),), ()]
+    assert v.alternatives[1].cfg == 5.0
+
+
+@pytest.mark.parametrize("text", [
+    '```json\n{"done": true, "reason": "ok"}\n```', 'Sure! {"done": true, "reason": "ok"} bye',
+    '\n {"done": true, "reason": "ok"} \n'])
+def test_the_verdict_is_found_in_the_answer(text: str) -> None:
+    assert verdict.parse(text).reason == "ok"
+
+
+@pytest.mark.parametrize("text,message", [
+    ("", "the answer was empty"), ("[1, 2]", "the answer is JSON but not an object"),
+    ("no json here", "there is no complete JSON object"),
+    ("[" * 100000, "there is no complete JSON object|nested too deeply")])
+def test_what_is_no_verdict(text: str, message: str) -> None:
+    with pytest.raises(VerdictInvalid, match=message):
+        verdict.parse(text)
+
+
+def test_the_schema_sent_with_knobs_and_regions() -> None:
+    s = verdict.schema_for(["a"], [GRID], regions=True)
+    item = s["properties"]["checklist"]["prefixItems"][0]
+    assert item["properties"]["region"] == verdict.REGION and "fix" in item["properties"]
+    assert item["required"] == ["requirement", "met", "observation"]
+    assert s["properties"]["changes"]["required"][-1] == "denoise"
+    assert s["required"][0] == "checklist"
+    plain = verdict.schema_for([])
+    item = plain["properties"]["checklist"]["items"]
+    assert "region" not in item["properties"] and "fix" not in item["properties"]
+    assert "prefixItems" not in plain["properties"]["checklist"]
+
+
+# -- patch: the words of each change and refusal ---------------------------------------------
+
+def test_each_number_change_and_refusal_says_why() -> None:
+    far = applied(Changes(cfg=20))
+    assert far.params.cfg == 8.5 and far.applied == ("cfg 7 -> 8.5",)
+    assert far.refused[0].reason == "outside 3..12; clamped to 8.5"
+    jump = applied(Changes(cfg=10))
+    assert jump.refused[0].reason == "more than 1.5 from 7; clamped to 8.5"
+    same = applied(Changes(cfg=7.0, steps=20))
+    assert same.applied == () and same.refused == ()
+
+
+def test_each_seed_change_and_refusal_says_why() -> None:
+    assert applied(Changes(seed="keep")).applied == ()
+    assert applied(Changes(seed=42)).applied == ()  # asked for the seed it has
+    assert applied(Changes(seed=7)).applied == ("seed 42 -> 7",)
+    per_loop = applied(Changes(seed=7), policy=SeedPolicy("per_loop", True))
+    assert per_loop.refused[0].reason == "seed policy per_loop decides the seed"
+    odd = applied(Changes(seed=-1))
+    assert odd.refused[0].reason == f"not keep, new or a seed from 0 to {2**64 - 1}"
+
+
+def test_additions_skip_what_is_there_and_keep_what_fits() -> None:
+    p = applied(Changes(prompt_append="circle, red, blue sky, x" + "y" * 20,
+                        neg_append="Blurry, text, text"))
+    assert p.params.prompt == "a circle, red, blue sky"
+    assert p.applied == ('prompt + "red", "blue sky"', 'negative + "text"')
+    assert [r.field for r in p.refused] == ["prompt_append"]
+
+
+# -- search and repeats: the small rules -------------------------------------------------------
+
+def test_proposals_are_bounded_deduplicated_and_at_most_k_minus_one() -> None:
+    from imitatoes.loop import search
+    from imitatoes.spec import load as specs
+    from tests.conftest import ROOT
+
+    spec = specs.load(ROOT / "imitatoes/data/demo.yaml", env={})
+    spec = spec.__class__(**{**spec.__dict__, "search": specs.Search(proposals=3)})
+    base = spec.start
+    chosen = patch.apply(base, Changes(cfg=8), spec.bounds, spec.seed, random.Random(0)).params
+    alternatives = (Changes(cfg=8), Changes(), Changes(steps=20), Changes(steps=20),
+                    Changes(cfg=30), Changes(cfg=3))
+    out = search.proposals(spec, base, alternatives, chosen, random.Random(0))
+    assert out == []  # K=3: two alternatives, one the chosen change, one no change at all
+    wider = spec.__class__(**{**spec.__dict__, "search": specs.Search(proposals=6)})
+    out = search.proposals(wider, base, alternatives, chosen, random.Random(0))
+    assert [(p.cfg, p.steps) for p in out] == [(7.0, 20), (8.5, 12)]  # five: a repeat dropped
