@@ -176,3 +176,17 @@ def test_a_proposal_already_rendered_is_no_candidate() -> None:
                        lambda key: None, random.Random(0), lambda p: p in (start, old))
     assert [c.params for c in plan] == [start, new]  # the first always: it is the plan itself
     assert [c.key for c in plan] == ["loop_01_iter_02_c1", "loop_01_iter_02_c2"]
+
+
+@pytest.mark.parametrize("iteration,last_loop,stalled", [(3, 2, False), (3, 1, True),
+                                                         (2, 2, True)])
+def test_per_loop_seeds_move_only_when_a_new_loop_comes(iteration: int, last_loop: int,
+                                                        stalled: bool) -> None:
+    spec = specs.load(ROOT / "imitatoes/data/demo.yaml", env={})  # 3 iterations a loop
+    spec = dataclasses.replace(spec, seed=SeedPolicy("per_loop", False))
+    state = first_state(spec)
+    state.iteration, state.last_loop = iteration, last_loop
+    state.rendered = {fingerprint(spec.start, None): "loop_01_iter_01"}
+    _, said = repeats.avoid(spec, state, spec.start, False, Changes(),
+                            Patch(spec.start, (), ()), random.Random(0))
+    assert said is stalled  # a stall mid-loop ends the loop; its successor gets a new seed
