@@ -451,11 +451,15 @@ class ComfyRenderer(Renderer):
         return self.client.upload_image(image, name)
 
     def interrupt(self) -> None:
-        """Stop our prompts (and only ours), running or queued; never raise on the way out."""
+        """Stop our prompts (and only ours), running or queued; never raise on the way out.
+        Each is taken out of the queue before the one running is interrupted: the other way
+        round, ComfyUI starts the next of ours between the two calls and it runs on."""
+        for prompt_id in list(self._ours):
+            with contextlib.suppress(ComfyError):
+                self.client.delete_queued(prompt_id)
         for prompt_id in list(self._ours):
             with contextlib.suppress(ComfyError):
                 self.client.interrupt(prompt_id)
-                self.client.delete_queued(prompt_id)
         self._ours.clear()
 
 

@@ -86,13 +86,13 @@ def similarity(a: str, b: str) -> float:
 def _near(item: str, requirement: str) -> bool:
     """Close enough to be the item for the requirement at its position: it shares a word that
     is more than a colour or a count, and disagrees on none."""
-    shared = _words(item) & _words(requirement)
-    return bool(shared - COLOURS - COUNTS) and similarity(item, requirement) >= NEAR
+    shared = _plain(item) & _plain(requirement)
+    return bool(shared - COLOURS - COUNTS - STOP) and similarity(item, requirement) >= NEAR
 
 
 def _conflict(a: str, b: str, shared: frozenset[str]) -> bool:
     for kind in (COLOURS, COUNTS):
-        one, other = _words(a) & kind, _words(b) & kind
+        one, other = _plain(a) & kind, _plain(b) & kind
         if one and other and not one & other:
             return True
     return bool((_negated(a) ^ _negated(b)) & shared)
@@ -179,6 +179,11 @@ def _norm(text: str) -> str:
     return " ".join(re.sub(r"[^\w\s]", " ", text).split())
 
 
+def _plain(text: str) -> frozenset[str]:
+    """The words as written (numbering, case and punctuation aside, a few spellings mapped)."""
+    return frozenset(SPELLING.get(w, w) for w in _norm(text).split())
+
+
 def _words(text: str) -> frozenset[str]:
     """The words that carry the meaning, each cut to a stem ("circles" -> "circle")."""
     out = set()
@@ -191,7 +196,10 @@ def _words(text: str) -> frozenset[str]:
 
 
 def _stem(word: str) -> str:
+    """"circles", "circle" -> "circl"; "painted", "painting" -> "paint"; "centre", "centred"
+    -> "centr": crude, but the same for a word's common forms."""
     for end in ("ing", "ed", "es", "s"):
-        if len(word) > len(end) + 3 and word.endswith(end):
-            return word[:-len(end)]
-    return word
+        if len(word) > len(end) + 2 and word.endswith(end):
+            word = word[:-len(end)]
+            break
+    return word[:-1] if len(word) > 3 and word.endswith("e") else word

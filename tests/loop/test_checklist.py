@@ -230,3 +230,23 @@ def test_invented_items_never_end_a_run_as_done() -> None:
     assert first.score == 0.5 and first.patch is not None  # not done: it went on
     assert [c.requirement for c in first.extra] == ["The image is pretty", "Colours are vivid"]
     assert state.status == "done" and state.done_key == "loop_01_iter_02"
+
+
+def test_matching_edges() -> None:
+    """Exact text before an equally close paraphrase; one item never serves two
+    requirements; plural and past endings; a negation governs its own clause only."""
+    wanted = checklist.requirements(["A red circle"], [])
+    assert wanted == [("A red circle", False)]
+    assert checklist.requirements(["a"], ["b"]) == [("a", False), ("b", True)]
+    items = checklist.match(wanted, [Check("circle, red", False), Check("A red circle", True)])
+    assert [(i.met, i.by) for i in items] == [(True, "text")]
+    twins = checklist.requirements(["A red circle", "Red circle"], [])
+    assert [i.met for i in checklist.match(twins, [Check("A red circle", True)])] == [True, None]
+    assert checklist.similarity("Two boxes", "two box") == 1.0
+    assert checklist.similarity("Two circles", "two circle") == 1.0
+    assert checklist.similarity("centred", "in the centre") == 1.0
+    assert checklist.similarity("The cats", "a cat") == 1.0
+    assert checklist.similarity("A painting", "painted") == 1.0
+    assert checklist.similarity("No watermark, sharp", "Sharp") > 0
+    assert "\n\nYour last answer did not judge these checklist items: 1. A red circle." in \
+        checklist.reminder(checklist.match(wanted, []))

@@ -428,3 +428,87 @@ def test_proposals_are_bounded_deduplicated_and_at_most_k_minus_one() -> None:
     wider = spec.__class__(**{**spec.__dict__, "search": specs.Search(proposals=6)})
     out = search.proposals(wider, base, alternatives, chosen, random.Random(0))
     assert [(p.cfg, p.steps) for p in out] == [(7.0, 20), (8.5, 12)]  # five: a repeat dropped
+
+
+# -- the exact refusals, and resume at the edges -----------------------------------------------
+
+def test_each_refusal_names_the_field_and_what_was_asked() -> None:
+    from imitatoes.loop.patch import Refusal
+
+    assert applied(Changes(cfg=math.nan)).refused[0].field == "cfg"
+    assert applied(Changes(steps=True)).refused == (  # type: ignore[arg-type]
+        Refusal("steps", True, "not a finite number"),)
+    assert applied(Changes(cfg=20)).refused == (
+        Refusal("cfg", 20, "outside 3..12; clamped to 8.5"),)
+    assert applied(Changes(cfg=12)).refused == (  # at the bound: in range, but too far
+        Refusal("cfg", 12, "more than 1.5 from 7; clamped to 8.5"),)
+    at_min = applied(Changes(cfg=3), params=Params("a", "", 4.0, 20, 1))
+    assert at_min.refused == () and at_min.params.cfg == 3.0
+    assert applied(Changes(seed=7), policy=SeedPolicy("random", False)).refused == (
+        Refusal("seed", 7, "seed policy random decides the seed"),)
+    assert applied(Changes(seed=-1)).refused == (
+        Refusal("seed", -1, f"not keep, new or a seed from 0 to {2**64 - 1}"),)
+
+
+def test_resume_trims_whole_terms_and_the_spaces_around_them() -> None:
+    tight = Bounds(BOUNDS.cfg, BOUNDS.steps, prompt_max_chars=20, negative_max_terms=3)
+    saved = Params("red circle , blue sky , clean and sharp image", "", 7.0, 20, 1)
+    assert patch.within(saved, tight)[0].prompt == "red circle"
+    words = Params("word " * 10, "", 7.0, 20, 1)
+    assert patch.within(words, tight)[0].prompt == "word word word word"
+    fits = Params("a, b", "x, y", 7.0, 20, 1)
+    assert patch.within(fits, tight) == (fits, ())
+
+
+def test_resume_puts_a_knob_the_run_never_saved_at_its_start() -> None:
+    params, notes = patch.within(START, BOUNDS, [GRID, TEXT])
+    assert params.knobs == (("denoise", 0.3), ("style", "plain")) and notes == ()
+    moved, notes = patch.within(params.with_knob("denoise", 1.0), BOUNDS, [GRID, TEXT])
+    assert moved.knob("denoise") == 0.9
+    assert notes == ("denoise 1.0 -> 0.9 (knobs.denoise is now "
+                     f"{GRID.describe()})",)
+
+
+# -- search: the render budget, saved candidates, the contest's question -----------------------
+
+def test_candidates_stay_within_the_render_budget_and_reuse_what_was_saved() -> None:
+    from imitatoes.loop import search
+    from imitatoes.loop.ports import Saved
+    from imitatoes.spec import load as specs
+    from tests.conftest import ROOT
+
+    spec = specs.load(ROOT / "imitatoes/data/demo.yaml", ["search.candidates=4",
+                                                          "limits.max_renders=4"], env={})
+    other = Params("saved", "", 7.0, 20, 9)
+    saved = {"loop_01_iter_02_c1": Saved(b"png", other)}
+    plan = search.plan(spec, 2, "loop_01_iter_02", spec.start, [spec.start], saved.get,
+                       random.Random(0))
+    # c1 was saved (no render spent); two renders are left for c2 and c3; c4 would pass 4
+    assert [c.key for c in plan] == ["loop_01_iter_02_c1", "loop_01_iter_02_c2",
+                                     "loop_01_iter_02_c3"]
+    assert plan[0].params == other and plan[0].saved is not None
+    assert len({c.params.seed for c in plan[1:]}) == 2
+
+
+def test_the_contest_asks_the_pair_question_with_the_user_s_instructions() -> None:
+    from imitatoes.loop import prompts, search
+    from imitatoes.loop.state import Best
+    from imitatoes.loop.verdict import Pairwise
+    from imitatoes.spec import load as specs
+    from tests.conftest import ROOT
+
+    spec = specs.load(ROOT / "imitatoes/data/demo.yaml", env={})
+    asked: list[tuple[bytes, bytes, str]] = []
+
+    class Judge:
+        def compare(self, first: bytes, second: bytes, prompt: str) -> Pairwise:
+            asked.append((first, second, prompt))
+            return Pairwise("first", "it is sharper", (), 0.0)
+
+    best = Best("loop_01_iter_01", 0.5, spec.start)
+    result = search.contest(spec, Judge(), "loop_01_iter_02", b"new", best, b"old",  # type: ignore[arg-type]
+                                     ["Add a moon"])
+    expected = prompts.pair_prompt(spec, ["Add a moon"])
+    assert asked == [(b"new", b"old", expected), (b"old", b"new", expected)]
+    assert "Add a moon" in expected and result.outcome == "tie"
+    assert [a.reason for a in result.asked] == ["it is sharper"] * 2
