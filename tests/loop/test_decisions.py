@@ -512,3 +512,26 @@ def test_the_contest_asks_the_pair_question_with_the_user_s_instructions() -> No
     assert asked == [(b"new", b"old", expected), (b"old", b"new", expected)]
     assert "Add a moon" in expected and result.outcome == "tie"
     assert [a.reason for a in result.asked] == ["it is sharper"] * 2
+
+
+def test_knob_changes_at_their_edges() -> None:
+    m = knobs.Moved
+    assert knobs.change(CHOICE, "euler", "ddim") == m("euler", "", "not one of euler, dpmpp_2m")
+    assert knobs.change(GRID, 0.3, math.nan) == m(0.3, "", "not a finite number")
+    assert knobs.change(TEXT, "plain", "x" * 10) == m("x" * 10, f"style plain -> {'x' * 10}", "")
+    whole = Knob("n", ("__N__",), "integer", 2, min=0, max=9, step=1)
+    assert knobs.change(whole, 2, 3.4) == m(3, "n 2 -> 3", "not on a step of 1; rounded to 3")
+    assert isinstance(knobs.change(whole, 2, 3.4).value, int)
+    assert knobs.change(GRID, 0.3, 0.0) == m(0.0, "denoise 0.3 -> 0", "")  # at min: in range
+    near = Knob("d", ("__D__",), "number", 0.5, min=0, max=1, max_delta=0.25)
+    assert knobs.change(near, 0.5, 0.75) == m(0.75, "d 0.5 -> 0.75", "")  # exactly max_delta
+    assert knobs.change(near, 0.5, 0.8).refused == "more than 0.25 from 0.5; clamped to 0.75"
+
+
+def test_what_is_wrong_with_a_head_to_head_answer_is_said() -> None:
+    with pytest.raises(VerdictInvalid, match=r"^winner: 'third' is not one of"):
+        verdict.parse_pair('{"winner": "third", "reason": "x"}')
+    with pytest.raises(VerdictInvalid, match=r"^the object: 'reason' is a required property"):
+        verdict.parse_pair('{"winner": "first"}')
+    with pytest.raises(VerdictInvalid, match=r"^changes.cfg: inf is not a finite number"):
+        verdict.parse(ANSWER.replace("CFG", "1e999"))
