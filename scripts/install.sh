@@ -5,7 +5,9 @@ cd "$(dirname "$0")/.."
 python=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$python" -m venv .venv
 .venv/bin/python -m pip install --quiet --upgrade pip
-.venv/bin/python -m pip install --quiet -r requirements-dev.txt
+# setuptools warns at length that an editable install prefers folders named like the package;
+# ours is the package itself, so the warning says nothing here.
+PYTHONWARNINGS=ignore .venv/bin/python -m pip install --quiet -r requirements-dev.txt
 # An editable install leaves our modules uncompiled; where PYTHONDONTWRITEBYTECODE is set every
 # command would compile them again (30 ms of each start). pip compiles every other package.
 .venv/bin/python -m compileall -q imitatoes

@@ -87,7 +87,8 @@ AllowOutside = Annotated[bool, typer.Option(
 
 @app.command()
 def validate(
-    specs: Annotated[list[Path], typer.Argument(metavar="SPEC", help="Goal spec files (YAML).")],
+    specs: Annotated[list[Path], typer.Argument(metavar="SPEC...",
+                                                help="Goal spec files (YAML).")],
     set_: SetOption = None,
     format: Annotated[Format, typer.Option(help="text, or json for machines.")] = Format.text,
     allow_outside: AllowOutside = False,
@@ -283,7 +284,8 @@ def resume(
 
 @app.command()
 def doctor(
-    spec_file: Annotated[Path | None, typer.Argument(metavar="[SPEC]")] = None,
+    spec_file: Annotated[Path | None, typer.Argument(
+        metavar="[SPEC]", help="A goal spec: also check its workflow, knobs and model.")] = None,
     comfy_url: ComfyUrl = None,
     ollama_url: OllamaUrl = None,
     model: Annotated[str | None, typer.Option(
@@ -347,7 +349,8 @@ def _after_demo(outcome: Outcome) -> str:
 @app.command("report")
 def report_cmd(run_dir: Annotated[Path, typer.Argument(
         metavar="RUN_DIR", help="A run folder.")]) -> None:
-    """Write report.html in a run folder (runs write it themselves when they end)."""
+    """Write report.html in a run folder again (a run rewrites it after every iteration and
+    when it ends; this is for a folder copied elsewhere, or one an older imitatoes made)."""
     from imitatoes.runs import report
 
     with reported():
