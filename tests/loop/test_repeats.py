@@ -69,8 +69,9 @@ def test_no_run_renders_the_same_image_twice(tmp_path: Path, noise: tuple[float,
     with ComfyStandin() as comfy, OllamaStandin(Behaviour(
             latency=0, false_met=noise[0], missed=noise[1])) as ollama:
         env = {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
+        goals = GOALS if noise == (0.0, 0.0) else GOALS[::2]  # the noisy half: time
         outcomes = {goal: Run.begin(specs.load(goal_spec(tmp_path, *goal), env=env),
-                                    tmp_path / "runs").execute() for goal in GOALS}
+                                    tmp_path / "runs").execute() for goal in goals}
     assert sum(len(repeated(o.run_dir)) for o in outcomes.values()) == 0
     if noise == (0.0, 0.0):  # the three that cycled to the end of the budget are done
         for goal in GOALS[:3]:
