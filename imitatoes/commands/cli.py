@@ -196,9 +196,11 @@ def schema_cmd() -> None:
 
 
 ComfyUrl = Annotated[str | None, typer.Option(metavar="URL", help="ComfyUI URL (default: "
-                                             "$IMITATOES_COMFY_URL, then the spec's).")]
+                                             "$IMITATOES_COMFY_URL, then the one a run last "
+                                             "used, then the spec's).")]
 OllamaUrl = Annotated[str | None, typer.Option(metavar="URL", help="Critic URL (default: "
-                                               "$IMITATOES_OLLAMA_URL, then the spec's).")]
+                                               "$IMITATOES_OLLAMA_URL, then the one a run last "
+                                               "used, then the spec's).")]
 RunsDir = Annotated[Path | None, typer.Option(metavar="DIR", help="Where run folders go.")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for further instruction "
                                    "after done.")]
