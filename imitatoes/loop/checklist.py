@@ -47,12 +47,18 @@ COUNTS = frozenset(["one", "two", "three", "four", "five", "six", "seven", "eigh
                     "ten", "pair", "both", "many", "several"])
 
 
-def match(wanted: Sequence[tuple[str, bool]], checks: Sequence[Check]) -> tuple[Item, ...]:
+@dataclass(frozen=True)
+class Paired:
+    items: tuple[Item, ...]  # each requirement with the critic's item for it
+    extras: tuple[Check, ...]  # the critic's items that are no requirement's
+
+
+def paired(wanted: Sequence[tuple[str, bool]], checks: Sequence[Check]) -> Paired:
     """Each requirement with the critic's item for it, never guessed across meanings: the
     same text (numbering, case and punctuation aside), then the closest paraphrase (most
     words in common, at least CLOSE), then the item at the requirement's own position when
     that item names no requirement ("1", "") or is NEAR the requirement's text. An item
-    that matches nothing is an extra (`extras`): kept, never counted."""
+    that matches nothing is an extra: kept, never counted."""
     found = _by_text(wanted, checks)
     found.update(_by_position(wanted, checks, found))
     out = []
@@ -62,15 +68,16 @@ def match(wanted: Sequence[tuple[str, bool]], checks: Sequence[Check]) -> tuple[
         out.append(Item(text, check.met if check else None,
                         check.observation if check else "", by, user,
                         check.region if check else None, check.fix if check else ""))
-    return tuple(out)
+    used = {j for j, _ in found.values()}
+    return Paired(tuple(out), tuple(c for j, c in enumerate(checks) if j not in used))
+
+
+def match(wanted: Sequence[tuple[str, bool]], checks: Sequence[Check]) -> tuple[Item, ...]:
+    return paired(wanted, checks).items
 
 
 def extras(wanted: Sequence[tuple[str, bool]], checks: Sequence[Check]) -> tuple[Check, ...]:
-    """The critic's items that are no requirement's (invented, or about something else)."""
-    found = _by_text(wanted, checks)
-    found.update(_by_position(wanted, checks, found))
-    used = {j for j, _ in found.values()}
-    return tuple(c for j, c in enumerate(checks) if j not in used)
+    return paired(wanted, checks).extras
 
 
 def similarity(a: str, b: str) -> float:

@@ -37,15 +37,15 @@ class Verified:
 
 
 def items(judgement: Judgement, wanted: Sequence[tuple[str, bool]]) -> tuple[Item, ...]:
+    return _paired(judgement, wanted).items
+
+
+def _paired(judgement: Judgement, wanted: Sequence[tuple[str, bool]]) -> checklist.Paired:
+    """The answer's checklist against the requirements, matched once: items and extras."""
     verdict = judgement.verdict
     if verdict is None or not verdict.checklist:
-        return ()
-    return checklist.match(wanted, verdict.checklist)
-
-
-def extras(judgement: Judgement, wanted: Sequence[tuple[str, bool]]) -> tuple[Check, ...]:
-    verdict = judgement.verdict
-    return checklist.extras(wanted, verdict.checklist) if verdict else ()
+        return checklist.Paired((), ())
+    return checklist.paired(wanted, verdict.checklist)
 
 
 def ask(critic: Critic, image: bytes, prompt: str, wanted: Sequence[tuple[str, bool]]
@@ -55,11 +55,13 @@ def ask(critic: Critic, image: bytes, prompt: str, wanted: Sequence[tuple[str, b
     the matched items: one still unjudged counts as unmet."""
     texts = [text for text, _ in wanted]
     judgement = critic.judge(image, prompt, texts)
-    found, extra = items(judgement, wanted), extras(judgement, wanted)
+    first = _paired(judgement, wanted)
+    found, extra = first.items, first.extras
     if any(i.met is None for i in found):
         again = critic.judge(image, prompt + checklist.reminder(found), texts)
-        found = checklist.merged(found, items(again, wanted) or found)
-        extra += extras(again, wanted)
+        second = _paired(again, wanted)
+        found = checklist.merged(found, second.items or found)
+        extra += second.extras
         judgement = _with(judgement, again)
     verdict = judgement.verdict
     if verdict is None or not found:
