@@ -234,6 +234,15 @@ class IterationRecord:
             [Check(**c) for c in d.get("extra", [])])
 
     @property
+    def made_by(self) -> str:
+        """What decided its image (state.fingerprint): params and the refine state."""
+        try:
+            refine = RefineState.from_dict(self.refine) if self.refine else None
+        except (KeyError, TypeError, ValueError):
+            refine = None
+        return fingerprint(self.params, refine)
+
+    @property
     def reason(self) -> str:
         """The critic's reason, or why there was no verdict."""
         if self.critic is None:
@@ -287,16 +296,8 @@ def fingerprints(run_dir: Path) -> dict[str, str]:
     kept it), candidates included."""
     out: dict[str, str] = {}
     for record in records(run_dir, candidates=True):
-        refine = refine_state(record.refine)
-        out.setdefault(fingerprint(record.params, refine), record.key)
+        out.setdefault(record.made_by, record.key)
     return out
-
-
-def refine_state(d: dict[str, Any] | None) -> RefineState | None:
-    try:
-        return RefineState.from_dict(d) if d else None
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 def write_state(run_dir: Path, state: RunState) -> None:

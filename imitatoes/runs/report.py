@@ -18,7 +18,7 @@ import yaml
 from imitatoes.errors import ImitatoesError
 from imitatoes.loop import events as ev
 from imitatoes.loop import patch
-from imitatoes.loop.state import RunState, fingerprint
+from imitatoes.loop.state import RunState
 from imitatoes.runs import charts, provenance, thumbs
 from imitatoes.runs import folder as runfolder
 from imitatoes.runs.folder import IterationRecord
@@ -243,8 +243,7 @@ def made_as(records: list[IterationRecord]) -> list[int]:
     first: dict[str, int] = {}
     out = []
     for n, r in enumerate(records):
-        refine = runfolder.refine_state(r.refine)
-        out.append(first.setdefault(fingerprint(r.params, refine), n))
+        out.append(first.setdefault(r.made_by, n))
     return out
 
 

@@ -16,7 +16,7 @@ from imitatoes.commands.lifecycle import Run
 from imitatoes.loop import repeats
 from imitatoes.loop.checklist import Item
 from imitatoes.loop.patch import Patch
-from imitatoes.loop.state import Best, RefineState, fingerprint, first_state
+from imitatoes.loop.state import Best, fingerprint, first_state
 from imitatoes.loop.verdict import Changes
 from imitatoes.runs import folder as runfolder
 from imitatoes.spec import load as specs
@@ -54,8 +54,7 @@ def repeated(run_dir: Path) -> list[str]:
     seen: dict[str, str] = {}
     out = []
     for record in runfolder.records(run_dir, candidates=True):
-        refine = RefineState.from_dict(record.refine) if record.refine else None
-        made = fingerprint(record.params, refine)
+        made = record.made_by
         if made in seen:
             out.append(f"{record.key} = {seen[made]}")
         seen.setdefault(made, record.key)
