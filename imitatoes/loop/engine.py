@@ -11,7 +11,16 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, replace
 
 from imitatoes.errors import ImitatoesError
-from imitatoes.loop import binder, judging, patch, prompts, refine_policy, repeats, search
+from imitatoes.loop import (
+    binder,
+    checklist,
+    judging,
+    patch,
+    prompts,
+    refine_policy,
+    repeats,
+    search,
+)
 from imitatoes.loop import events as ev
 from imitatoes.loop.events import Listener
 from imitatoes.loop.judging import Matched
@@ -84,8 +93,7 @@ class Engine:
         return state.checklist(self.spec.requirements)
 
     def _wanted(self, state: RunState) -> list[tuple[str, bool]]:
-        return [(r, False) for r in self.spec.requirements] + \
-            [(i, True) for i in state.instructions]
+        return checklist.requirements(self.spec.requirements, state.instructions)
 
     def _iteration(self, state: RunState) -> None:
         if state.iteration == 0:
