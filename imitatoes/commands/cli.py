@@ -140,16 +140,17 @@ def _problems(path: Path, overrides: list[str], allow_outside: bool,
 @app.command()
 def init(
     workflow_file: Annotated[Path, typer.Argument(
-        metavar="WORKFLOW", help="Your workflow: API format (Workflow > Export (API)) or the "
-        "UI format ComfyUI saves (converted with --comfy-url's node definitions).")],
+        metavar="WORKFLOW", help="Your workflow: the UI format ComfyUI saves (Workflow > Save, "
+        "or a template) or API format (Workflow > Export (API)).")],
     goal: Annotated[str | None, typer.Option(
         metavar="TEXT", help="What you want (default: the prompt).")] = None,
     output: Annotated[Path | None, typer.Option(
         metavar="FILE",
         help="Where the spec goes (default: beside the workflow, named after it).")] = None,
     comfy_url: Annotated[str | None, typer.Option(
-        metavar="URL", help="A running ComfyUI whose node definitions convert a UI-format "
-        "workflow and bound the proposed knobs (default: $IMITATOES_COMFY_URL).")] = None,
+        metavar="URL", help="A running ComfyUI whose node definitions (its custom nodes, "
+        "its model files) convert and check the workflow instead of imitatoes' own catalogue "
+        "of ComfyUI 0.3.64's core nodes (default: $IMITATOES_COMFY_URL).")] = None,
 ) -> None:
     """Write a starter spec for a workflow you already have: prompt, negative, seed, steps and
     cfg (or Flux guidance) bound by node path, starting at the workflow's own values, and
@@ -157,29 +158,33 @@ def init(
     from imitatoes.spec import load as spec
     from imitatoes.spec import starter
 
-    target = output or workflow_file.with_suffix(".yaml")
+    target = output or workflow_file.with_name(f"{starter.spec_name(workflow_file)}.yaml")
     url = comfy_url or os.environ.get("IMITATOES_COMFY_URL")
     with reported():
-        info = _node_definitions(url) if url else None
-        found = starter.write(workflow_file, target, goal, info)
+        info, version = _node_definitions(url) if url else (None, None)
+        found = starter.write(workflow_file, target, goal, info, version)
         try:
             spec.load(target, env={}, allow_outside=True)  # what init writes must validate
         except InvalidSpec:
-            target.unlink()  # leave nothing half-right behind
-            if found.converted is not None:
-                found.converted.unlink(missing_ok=True)
+            # kept for the user to read (the error points into it), under a name no command
+            # takes for a spec of theirs
+            rejected = target.with_name(f"{target.stem}.rejected.yaml")
+            target.replace(rejected)
+            spec.load(rejected, env={}, allow_outside=True)
             raise
     for note in found.notes:
         typer.echo(f"  {note}")
     typer.echo(f"wrote {target}; next: imitatoes validate {target}")
 
 
-def _node_definitions(url: str) -> dict[str, Any]:
+def _node_definitions(url: str) -> tuple[dict[str, Any], str]:
+    """The server's whole node catalogue and its ComfyUI version."""
     from imitatoes.clients.comfy import ComfyClient, ComfyError
 
     client = ComfyClient(url, use_websocket=False)
     try:
-        return client.object_info()
+        version = client.system_stats().get("system", {}).get("comfyui_version") or "?"
+        return client.object_info(), str(version)
     except ComfyError as exc:
         raise UsageError(f"could not read the node definitions of ComfyUI at {url}: {exc}"
                          ) from None
@@ -201,7 +206,9 @@ ComfyUrl = Annotated[str | None, typer.Option(metavar="URL", help="ComfyUI URL (
 OllamaUrl = Annotated[str | None, typer.Option(metavar="URL", help="Critic URL (default: "
                                                "$IMITATOES_OLLAMA_URL, then the one a run last "
                                                "used, then the spec's).")]
-RunsDir = Annotated[Path | None, typer.Option(metavar="DIR", help="Where run folders go.")]
+RunsDir = Annotated[Path | None, typer.Option(
+    metavar="DIR", help="Where new run folders go. Without it: $IMITATOES_RUNS, else the spec's "
+    "output.dir, else ./runs (in the folder you start the command in).")]
 Yes = Annotated[bool, typer.Option("--yes", "-y", help="Do not ask for further instruction "
                                    "after done.")]
 
@@ -314,8 +321,7 @@ def doctor(
 
 @app.command()
 def demo(
-    runs_dir: Annotated[Path | None, typer.Option(metavar="DIR", help="Where the run folder goes "
-                                                  "(default ./runs or $IMITATOES_RUNS).")] = None,
+    runs_dir: RunsDir = None,
     pace: Annotated[float, typer.Option(
         metavar="FACTOR", min=0,
         help="Stand-in speed: 1 shows the table at work, 0 runs as fast as it can.")] = 1.0,
@@ -327,7 +333,6 @@ def demo(
     from imitatoes.standins.ollama import Behaviour as OllamaBehaviour
     from imitatoes.standins.ollama import OllamaStandin
 
-    root = runs_dir or Path(os.environ.get("IMITATOES_RUNS") or "runs")
     with reported(), ComfyStandin(ComfyBehaviour(step_seconds=0.03 * pace)) as comfy, \
             OllamaStandin(OllamaBehaviour(latency=0.3 * pace)) as ollama:
         env = {**os.environ, "IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
@@ -336,7 +341,7 @@ def demo(
         from imitatoes.commands import terminal
         from imitatoes.commands.lifecycle import Run
 
-        code = terminal.drive(Run.begin(loaded, root), yes=True, next_step=_after_demo)
+        code = terminal.drive(Run.begin(loaded, runs_dir), yes=True, next_step=_after_demo)
     raise typer.Exit(code)
 
 

@@ -15,7 +15,7 @@ from imitatoes.safe_text import markup_safe
 from imitatoes.spec import knobs as knob_rules
 from imitatoes.spec import load as specs
 from imitatoes.spec.model import CriticConfig, Spec
-from imitatoes.workflow import nodecheck
+from imitatoes.workflow import catalogue, nodecheck
 
 
 @dataclass(frozen=True)
@@ -52,19 +52,21 @@ def comfy_checks(url: str, spec: Spec | None) -> list[Finding]:
                            use_websocket=False).object_info()
     except ComfyError as exc:
         return [*out, Finding("workflow nodes", "fail", str(exc))]
-    return out + node_checks(spec, info)
+    return out + node_checks(spec, info, system.get("comfyui_version") or "?")
 
 
-def node_checks(spec: Spec, info: dict[str, Any]) -> list[Finding]:
+def node_checks(spec: Spec, info: dict[str, Any], server_version: str) -> list[Finding]:
     classes = sorted({n.get("class_type") for n in spec.workflow.values()})
     missing = [c for c in classes if c not in info]
     out = [Finding("workflow nodes", "fail" if missing else "ok",
-                 f"this ComfyUI does not know: {', '.join(missing)}" if missing
-                 else f"all {len(classes)} present",
+                 "this ComfyUI does not know: " + "; ".join(
+                     f"{c} ({catalogue.what_is(c, None, server_version)})" for c in missing)
+                 if missing else f"all {len(classes)} present",
                  "install the node pack that provides each (ComfyUI-Manager: Install Missing "
-                 "Custom Nodes), or update ComfyUI if they are core nodes of a newer version; "
+                 "Custom Nodes), or update ComfyUI where it is a core node of a newer version; "
                  "then restart it" if missing else "")]
-    found = nodecheck.problems(binder.bind(spec, spec.start), info) if not missing else []
+    found = nodecheck.problems(binder.bind(spec, spec.start), info, server_version) \
+        if not missing else []
     out.append(Finding("models and values", "fail" if found else "ok",
                      "; ".join(found) or "every model file and choice is on this ComfyUI",
                      "fix the workflow, or add the files to ComfyUI's models folders and "

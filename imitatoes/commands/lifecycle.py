@@ -51,7 +51,7 @@ def check(spec: Spec) -> dict[str, Any]:
     try:
         stats = client.system_stats()
         nodes = node_definitions(spec, client)
-        found = misfits(spec, nodes)
+        found = misfits(spec, nodes, stats.get("system", {}).get("comfyui_version"))
         if found:
             raise WorkflowRejected(
                 f"the workflow does not fit ComfyUI at {spec.comfyui.url}:\n  " +
@@ -72,9 +72,9 @@ def node_definitions(spec: Spec, client: ComfyClient) -> dict[str, Any]:
     return {c: client.object_info(c).get(c) for c in classes}
 
 
-def misfits(spec: Spec, nodes: dict[str, Any]) -> list[str]:
+def misfits(spec: Spec, nodes: dict[str, Any], server_version: str | None) -> list[str]:
     """The start values and the knobs against the server's node definitions (nodecheck)."""
-    return nodecheck.problems(binder.bind(spec, spec.start), nodes) + \
+    return nodecheck.problems(binder.bind(spec, spec.start), nodes, server_version) + \
         knob_rules.server_problems(spec.knobs, spec.workflow, nodes)
 
 
@@ -83,7 +83,7 @@ def workflow_problems(spec: Spec) -> list[str]:
     client = client_for(spec.comfyui, use_websocket=False)
     try:
         nodes = node_definitions(spec, client)
-        return misfits(spec, nodes)
+        return misfits(spec, nodes, client.system_stats().get("system", {}).get("comfyui_version"))
     finally:
         client.close()
 
@@ -118,13 +118,14 @@ class Run:
     notes: tuple[str, ...] = ()  # what resuming changed (new limits or bounds)
     recorded: bool = False  # provenance gathered for this execution
     servers: dict[str, Any] | None = None  # what the check found (provenance reuses it)
+    where: str = ""  # a new run: which rule chose its folder (the first line a run prints)
 
     @staticmethod
     def begin(spec: Spec, runs_root: Path | None = None, check_servers: bool = True) -> Run:
         """A new run: the servers are checked before a folder is made for it."""
         found = check(spec) if check_servers else None
         return Run(spec, runfolder.create(spec, runs_root), None, checked=check_servers,
-                   servers=found)
+                   servers=found, where="--runs-dir" if runs_root else spec.output_why)
 
     def prepare(self) -> list[str]:
         """Before the first render of this execution: the servers checked, and what makes the

@@ -164,9 +164,10 @@ class PlainLines:
         self.out.flush()
 
 
-def board_for(spec: Spec, run_dir: Path) -> Board:
+def board_for(spec: Spec, run_dir: Path, where: str = "") -> Board:
     return Board(spec.goal, f"ComfyUI {spec.comfyui.url} · {spec.critic.provider} "
-                 f"{spec.critic.url} ({spec.critic.model})", str(run_dir),
+                 f"{spec.critic.url} ({spec.critic.model})",
+                 f"{run_dir} ({where})" if where else str(run_dir),
                  spec.limits.iterations_per_loop, cost=cost(spec))
 
 

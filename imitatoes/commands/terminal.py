@@ -31,7 +31,7 @@ def drive(run: Run, yes: bool = False, instruction: str = "",
 
 
 def _once(run: Run, interactive: bool, instruction: str) -> Outcome:
-    board = ui.board_for(run.spec, run.dir)
+    board = ui.board_for(run.spec, run.dir, run.where)
     if interactive:
         from imitatoes.commands.live import LiveTable
 

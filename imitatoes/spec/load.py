@@ -117,13 +117,24 @@ def ollama_host_url(value: str) -> str:
     return f"{scheme}://{host}:{port or '11434'}"
 
 
+def runs_folder(spec_dir: Path, named: str | None) -> tuple[Path, str]:
+    """The one rule for where run folders go: --runs-dir (given to the command, not here),
+    then IMITATOES_RUNS, then the spec's own output.dir (relative to the spec), then runs/ in
+    the folder the command starts in. Returns the folder and which of these chose it."""
+    if os.environ.get("IMITATOES_RUNS"):
+        return Path(os.environ["IMITATOES_RUNS"]), "from IMITATOES_RUNS"
+    if named:
+        return specfiles.relative_path(spec_dir, named), "from the spec's output.dir"
+    return Path("runs"), "./runs: --runs-dir or IMITATOES_RUNS to move"
+
+
 def build(doc: Document) -> Spec:
     d = lint.with_defaults(doc.data)
     spec_dir = doc.path.parent
     workflow_path = specfiles.relative_path(spec_dir, d["workflow"])
-    runs = os.environ.get("IMITATOES_RUNS")
     flow = lint.read_workflow(doc, workflow_path)
     knobs = knob_rules.build(d.get("knobs") or {}, flow)
+    output_dir, output_why = runs_folder(spec_dir, d["output"].get("dir"))
     start = replace(_params(d["start"]), knobs=tuple((k.name, k.start) for k in knobs))
     return Spec(
         path=doc.path, name=d["name"], goal=d["goal"], requirements=tuple(d["requirements"]),
@@ -136,7 +147,7 @@ def build(doc: Document) -> Spec:
         limits=Limits(**d["limits"]), search=Search(**d.get("search") or {"verify_done": False}),
         comfyui=ComfyConfig(**{**d["comfyui"],
                                                        "url": d["comfyui"]["url"].rstrip("/")}),
-        output_dir=Path(runs) if runs else specfiles.relative_path(spec_dir, d["output"]["dir"]),
+        output_dir=output_dir, output_why=output_why,
         data=doc.data)
 
 

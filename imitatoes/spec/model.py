@@ -172,6 +172,7 @@ class Spec:
     search: Search
     comfyui: ComfyConfig
     output_dir: Path
+    output_why: str  # which part of the one rule chose output_dir, for the first line a run prints
     data: Mapping[str, Any]  # the document as run (overrides applied), for the run folder
     knobs: tuple[knob_rules.Knob, ...] = ()
     refine: Refine | None = None

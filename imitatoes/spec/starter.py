@@ -20,7 +20,7 @@ from imitatoes import files as specfiles
 from imitatoes.errors import UsageError, WorkflowError
 from imitatoes.spec import lint
 from imitatoes.workflow import api as workflow
-from imitatoes.workflow import nodecheck
+from imitatoes.workflow import catalogue, nodecheck
 from imitatoes.workflow import ui as ui_workflow
 from imitatoes.workflow.samplers import (
     SAMPLERS,
@@ -43,10 +43,21 @@ ENCODERS = {"CLIPTextEncode": ("text",), "CLIPTextEncodeSDXL": ("text_g", "text_
             "CLIPTextEncodeHunyuanDiT": ("bert", "mt5xl"),
             "CLIPTextEncodeLumina2": ("user_prompt",), "CLIPTextEncodePixArtAlpha": ("text",),
             "TextEncodeQwenImageEdit": ("prompt",), "TextEncodeQwenImageEditPlus": ("prompt",)}
-# Nodes whose text output is one of their own text inputs, by output slot: an encoder's text
-# linked from one of these is bound where the text is written.
-TEXT_SOURCES = {"PrimitiveString": {0: "value"}, "PrimitiveStringMultiline": {0: "value"},
-                "ImitatoesSelfImprovingPrompt": {0: "prompt", 1: "negative"}}
+# Nodes whose text output is made of their own text inputs: an encoder's text linked from
+# these is bound where the text is written (templates build prompts from string nodes: a
+# system prompt joined to the user's, a caption put into a template).
+TEXT_NODES = {"PrimitiveString": ("value",), "PrimitiveStringMultiline": ("value",),
+              "StringConcatenate": ("string_a", "string_b"), "StringReplace": ("string", "replace"),
+              "RegexReplace": ("string", "replace"), "StringTrim": ("string",),
+              "CaseConverter": ("string",), "StringSubstring": ("string",)}
+TEXT_OUTPUTS = {"ImitatoesSelfImprovingPrompt": {0: "prompt", 1: "negative"}}  # by output slot
+# Texts that are not the user's prompt: a language model's system prompt; and, when another
+# text is there, a template with {placeholders} that the prompt is put into.
+SYSTEM_PROMPT = re.compile(r"^\s*(you are\b|<\|im_start\|>|system\s*:)", re.IGNORECASE)
+TEMPLATE = re.compile(r"\{\w+\}")
+# Conditioning that no text reaches: the negative of Flux and Z-Image templates is the positive
+# zeroed out.
+ZEROED = frozenset({"ConditioningZeroOut"})
 GUIDANCE = {"FluxGuidance": "guidance", "CLIPTextEncodeFlux": "guidance"}
 # The proposals offer the sampler names and schedulers most guides use, where the server has
 # them (the full lists are 40 and 9 long: too many choices for a critic to reason about).
@@ -90,7 +101,9 @@ def _conditioning(flow: Mapping[str, Any], sampler: str, side: str) -> Any:
     if guider is None:
         return None
     g = flow[guider].get("inputs", {})
-    return g.get(side, g.get("conditioning") if side == "positive" else None)
+    if side == "positive":  # CFGGuider, BasicGuider, DualCFGGuider (its first positive)
+        return g.get("positive", g.get("conditioning", g.get("cond1")))
+    return g.get("negative")
 
 
 def find(flow: Mapping[str, Any]) -> Found:
@@ -108,20 +121,21 @@ def find(flow: Mapping[str, Any]) -> Found:
     if others:
         found.notes.append(f"other samplers ({', '.join(others)}: a refiner, a second pass) "
                            "keep their own values; bind their inputs too to move them along")
+    encoders: list[str] = []
     for side, parameter in (("positive", "prompt"), ("negative", "negative")):
         link = _conditioning(flow, sampler, side)
         encoder = _encoder(flow, link)
-        if encoder is None:
+        if encoder is None or encoder in encoders:  # the negative zeroes the positive's text
             if link is not None or parameter == "prompt":
-                found.notes.append(f"{parameter}: no text encoder found behind the {side} "
-                                   "input")
+                found.notes.append(f"{parameter}: no text of its own reaches the {side} input"
+                                   + (" (it is zeroed out)" if _zeroed(flow, link) else ""))
             continue
+        encoders.append(encoder)
         _bind_texts(flow, encoder, parameter, found)
         if "cfg" not in found.bindings.values():
             _bind_guidance(flow, link, found)
     if "prompt" not in found.texts:
-        raise WorkflowError("no text encoder found behind the sampler's positive input: bind "
-                            "the prompt by hand (a node path like 6.inputs.text)")
+        raise WorkflowError(_no_prompt(flow, _conditioning(flow, sampler, "positive")))
     output = judged_output(flow)
     found.notes.append(f"judged: the image of node {output} ({flow[output]['class_type']})"
                        if output else "no SaveImage or PreviewImage: the critic gets no image")
@@ -155,14 +169,34 @@ def _bind_texts(flow: Mapping[str, Any], encoder: str, parameter: str, found: Fo
 
 
 def _text_source(flow: Mapping[str, Any], value: Any) -> tuple[str, str] | None:
-    node_id = linked(flow, value)
-    slot = value[1] if node_id is not None and len(value) > 1 else None
-    if not isinstance(slot, int):  # a link is [node id, output slot]
+    """Where the text linked into an encoder is written: of the texts the string nodes
+    behind it join, the longest that is not a system prompt or a template."""
+    found = _texts_behind(flow, value, 0)
+    prompts = [f for f in found if f[2].strip() and not SYSTEM_PROMPT.search(f[2])]
+    if not prompts:
         return None
-    name = TEXT_SOURCES.get(flow[node_id].get("class_type", ""), {}).get(slot)
-    if name is None or not isinstance(flow[node_id]["inputs"].get(name), str):
-        return None
+    node_id, name, _ = max(prompts, key=lambda f: (not TEMPLATE.search(f[2]), len(f[2])))
     return node_id, name
+
+
+def _texts_behind(flow: Mapping[str, Any], value: Any, depth: int
+                  ) -> list[tuple[str, str, str]]:
+    """(node, input, text) for each literal text the string nodes behind a link hold."""
+    node_id = linked(flow, value)
+    if node_id is None or depth > 20:
+        return []
+    kind, inputs = flow[node_id].get("class_type", ""), flow[node_id].get("inputs", {})
+    slot = value[1] if len(value) > 1 else 0
+    names = TEXT_NODES.get(kind) or ((TEXT_OUTPUTS[kind].get(slot),) if kind in TEXT_OUTPUTS
+                                     else ())
+    out: list[tuple[str, str, str]] = []
+    for name in names:
+        text = inputs.get(name)
+        if isinstance(text, str):
+            out.append((node_id, name, text))
+        else:
+            out += _texts_behind(flow, text, depth + 1)
+    return out
 
 
 def _bind_guidance(flow: Mapping[str, Any], link: Any, found: Found, depth: int = 0) -> None:
@@ -185,19 +219,63 @@ def _bind_guidance(flow: Mapping[str, Any], link: Any, found: Found, depth: int 
 
 
 def _encoder(flow: Mapping[str, Any], link: Any, depth: int = 0) -> str | None:
-    """Follow a conditioning link back through conditioning nodes to a text encoder."""
+    """Follow a conditioning link back through conditioning nodes to a text encoder (None
+    where the conditioning is zeroed: no text reaches the image that way)."""
     if not (isinstance(link, list) and link and str(link[0]) in flow) or depth > 20:
         return None
     node_id = str(link[0])
     node = flow[node_id]
     if node.get("class_type") in ENCODERS:
         return node_id
-    for name, value in node.get("inputs", {}).items():
+    if node.get("class_type") in ZEROED:
+        return None
+    inputs = node.get("inputs", {})
+    if "positive" in inputs and "negative" in inputs:  # ControlNet apply: both pass through,
+        side = "negative" if len(link) > 1 and link[1] == 1 else "positive"  # by output slot
+        return _encoder(flow, inputs[side], depth + 1)
+    for name, value in inputs.items():
         if "conditioning" in name or name in ("positive", "cond"):
             hit = _encoder(flow, value, depth + 1)
             if hit:
                 return hit
     return None
+
+
+def _no_prompt(flow: Mapping[str, Any], link: Any) -> str:
+    """Why init found no prompt: what the positive conditioning comes from instead."""
+    node_id = linked(flow, link)
+    if node_id is None:
+        return ("the sampler's positive input is connected to nothing: connect a text encoder "
+                "(CLIPTextEncode) and init again")
+    source = f"node {node_id} ({flow[node_id].get('class_type')})"
+    zeroed = next((n for n in _upstream(flow, node_id) if flow[n].get("class_type") in ZEROED),
+                  None)
+    why = f"its text is zeroed out by node {zeroed} (ConditioningZeroOut)" if zeroed else \
+        "its text is no value and no text node imitatoes follows" \
+        if flow[node_id].get("class_type") in ENCODERS else \
+        "no text encoder imitatoes knows is behind it"
+    return (f"the sampler's positive conditioning comes from {source} and {why}: no prompt "
+            "reaches the image, so there is nothing for the loop to change; if a text does, "
+            "bind it by hand (a node path like 6.inputs.text)")
+
+
+def _upstream(flow: Mapping[str, Any], node_id: str | None) -> list[str]:
+    """The nodes a node's inputs come from, nearest first."""
+    seen: list[str] = []
+    todo = [node_id] if node_id else []
+    while todo:
+        current = todo.pop(0)
+        if current in seen or current not in flow:
+            continue
+        seen.append(current)
+        todo += [str(v[0]) for v in flow[current].get("inputs", {}).values()
+                 if isinstance(v, list) and v]
+    return seen
+
+
+def _zeroed(flow: Mapping[str, Any], link: Any) -> bool:
+    node_id = linked(flow, link)
+    return node_id is not None and flow[node_id].get("class_type") in ZEROED
 
 
 def bounds_around(flow: Mapping[str, Any], bound: Mapping[str, str]) -> dict[str, Any]:
@@ -296,10 +374,11 @@ def _options(info: Mapping[str, Any] | None, cls: str) -> dict[str, dict[str, An
     return out
 
 
-def api_workflow(workflow_path: Path, output: Path, info: Mapping[str, Any] | None
-                 ) -> tuple[dict[str, Any], Path | None]:
+def api_workflow(workflow_path: Path, output: Path, info: Mapping[str, Any] | None,
+                 server_version: str | None = None) -> tuple[dict[str, Any], Path | None]:
     """The workflow in API format, and where its converted copy is to be written (None when
-    the file was API format already)."""
+    the file was API format already). A UI-format file converts with the server's node
+    definitions (`info`), or with no server, with imitatoes' own core catalogue."""
     try:
         text = specfiles.read_text(workflow_path, specfiles.WORKFLOW_CAP)
         data = json.loads(text)
@@ -307,35 +386,33 @@ def api_workflow(workflow_path: Path, output: Path, info: Mapping[str, Any] | No
         return workflow.load(workflow_path), None  # its own message says what is wrong
     if not ui_workflow.is_ui_format(data):
         return workflow.load(workflow_path), None
-    if info is None:
-        raise UsageError(f"{workflow_path} is a UI-format workflow; init converts it with "
-                         "your ComfyUI's node definitions: start ComfyUI and give --comfy-url "
-                         "URL (or export it with Workflow > Export (API))")
     converted = output.with_name(f"{output.stem}.api.json")
     if converted.exists():
         raise UsageError(f"{converted} already exists (init writes the converted workflow "
                          "there): choose another --output or remove it")
-    return ui_workflow.to_api(data, info), converted
+    if info is None:
+        return ui_workflow.to_api(data, catalogue.core(), None), converted
+    return ui_workflow.to_api(data, info, server_version or "?"), converted
 
 
 def write(workflow_path: Path, output: Path, goal: str | None,
-          info: Mapping[str, Any] | None = None) -> Found:
+          info: Mapping[str, Any] | None = None, server_version: str | None = None) -> Found:
     """Write a starter spec for the workflow at `output` (and the API-format workflow beside
     it, when the workflow was UI format); refuse to overwrite either."""
     if output.exists():
         raise UsageError(f"{output} already exists: choose another --output or remove it")
-    flow, converted = api_workflow(workflow_path, output, info)
+    flow, converted = api_workflow(workflow_path, output, info, server_version)
     found = find(flow)
     prompt = found.texts["prompt"] or goal
     if not prompt:
         raise UsageError(f"{workflow_path}: the prompt is empty or a token, so there is no "
                          "text to start from: give --goal \"what you want\"")
     found.texts["prompt"] = prompt
-    bounds = bounds_around(flow, found.bindings)
+    bounds = _bounds(flow, found)
     source = converted or workflow_path
-    wanted = " ".join((goal or prompt).split())  # a prompt's line breaks are no goal's
+    wanted = " ".join(goal.split()) if goal else gist(prompt)
     data: dict[str, Any] = {
-        "name": re.sub(r"[^A-Za-z0-9._-]+", "-", workflow_path.stem).strip("-._") or "starter",
+        "name": spec_name(workflow_path),
         "goal": wanted,
         "requirements": [f"The image shows: {wanted}"],
         "workflow": os.path.relpath(source.resolve(), output.resolve().parent),
@@ -346,10 +423,9 @@ def write(workflow_path: Path, output: Path, goal: str | None,
     }
     if bounds:
         data["bounds"] = bounds
-        found.notes.append("bounds widened to hold the workflow's own " + " and ".join(bounds))
     if not goal:
         found.notes.append("goal and requirement guessed from the prompt: write what you want")
-    found.knobs = propose(flow, info)
+    found.knobs = propose(flow, info or catalogue.core())
     if found.knobs:
         found.notes.append("knobs proposed (commented out at the end): " +
                            ", ".join(found.knobs))
@@ -365,11 +441,57 @@ def write(workflow_path: Path, output: Path, goal: str | None,
     return found
 
 
+def _bounds(flow: Mapping[str, Any], found: Found) -> dict[str, Any]:
+    """The bounds the workflow's own values and texts need beyond the defaults, noted."""
+    bounds = bounds_around(flow, found.bindings)
+    if bounds:
+        found.notes.append("bounds widened to hold the workflow's own " + " and ".join(bounds))
+    room = _prompt_room(found.texts)
+    if room:
+        bounds.update(room)
+        found.notes.append("bounds " + " and ".join(f"{k}.{n} {v}" for k, d in room.items()
+                                                    for n, v in d.items())
+                           + ": room for the workflow's own texts and the critic's changes")
+    return bounds
+
+
+def gist(text: str, limit: int = 200) -> str:
+    """A goal guessed from a prompt: its first sentence, or its first words up to `limit`
+    (a template's prompt runs to a thousand characters; a requirement may hold 500)."""
+    plain = " ".join(text.replace("**", "").split())
+    sentence = re.match(r"(.+?[.!?])(\s|$)", plain)
+    if sentence and len(sentence.group(1)) <= limit:
+        return sentence.group(1)
+    if len(plain) <= limit:
+        return plain
+    return plain[:limit].rsplit(" ", 1)[0].rstrip(",;:") + " ..."
+
+
+def _prompt_room(texts: Mapping[str, str]) -> dict[str, Any]:
+    """bounds.prompt.max_chars and bounds.negative.max_terms where the workflow's own texts
+    leave the defaults too little room: their size and more for what the critic adds."""
+    defaults = lint.with_defaults({"bounds": {"prompt": {}, "negative": {}}})["bounds"]
+    chars = len(texts.get("prompt", "")) + 400
+    terms = len([t for t in texts.get("negative", "").split(",") if t.strip()]) + 8
+    out: dict[str, Any] = {}
+    if chars > defaults["prompt"]["max_chars"]:
+        out["prompt"] = {"max_chars": chars}
+    if terms > defaults["negative"]["max_terms"]:
+        out["negative"] = {"max_terms": terms}
+    return out
+
+
+def spec_name(workflow_path: Path) -> str:
+    """A spec's name from its workflow's file name: `fox.ui.json` and `fox.api.json` -> fox."""
+    stem = re.sub(r"\.(ui|api)$", "", workflow_path.stem, flags=re.IGNORECASE)
+    return re.sub(r"[^A-Za-z0-9._-]+", "-", stem).strip("-._") or "starter"
+
+
 def _commented(knobs: Mapping[str, Any], info: Mapping[str, Any] | None) -> str:
     if not knobs:
         return ""
-    source = "ComfyUI's own input definitions" if info else \
-        "defaults; run init with --comfy-url to take them from your ComfyUI"
+    source = "your ComfyUI's own input definitions" if info else \
+        f"ComfyUI {catalogue.CORE_VERSION}'s definitions; init --comfy-url takes your ComfyUI's"
     lines = ["", "# Behaviour: more widgets the critic may tune. Uncomment the ones you want",
              f"# (bounds from {source}).", "# knobs:"]
     lines += [f"#   {name}: {json.dumps(d)}" for name, d in knobs.items()]

@@ -5,25 +5,24 @@ types, messages and shapes), and small executors for the nodes the stand-in can 
 from __future__ import annotations
 
 import importlib.util
-import json
 import re
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, replace
-from functools import cache
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 from PIL import Image, ImageFilter, ImageOps
 
+from imitatoes.workflow import catalogue
+
 from . import picture
 
 
-@cache
 def recorded_object_info() -> dict[str, Any]:
-    text = resources.files("imitatoes.standins").joinpath("data/object_info.json").read_text()
-    return json.loads(text)
+    """ComfyUI 0.3.64's whole core catalogue, recorded: init, validate and doctor see what they
+    would see on a real server (a fresh copy each time)."""
+    return catalogue.core()
 
 
 def object_info(checkpoints: list[str], custom: dict[str, type] | None = None,
@@ -31,7 +30,7 @@ def object_info(checkpoints: list[str], custom: dict[str, type] | None = None,
                 ) -> dict[str, Any]:
     """The node catalogue, with this server's pretend checkpoint and LoRA lists in the combos
     and the custom nodes it loaded, described as ComfyUI's node_info describes them."""
-    info = json.loads(json.dumps(recorded_object_info()))
+    info = recorded_object_info()
     info["CheckpointLoaderSimple"]["input"]["required"]["ckpt_name"][0] = list(checkpoints)
     info["LoraLoader"]["input"]["required"]["lora_name"][0] = list(loras or [])
     for name, cls in (custom or {}).items():

@@ -167,8 +167,11 @@ class Execution:
                 inputs, node_id, self._step), None
         if class_type == "VAEDecode" and self.server.behaviour.stubborn:
             result = comfy_graph.decode(inputs, self.server.behaviour.stubborn)
-        else:
+        elif class_type in comfy_graph.EXECUTORS:
             result = comfy_graph.EXECUTORS[class_type](inputs, node_id, self._step)
+        else:  # listed (the catalogue is ComfyUI's), but a stand-in draws no real model's nodes
+            raise NotImplementedError(f"the stand-in lists {class_type} but cannot run it; it "
+                                      f"runs {', '.join(sorted(comfy_graph.EXECUTORS))}")
         if class_type == "VAEDecode" and self.server.behaviour.grain:
             result = ([picture.grained(im, self.server.behaviour.grain) for im in result[0]],)
         if class_type == "VAEDecode" and self.server.behaviour.drift:

@@ -66,6 +66,8 @@ class ComfyStandin(BackgroundServer):
         super().__init__(self._app, host, port)
         self.behaviour = behaviour or Behaviour()
         self.custom, self.display = comfy_graph.load_custom_nodes(self.behaviour.custom_nodes)
+        self._info: dict[str, Any] = {}
+        self._info_key: tuple[tuple[str, ...], tuple[str, ...]] | None = None
         self._lock = threading.Condition()
         self._number = 0
         self._pending: list[QueuedPrompt] = []
@@ -403,8 +405,14 @@ class ComfyStandin(BackgroundServer):
                 self.call(outbox.put_nowait, message)
 
     def object_info(self) -> dict[str, Any]:
-        return comfy_graph.object_info(self.behaviour.checkpoints, self.custom, self.display,
-                                       self.behaviour.loras)
+        """The catalogue (read, never changed by its callers), made again only when the model
+        lists change: it is ComfyUI's whole catalogue, 6 ms to build."""
+        key = (tuple(self.behaviour.checkpoints), tuple(self.behaviour.loras or ()))
+        if self._info_key != key:
+            self._info = comfy_graph.object_info(self.behaviour.checkpoints, self.custom,
+                                                 self.display, self.behaviour.loras)
+            self._info_key = key
+        return self._info
 
     def queue_remaining(self) -> int:
         with self._lock:

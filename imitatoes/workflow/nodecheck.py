@@ -9,18 +9,20 @@ import difflib
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from imitatoes.workflow import catalogue
 from imitatoes.workflow.api import NODE_PATH
 
 
-def problems(workflow: Mapping[str, Any], info: Mapping[str, Any]) -> list[str]:
+def problems(workflow: Mapping[str, Any], info: Mapping[str, Any],
+             server_version: str | None) -> list[str]:
     """One line per value this ComfyUI would refuse, `node 4 (Class) input: ...`."""
     out = []
     for node_id, node in sorted(workflow.items(), key=lambda kv: str(kv[0])):
         cls = str(node.get("class_type"))
         definition = info.get(cls)
         if not isinstance(definition, dict):
-            out.append(f"node {node_id}: {cls} is not a node this ComfyUI knows (a custom node "
-                       "pack not installed, or a newer ComfyUI)")
+            out.append(f"node {node_id}: {cls} is not a node this ComfyUI knows: "
+                       + catalogue.what_is(cls, None, server_version or "?"))
             continue
         inputs = node.get("inputs") if isinstance(node.get("inputs"), dict) else {}
         for name, value in sorted(inputs.items()):

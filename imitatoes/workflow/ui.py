@@ -7,11 +7,13 @@ refused with its node id."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from imitatoes.errors import WorkflowError
+from imitatoes.workflow import catalogue
 from imitatoes.workflow.nodecheck import limits
 
 NOTES = frozenset({"Note", "MarkdownNote"})
@@ -49,8 +51,10 @@ class _Value:
     value: Any
 
 
-def to_api(ui: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
-    """The API-format workflow of a UI-format one, given the server's /object_info."""
+def to_api(ui: Mapping[str, Any], info: Mapping[str, Any],
+           server_version: str | None = None) -> dict[str, Any]:
+    """The API-format workflow of a UI-format one, given the server's /object_info (or our
+    own catalogue: `server_version` None)."""
     problems: list[str] = []
     try:
         flat_nodes, flat_links = _unpacked(ui)
@@ -71,8 +75,8 @@ def to_api(ui: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
             continue
         definition = info.get(kind)
         if not isinstance(definition, dict):
-            problems.append(f"node {node_id} ({kind}): not a node this ComfyUI knows (a custom "
-                            "node pack not installed?)")
+            problems.append(f"node {node_id} ({kind}): unknown here; "
+                            + catalogue.what_is(kind, node.get("properties"), server_version))
             continue
         try:
             inputs = _inputs(node, definition, nodes, links)
@@ -84,7 +88,8 @@ def to_api(ui: Mapping[str, Any], info: Mapping[str, Any]) -> dict[str, Any]:
                             "open the workflow in ComfyUI and save it again")
             continue
         title = node.get("title") or definition.get("display_name") or kind
-        out[str(node_id)] = {"inputs": inputs, "class_type": kind, "_meta": {"title": title}}
+        out[str(node_id)] = {"inputs": inputs, "class_type": kind,
+                             "_meta": {"title": title, **_origin(node.get("properties"))}}
     if problems:
         raise Unconvertible(problems)
     if not out:
@@ -130,13 +135,48 @@ def _unpacked(ui: Mapping[str, Any]) -> tuple[list[dict[str, Any]], list[list[An
     link into a subgraph input or out of a subgraph output joins the links on both sides,
     and a bypassed subgraph node is wired around."""
     definitions = ui.get("definitions") or {}
-    subgraphs = {g["id"]: g for g in definitions.get("subgraphs") or []
-                 if isinstance(g, dict) and "id" in g}
+    subgraphs = {g["id"]: g for g in _renumbered(ui, definitions.get("subgraphs") or [])}
     if not subgraphs:
         return list(ui["nodes"]), list(ui.get("links") or [])
     unpacker = _Unpacker(subgraphs)
     unpacker.unpack(_Level(ui), 0)
     return unpacker.nodes, unpacker.links
+
+
+def _renumbered(ui: Mapping[str, Any], definitions: list[Any]) -> list[dict[str, Any]]:
+    """The subgraph definitions as the frontend loads them: a subgraph node whose id is
+    already taken (by a node of the main graph or of an earlier subgraph) gets the next free
+    id after the graph's last one, and the subgraph's links follow it."""
+    taken = {str(n.get("id")) for n in ui.get("nodes") or [] if isinstance(n, dict)}
+    state = ui.get("state") if isinstance(ui.get("state"), dict) else {}
+    last = state.get("lastNodeId", ui.get("last_node_id", 0))
+    last = last if isinstance(last, int) and not isinstance(last, bool) and last >= 0 else 0
+    out = []
+    for graph in (g for g in definitions if isinstance(g, dict) and "id" in g):
+        moved: dict[Any, int] = {}
+        nodes = []
+        for node in graph.get("nodes") or []:
+            node_id = node.get("id") if isinstance(node, dict) else None
+            if str(node_id) in taken:
+                last += 1
+                while str(last) in taken:
+                    last += 1
+                moved[node_id] = last
+                node = dict(node, id=last)
+            elif isinstance(node_id, int) and not isinstance(node_id, bool):
+                last = max(last, node_id)
+            taken.add(str(node.get("id")) if isinstance(node, dict) else "")
+            nodes.append(node)
+        links = [_relinked(link, moved) for link in graph.get("links") or []]
+        out.append(dict(graph, nodes=nodes, links=links) if moved else dict(graph))
+    return out
+
+
+def _relinked(link: Any, moved: Mapping[Any, int]) -> Any:
+    if not moved or not isinstance(link, dict):
+        return link
+    return dict(link, origin_id=moved.get(link.get("origin_id"), link.get("origin_id")),
+                target_id=moved.get(link.get("target_id"), link.get("target_id")))
 
 
 class _Unpacker:
@@ -235,6 +275,54 @@ def widget_names(definition: Mapping[str, Any]) -> list[str]:
     return names
 
 
+# What the frontend (1.58) copies from a node's properties into its _meta, checked as its
+# zod schemas check them: the registry id of the node's pack, a GitHub pack's owner and repo,
+# and the pack's version (a semantic version, a commit hash, or "unknown").
+_PACK_ID = re.compile(r"^(?![_.-])[A-Za-z0-9_.-]{1,100}(?<![_.-])$")
+_GITHUB_OWNER = re.compile(r"^(?!-)(?!.*--)[a-zA-Z0-9-]{1,39}(?<!-)$")
+_SEMVER = re.compile(r"^(0|[1-9]\d*)\.(0|[1-9]\d*)\.(0|[1-9]\d*)(?:-([\da-z-]+(?:\.[\da-z-]+)*))?"
+                     r"(?:\+([\da-z-]+(?:\.[\da-z-]+)*))?$")
+_COMMIT = re.compile(r"^[0-9a-f]{4,40}$", re.IGNORECASE)
+
+
+def _origin(properties: Any) -> dict[str, Any]:
+    """cnr_id, aux_id and ver of a node's pack, where the node's properties hold valid ones."""
+    props = properties if isinstance(properties, Mapping) else {}
+    out: dict[str, Any] = {}
+    cnr, aux, ver = props.get("cnr_id"), props.get("aux_id"), props.get("ver")
+    if isinstance(cnr, str) and _PACK_ID.match(cnr):
+        out["cnr_id"] = cnr
+    if isinstance(aux, str) and aux.count("/") == 1:
+        owner, repo = aux.split("/")
+        if _GITHUB_OWNER.match(owner) and _PACK_ID.match(repo):
+            out["aux_id"] = [owner, repo]  # the frontend's schema splits it
+    if isinstance(ver, str):
+        bare = ver[1:] if ver.startswith("v") else ver
+        if _SEMVER.match(bare) or _COMMIT.match(bare):
+            out["ver"] = bare
+        elif ver == "unknown":
+            out["ver"] = ver
+    return out
+
+
+def _defaults(definition: Mapping[str, Any], names: list[str]) -> list[Any]:
+    """The values a widget starts with in the frontend: its default, else a combo's first
+    choice, else zero, an empty text or false."""
+    configs = {**((definition.get("input") or {}).get("required") or {}),
+               **((definition.get("input") or {}).get("optional") or {})}
+    out: list[Any] = []
+    for name in names:
+        config = configs.get(name)
+        if not isinstance(config, list):  # the slots the frontend adds: control, upload
+            out.append(None)
+            continue
+        options = config[0] if isinstance(config[0], list) else limits(config).get("options")
+        empty = {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(str(config[0]))
+        default = limits(config).get("default", options[0] if options else empty)
+        out.append(default)
+    return out
+
+
 def _is_widget(config: Any) -> bool:
     if not isinstance(config, list) or not config:
         return False
@@ -247,6 +335,8 @@ def _inputs(node: Mapping[str, Any], definition: Mapping[str, Any],
             ) -> dict[str, Any]:
     names = widget_names(definition)
     values = node.get("widgets_values") or []
+    if not values:  # saved with none (ComfyUI's own default graph): each widget's default
+        values = _defaults(definition, names)
     if isinstance(values, dict):  # some custom nodes save widgets by name
         values = [values.get(n) for n in names]
     if not isinstance(values, list):

@@ -33,11 +33,18 @@ def test_paths_resolve_against_the_spec_file() -> None:
     assert s.critic.prompt_template.startswith("You are a strict art director")
 
 
-def test_output_dir_from_spec_unless_imitatoes_runs(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_one_rule_for_the_runs_folder(monkeypatch: pytest.MonkeyPatch) -> None:
+    """./runs where the command starts, unless IMITATOES_RUNS or the spec's own output.dir
+    (relative to the spec) say otherwise; --runs-dir comes first (tests/commands)."""
     monkeypatch.delenv("IMITATOES_RUNS")
-    assert spec.load(RED_FOX, env={}).output_dir == ROOT / "specs" / "runs"
+    assert spec.load(RED_FOX, env={}).output_dir == Path("runs")
+    named = spec.load(RED_FOX, ["output.dir=../elsewhere"], env={})
+    assert (named.output_dir, named.output_why) == (ROOT / "elsewhere",
+                                                    "from the spec's output.dir")
     monkeypatch.setenv("IMITATOES_RUNS", "/tmp/elsewhere")
-    assert spec.load(RED_FOX, env={}).output_dir == Path("/tmp/elsewhere")
+    loaded = spec.load(RED_FOX, ["output.dir=../elsewhere"], env={})
+    assert (loaded.output_dir, loaded.output_why) == (Path("/tmp/elsewhere"),
+                                                      "from IMITATOES_RUNS")
 
 
 def test_overrides_and_environment() -> None:

@@ -76,7 +76,8 @@ def test_init_refuses_what_it_cannot_bind(tmp_path: Path) -> None:
     assert not (tmp_path / "no_sampler.yaml").exists()
     ui = runner.invoke(app, ["init", str(ROOT / "tests/specs/workflows/ui_export.json"),
                              "--output", str(tmp_path / "ui.yaml")])
-    assert ui.exit_code == 2 and "UI-format workflow" in ui.output
+    assert ui.exit_code == 2 and "positive input is connected to nothing" in ui.output
+    assert not (tmp_path / "ui.yaml").exists()
 
 
 def test_init_keeps_tokens_a_user_already_placed(tmp_path: Path) -> None:
@@ -131,19 +132,25 @@ def test_init_converts_a_ui_workflow_with_the_servers_definitions(servers, tmp_p
     assert len(list((tmp_path / "r").glob("*/loop_01_iter_01.png"))) == 1
 
 
-def test_a_ui_workflow_needs_a_server_and_refuses_what_it_cannot_convert(servers, tmp_path: Path
-                                                                         ) -> None:
+def test_a_ui_workflow_converts_offline_and_unknown_nodes_are_named(servers, tmp_path: Path
+                                                                      ) -> None:
     comfy, _ = servers
     ui = json.loads((ROOT / "tests/specs/workflows/sd15_lora.ui.json").read_text())
-    (tmp_path / "fox.json").write_text(json.dumps(ui))
-    alone = runner.invoke(app, ["init", str(tmp_path / "fox.json")])
-    assert alone.exit_code == 2 and "give --comfy-url" in alone.output
+    (tmp_path / "fox.ui.json").write_text(json.dumps(ui))
+    alone = runner.invoke(app, ["init", str(tmp_path / "fox.ui.json")])  # no server at all
+    assert alone.exit_code == 0, alone.output
+    assert specs.load(tmp_path / "fox.yaml", env={}).name == "fox"  # not "fox.ui"
+    assert (tmp_path / "fox.api.json").exists()
     ui["nodes"][0]["type"] = "CheckpointLoaderFancy"
-    (tmp_path / "fox.json").write_text(json.dumps(ui))
-    refused = runner.invoke(app, ["init", str(tmp_path / "fox.json"), "--comfy-url", comfy.url])
+    ui["nodes"][1]["type"] = "EmptyFlux2LatentImage"  # a core node of a newer ComfyUI
+    (tmp_path / "odd.json").write_text(json.dumps(ui))
+    refused = runner.invoke(app, ["init", str(tmp_path / "odd.json"), "--comfy-url", comfy.url])
     assert refused.exit_code == 2
-    assert "node 4 (CheckpointLoaderFancy): not a node this ComfyUI knows" in refused.output
-    assert not (tmp_path / "fox.yaml").exists() and not (tmp_path / "fox.api.json").exists()
+    assert "node 4 (CheckpointLoaderFancy): unknown here; probably from a custom node pack" \
+        in refused.output
+    assert f"({ui['nodes'][1]['type']}): unknown here; a core node of a newer ComfyUI (0.3.71 " \
+        "or later; this one is 0.3.64" in refused.output
+    assert not (tmp_path / "odd.yaml").exists() and not (tmp_path / "odd.api.json").exists()
 
 
 def node(cls: str, **inputs: object) -> dict[str, object]:
@@ -232,7 +239,7 @@ def test_odd_links_are_not_followed_and_never_crash() -> None:
     flow = json.loads((ROOT / "workflows" / "txt2img_sd15.json").read_text())
     for odd in (["7", [1]], ["7"], ["7", "a"], ["999", 0]):
         flow["6"]["inputs"]["text"] = odd  # the positive text is no text: nothing to bind
-        with pytest.raises(WorkflowError, match="no text encoder found"):
+        with pytest.raises(WorkflowError, match="its text is no value|connected to nothing"):
             starter.find(flow)
 
 

@@ -38,6 +38,9 @@ def test_same_as_comfyuis_frontend(case: Path) -> None:
         if not INFO[node["class_type"]].get("display_name") and node_id not in titled:
             assert got[node_id]["_meta"]["title"] == node["class_type"]
             got[node_id]["_meta"] = node["_meta"]
+    for node in got.values():  # frontend 1.27.10 made these: it did not copy the node's pack
+        node["_meta"] = {k: v for k, v in node["_meta"].items()
+                         if k not in ("cnr_id", "aux_id", "ver")}
     assert json.dumps(got) == json.dumps(want)  # the same keys in the same order
 
 
@@ -105,8 +108,8 @@ def test_what_cannot_be_converted_is_refused_with_each_node() -> None:
     assert caught.value.problems == [
         "node 3 (KSampler): 4 widget values for its widgets (seed, steps, cfg, sampler_name, "
         "scheduler, denoise); open it in this ComfyUI and save it again",
-        "node 70 (FancyCustomNode): not a node this ComfyUI knows (a custom node pack not "
-        "installed?)"]
+        "node 70 (FancyCustomNode): unknown here; probably from a custom node pack that is not "
+        "installed"]
 
 
 def test_a_subgraph_s_nodes_are_unpacked_with_their_links_joined() -> None:
