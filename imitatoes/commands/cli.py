@@ -194,7 +194,7 @@ def _node_definitions(url: str) -> tuple[dict[str, Any], str]:
 
 @app.command("schema")
 def schema_cmd() -> None:
-    """Print the goal-spec JSON Schema (point your editor at it; see the README)."""
+    """Print the goal-spec JSON Schema (point your editor at it; see docs/spec.md)."""
     from imitatoes.spec import lint
 
     typer.echo(json.dumps(lint.schema(), indent=2))
@@ -347,9 +347,9 @@ def demo(
 
 def _after_demo(outcome: Outcome) -> str:
     """The demo's stand-ins stop with it, so `resume` needs them started again."""
-    return ("the demo's stand-ins stopped with it; to take this run further, start them\n"
-            "in two other terminals (imitatoes standin comfyui; imitatoes standin ollama),\n"
-            f"then:\n  imitatoes resume {outcome.run_dir} --comfy-url http://127.0.0.1:8188 "
+    return ("the demo's stand-ins stopped with it; to take this run further, start them in\n"
+            "another terminal (imitatoes standin both), then:\n"
+            f"  imitatoes resume {outcome.run_dir} --comfy-url http://127.0.0.1:8188 "
             '--ollama-url http://127.0.0.1:11434 --instruction "..."')
 
 
@@ -528,21 +528,25 @@ standin_app = typer.Typer(no_args_is_help=True, rich_markup_mode=None,
 app.add_typer(standin_app, name="standin")
 
 
-def _serve_forever(server: BackgroundServer, what: str) -> None:
+def _serve_forever(*servers: tuple[BackgroundServer, str]) -> None:
     with reported():
-        server.log = sys.stdout  # a line per request, as ComfyUI and `ollama serve` print
+        started = []
         try:
-            server.start()
-        except OSError as exc:
-            raise UsageError(f"cannot listen on {server.host}:{server.port}: {exc.strerror}") \
-                from None
-        try:  # from the first line on, Ctrl-C is the normal way to stop: exit 0
-            typer.echo(f"{what} stand-in listening on {server.url} (Ctrl-C stops it)")
-            threading.Event().wait()
+            for server, what in servers:
+                server.log = sys.stdout  # a line per request, as ComfyUI and `ollama serve` do
+                try:
+                    server.start()
+                except OSError as exc:
+                    raise UsageError(f"cannot listen on {server.host}:{server.port}: "
+                                     f"{exc.strerror}") from None
+                started.append(server)
+                typer.echo(f"{what} stand-in listening on {server.url} (Ctrl-C stops it)")
+            threading.Event().wait()  # from here on, Ctrl-C is the normal way to stop: exit 0
         except KeyboardInterrupt:
             pass
         finally:
-            server.stop()
+            for server in started:
+                server.stop()
 
 
 @standin_app.command("comfyui")
@@ -563,7 +567,7 @@ def standin_comfyui(
 
     behaviour = Behaviour(step_seconds=step_seconds,
                           checkpoints=checkpoint or list(DEFAULT_CHECKPOINTS), grain=grain)
-    _serve_forever(ComfyStandin(behaviour, host, port), "ComfyUI")
+    _serve_forever((ComfyStandin(behaviour, host, port), "ComfyUI"))
 
 
 @standin_app.command("ollama")
@@ -575,7 +579,26 @@ def standin_ollama(
     """An Ollama whose vision model checks colours, shapes, noise and watermarks."""
     from imitatoes.standins.ollama import Behaviour, OllamaStandin
 
-    _serve_forever(OllamaStandin(Behaviour(latency=latency), host, port), "Ollama")
+    _serve_forever((OllamaStandin(Behaviour(latency=latency), host, port), "Ollama"))
+
+
+@standin_app.command("both")
+def standin_both(
+    host: Annotated[str, typer.Option(metavar="ADDRESS", help="Address to bind.")] = "127.0.0.1",
+    comfy_port: Annotated[int, typer.Option(metavar="PORT", help="ComfyUI's port.")] = 8188,
+    ollama_port: Annotated[int, typer.Option(metavar="PORT", help="Ollama's port.")] = 11434,
+) -> None:
+    """Both stand-ins where imitatoes looks by default: ComfyUI on port 8188, Ollama on 11434
+    (the walkthrough in the README runs against these)."""
+    from imitatoes.standins.comfyui import DEFAULT_CHECKPOINTS, ComfyStandin
+    from imitatoes.standins.comfyui import Behaviour as ComfyBehaviour
+    from imitatoes.standins.ollama import Behaviour as OllamaBehaviour
+    from imitatoes.standins.ollama import OllamaStandin
+
+    comfy = ComfyStandin(ComfyBehaviour(step_seconds=0.05,
+                                        checkpoints=list(DEFAULT_CHECKPOINTS)), host, comfy_port)
+    ollama = OllamaStandin(OllamaBehaviour(latency=0.2), host, ollama_port)
+    _serve_forever((comfy, "ComfyUI"), (ollama, "Ollama"))
 
 
 def _terminate(signum: int, frame: object) -> None:

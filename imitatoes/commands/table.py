@@ -78,7 +78,11 @@ class Board:
         pace = sum(self.finished[-10:]) / len(self.finished[-10:])
         row = next(reversed(self.rows.values()), None)
         spent = time.monotonic() - row.started if row and row.state != "done" else 0.0
-        return f"at most ~{duration(max(0.0, pace * self.left() - spent))} left"
+        # The iteration under way counts at most one pace: one that runs long must not lower
+        # the estimate below what its end then raises again (a figure that grows for nothing).
+        left = self.left()
+        current = max(0.0, pace - spent) if left else 0.0
+        return f"at most ~{duration(pace * max(0, left - 1) + current)} left"
 
 
 def duration(seconds: float) -> str:

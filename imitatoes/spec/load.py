@@ -122,10 +122,10 @@ def runs_folder(spec_dir: Path, named: str | None) -> tuple[Path, str]:
     then IMITATOES_RUNS, then the spec's own output.dir (relative to the spec), then runs/ in
     the folder the command starts in. Returns the folder and which of these chose it."""
     if os.environ.get("IMITATOES_RUNS"):
-        return Path(os.environ["IMITATOES_RUNS"]), "from IMITATOES_RUNS"
+        return Path(os.environ["IMITATOES_RUNS"]), "$IMITATOES_RUNS"
     if named:
-        return specfiles.relative_path(spec_dir, named), "from the spec's output.dir"
-    return Path("runs"), "./runs: --runs-dir or IMITATOES_RUNS to move"
+        return specfiles.relative_path(spec_dir, named), "the spec's output.dir"
+    return Path("runs"), "./runs; --runs-dir to move"
 
 
 def build(doc: Document) -> Spec:

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import io
 import re
+import time
 from pathlib import Path
 
 from rich.console import Console
@@ -105,3 +106,24 @@ def test_a_seed_from_comfyui_s_randomize_is_never_cut_short() -> None:
     row.params = Params("p", "n", 7, 25, 2**64 - 1)  # KSampler's largest: too long, and says so
     line = next(x for x in text(b, 80).splitlines() if x.startswith("1.1"))
     assert "…" in line and str(2**64 - 1)[:15] in line
+
+
+def test_the_estimate_never_grows_while_an_iteration_runs_long() -> None:
+    """An iteration under way counts at most one pace: while it runs past it the estimate
+    stays, instead of falling to what the iteration's end then raises again."""
+    board = ui.Board("goal", "servers", "runs/x", iterations_per_loop=3, last_loop=2,
+                     finished=[10.0, 10.0])
+    row = ui.Row("loop_01_iter_03", 1, 3, Params(prompt="p", negative="", cfg=7.0, steps=20,
+                                                 seed=1))
+    board.rows[row.key] = row
+    shown = []
+    for spent in (0, 5, 10, 15, 30):
+        row.started = time.monotonic() - spent + 0.5  # half a second of slack for the clock
+        shown.append(board.estimate())
+    assert shown == ["at most ~40s left", "at most ~35s left", "at most ~30s left",
+                     "at most ~30s left", "at most ~30s left"]
+    board.finished.append(10.0)  # it ends at the pace: the next starts from the same figure
+    board.rows["loop_02_iter_01"] = ui.Row("loop_02_iter_01", 2, 1, row.params,
+                                           started=time.monotonic() + 0.5)
+    board.loop = 2
+    assert board.estimate() == "at most ~30s left"

@@ -40,11 +40,11 @@ def test_one_rule_for_the_runs_folder(monkeypatch: pytest.MonkeyPatch) -> None:
     assert spec.load(RED_FOX, env={}).output_dir == Path("runs")
     named = spec.load(RED_FOX, ["output.dir=../elsewhere"], env={})
     assert (named.output_dir, named.output_why) == (ROOT / "elsewhere",
-                                                    "from the spec's output.dir")
+                                                    "the spec's output.dir")
     monkeypatch.setenv("IMITATOES_RUNS", "/tmp/elsewhere")
     loaded = spec.load(RED_FOX, ["output.dir=../elsewhere"], env={})
     assert (loaded.output_dir, loaded.output_why) == (Path("/tmp/elsewhere"),
-                                                      "from IMITATOES_RUNS")
+                                                      "$IMITATOES_RUNS")
 
 
 def test_overrides_and_environment() -> None:
