@@ -25,14 +25,20 @@ UPLOAD_FLAGS = ("image_upload", "video_upload", "audio_upload", "animated_image_
 CONTROL, UPLOAD = "<control after generate>", "<upload>"
 
 
+UNKNOWN = "unknown here"
+
+
 class Unconvertible(WorkflowError):
     """The workflow has parts that cannot become API format; one line per node."""
 
     def __init__(self, problems: list[str]) -> None:
         self.problems = problems
+        unknown = all(UNKNOWN in p for p in problems)
         super().__init__("this UI-format workflow cannot be converted:\n  " +
-                         "\n  ".join(problems) + "\nexport it with Workflow > Export (API) in "
-                         "ComfyUI instead, or fix the nodes named above")
+                         "\n  ".join(problems) + (
+                             "\nget each node as its line says, then try again" if unknown else
+                             "\nexport it with Workflow > Export (API) in ComfyUI instead, or "
+                             "fix the nodes named above"))
 
 
 def is_ui_format(data: Any) -> bool:
@@ -75,7 +81,7 @@ def to_api(ui: Mapping[str, Any], info: Mapping[str, Any],
             continue
         definition = info.get(kind)
         if not isinstance(definition, dict):
-            problems.append(f"node {node_id} ({kind}): unknown here; "
+            problems.append(f"node {node_id} ({kind}): {UNKNOWN}; "
                             + catalogue.what_is(kind, node.get("properties"), server_version))
             continue
         try:

@@ -55,6 +55,7 @@ def test_a_template_for_a_newer_comfyui_is_refused_naming_its_nodes(tmp_path: Pa
     assert "(Flux2Scheduler): unknown here; a core node of ComfyUI 0.3.71 that imitatoes' " \
         "own catalogue (0.3.64) lacks: give --comfy-url of a ComfyUI that has it" in \
         " ".join(result.output.split())
+    assert "get each node as its line says" in result.output  # not "export it as API"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["image_flux2.json"]  # nothing left
 
 
