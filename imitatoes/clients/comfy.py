@@ -1,9 +1,12 @@
-"""The ComfyUI client: submit a workflow, follow it (websocket, history as the truth, polling as
-the fallback), fetch its images; plus the queue, interrupt, free and server info."""
+"""The ComfyUI client: submit a workflow, follow it (websocket, then the Jobs API where the
+server has one, else /history, as the truth; polling as the fallback), fetch its images; plus
+the queue, cancel and interrupt, free and server info. With an API key (Comfy Cloud) every
+request carries it and goes under /api; the key is never put in a message."""
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 import uuid
 from collections.abc import Callable
@@ -60,6 +63,10 @@ class ComfyProtocolError(ComfyError):
     pass
 
 
+class ComfyUnauthorized(ComfyError):
+    """401: the server wants an API key, or refused the one given."""
+
+
 class ComfyExecutionError(ComfyError):
     def __init__(self, message: str, node_id: str = "", node_type: str = "") -> None:
         self.node_id, self.node_type = node_id, node_type
@@ -105,8 +112,12 @@ class Finished:
 class ComfyClient:
     def __init__(self, url: str, connect_timeout: float = 5.0, read_timeout: float = 30.0,
                  client_id: str | None = None, use_websocket: bool = True,
-                 max_image_bytes: int = IMAGE_CAP) -> None:
+                 max_image_bytes: int = IMAGE_CAP, api_key: str | None = None,
+                 key_name: str = "the API key") -> None:
         self.url = url.rstrip("/")
+        self.prefix = "/api" if api_key else ""  # Comfy Cloud serves everything under /api
+        self.key_name = key_name  # what a refusal names: the variable, never the key
+        self._jobs: bool | None = None  # whether the server has the Jobs API (asked once)
         self.timeout = (connect_timeout, read_timeout)  # read: the most one whole request takes
         self.max_image_bytes = max_image_bytes
         self.client_id = client_id or str(uuid.uuid4())
@@ -117,7 +128,9 @@ class ComfyClient:
                       raise_on_status=False)
         self.session.mount("http://", HTTPAdapter(max_retries=retry))
         self.session.mount("https://", HTTPAdapter(max_retries=retry))
-        self._events = EventStream(self.url, self.client_id, connect_timeout) \
+        if api_key:
+            self.session.headers["X-API-Key"] = api_key
+        self._events = EventStream(self.url, self.client_id, connect_timeout, api_key) \
             if use_websocket else None
 
     # -- plumbing -------------------------------------------------------------------------------
@@ -125,8 +138,8 @@ class ComfyClient:
                  **kwargs: Any) -> requests.Response:
         connect, seconds = self.timeout
         try:
-            return bounded(self.session, method, self.url + path, seconds, max_bytes, connect,
-                           **kwargs)
+            resp = bounded(self.session, method, self.url + self.prefix + path, seconds,
+                           max_bytes, connect, **kwargs)
         except LimitExceeded as exc:
             raise ComfyUnreachable(f"ComfyUI at {self.url} answered {method} {path}, but "
                                    f"{exc.what}; is it overloaded, or is something in between "
@@ -137,6 +150,13 @@ class ComfyClient:
         except requests.exceptions.RequestException as exc:
             raise ComfyUnreachable(f"ComfyUI is not reachable at {self.url} ({method} {path}: "
                                    f"{reason(exc)}). {how_to_start(self.url)}") from None
+        if resp.status_code == 401:
+            raise ComfyUnauthorized(
+                f"ComfyUI at {self.url} refused {method} {path} (401): "
+                + (f"it does not accept {self.key_name}; check it (Comfy Cloud: "
+                   "platform.comfy.org, API keys)" if self.prefix else "it wants an API key: "
+                   "name the variable that holds it in comfyui.api_key_env"))
+        return resp
 
     def _json(self, method: str, path: str, **kwargs: Any) -> Any:
         resp = self._request(method, path, **kwargs)
@@ -167,6 +187,36 @@ class ComfyClient:
             return 0
         pending = sorted(q.get("queue_pending", []), key=lambda item: item[0])
         return next((i + 1 for i, item in enumerate(pending) if item[1] == prompt_id), None)
+
+    def has_jobs(self) -> bool:
+        """Whether the server has the Jobs API (asked once): ComfyUI newer than 0.3.64, and
+        Comfy Cloud. The answer goes into provenance."""
+        if self._jobs is None:
+            resp = self._request("GET", "/jobs", params={"limit": 1})
+            try:
+                body = resp.json() if resp.status_code == 200 else None
+            except (ValueError, RecursionError):
+                body = None
+            self._jobs = isinstance(body, dict) and isinstance(body.get("jobs"), list)
+        return self._jobs
+
+    def job(self, prompt_id: str) -> dict[str, Any] | None:
+        """GET /jobs/{id}: the job with its outputs, or None when the server does not know
+        it (unlike /history, which answers {} for a prompt still queued)."""
+        resp = self._request("GET", f"/jobs/{prompt_id}")
+        if resp.status_code == 404:
+            return None
+        body = _safe_json(resp)
+        if resp.status_code != 200 or not isinstance(body, dict):
+            raise ComfyProtocolError(f"ComfyUI answered /jobs/{prompt_id} with "
+                                     f"{resp.status_code}: {str(body)[:120]!r}")
+        return body
+
+    def cancel(self, prompt_ids: list[str]) -> bool:
+        """POST /jobs/cancel: queued or running, in one call; False when the server has no
+        such call (then the queue and /interrupt do it)."""
+        resp = self._request("POST", "/jobs/cancel", json={"job_ids": prompt_ids[:100]})
+        return resp.status_code == 200
 
     def history(self, prompt_id: str) -> dict[str, Any] | None:
         """The finished prompt's history entry, or None while it is queued or running."""
@@ -235,6 +285,8 @@ class ComfyClient:
     def _known(self, prompt_id: str) -> bool:
         """After a lost answer: did the prompt reach the queue or the history?"""
         try:
+            if self.has_jobs():
+                return self.job(prompt_id) is not None
             return self.queue_position(prompt_id) is not None or self.history(prompt_id) is not None
         except ComfyError:
             return False
@@ -243,19 +295,35 @@ class ComfyClient:
              on_progress: Callable[[Progress], None] | None = None) -> Finished:
         """Block until the prompt finishes; the websocket says when, /history says what."""
         deadline = time.monotonic() + timeout
+        jobs = self.has_jobs()
         if self._events and self._events.ensure():
-            self._events.follow(prompt_id, deadline, on_progress, self._finished)
-        entry = self._poll(prompt_id, deadline)
-        return outcome(prompt_id, entry)
+            self._events.follow(prompt_id, deadline, on_progress,
+                                self._job_ended if jobs else self._finished)
+        if jobs:
+            return job_outcome(prompt_id, self._poll(prompt_id, deadline, self._ended_job))
+        return outcome(prompt_id, self._poll(prompt_id, deadline, self.history))
 
-    def _poll(self, prompt_id: str, deadline: float) -> dict[str, Any]:
+    def _ended_job(self, prompt_id: str) -> dict[str, Any] | None:
+        """The job once it has ended; None while it waits or runs; PromptLost if unknown."""
+        found = self.job(prompt_id)
+        if found is None:
+            raise PromptLost(f"ComfyUI at {self.url} no longer knows prompt {prompt_id}: it was "
+                             "restarted or the prompt was deleted; resume the run to render it "
+                             "again")
+        return None if found.get("status") in ("pending", "in_progress") else found
+
+    def _job_ended(self, prompt_id: str) -> bool:
+        return self._ended_job(prompt_id) is not None
+
+    def _poll(self, prompt_id: str, deadline: float,
+              ended: Callable[[str], dict[str, Any] | None]) -> dict[str, Any]:
         interval = 0.02
         next_check = time.monotonic() + 1.0
         while True:
-            entry = self.history(prompt_id)
+            entry = ended(prompt_id)
             if entry is not None:
                 return entry
-            if time.monotonic() >= next_check:
+            if time.monotonic() >= next_check and ended == self.history:
                 next_check = time.monotonic() + 1.0
                 self._check_not_lost(prompt_id)
             left = deadline - time.monotonic()
@@ -351,6 +419,25 @@ def outcome(prompt_id: str, entry: Any) -> Finished:
         raise ComfyExecutionError(f"ComfyUI reports prompt {prompt_id} failed without details")
     return Finished(prompt_id, "interrupted" if interrupted else "success", tuple(images),
                    tuple(texts), entry)
+
+
+def job_outcome(prompt_id: str, job: dict[str, Any]) -> Finished:
+    """Read an ended job of the Jobs API as `outcome` reads a history entry: its
+    execution_error becomes ComfyExecutionError, its outputs the images."""
+    status = job.get("status")
+    error = _dict(job.get("execution_error"))
+    if status == "failed":
+        node, node_type = str(error.get("node_id", "?")), str(error.get("node_type", "?"))
+        what = ": ".join(str(error[k]).strip() for k in ("exception_type", "exception_message")
+                         if k in error)
+        raise ComfyExecutionError(f"ComfyUI failed in node {node} ({node_type}): "
+                                  f"{what or 'no details given'}", node, node_type)
+    if status not in ("completed", "cancelled"):
+        raise ComfyProtocolError(f"ComfyUI's job {prompt_id} ended as {str(status)[:40]!r}")
+    entry = {"outputs": _dict(job.get("outputs")), "status": {
+        "status_str": "success", "messages": [["execution_interrupted", {}]]
+        if status == "cancelled" else []}}
+    return outcome(prompt_id, entry)
 
 
 def rejection(body: Any) -> ComfyRejected:
@@ -453,7 +540,12 @@ class ComfyRenderer(Renderer):
     def interrupt(self) -> None:
         """Stop our prompts (and only ours), running or queued; never raise on the way out.
         Each is taken out of the queue before the one running is interrupted: the other way
-        round, ComfyUI starts the next of ours between the two calls and it runs on."""
+        round, ComfyUI starts the next of ours between the two calls and it runs on. A server
+        with the Jobs API cancels them all in one call."""
+        with contextlib.suppress(ComfyError):
+            if self._ours and self.client.has_jobs() and self.client.cancel(list(self._ours)):
+                self._ours.clear()
+                return
         for prompt_id in list(self._ours):
             with contextlib.suppress(ComfyError):
                 self.client.delete_queued(prompt_id)
@@ -464,10 +556,27 @@ class ComfyRenderer(Renderer):
 
 
 def client_for(config: ComfyConfig, use_websocket: bool = True) -> ComfyClient:
-    """The one place a ComfyUI client is built from a spec's comfyui section."""
+    """The one place a ComfyUI client is built from a spec's comfyui section; the API key is
+    read from the environment variable the spec names, here and nowhere else."""
     return ComfyClient(config.url, config.connect_timeout, config.timeout,
                        use_websocket=use_websocket,
-                       max_image_bytes=int(config.max_image_mb * 2**20))
+                       max_image_bytes=int(config.max_image_mb * 2**20),
+                       api_key=api_key(config), key_name=f"${config.api_key_env}")
+
+
+def api_key(config: ComfyConfig) -> str | None:
+    if not config.api_key_env:
+        if "cloud.comfy.org" in config.url:
+            raise ComfyUnauthorized("Comfy Cloud needs an API key: set comfyui.api_key_env to "
+                                    "the variable that holds it (COMFY_CLOUD_API_KEY) and export "
+                                    "it; create one at platform.comfy.org")
+        return None
+    key = os.environ.get(config.api_key_env, "").strip()
+    if not key:
+        raise ComfyUnauthorized(f"comfyui.api_key_env names {config.api_key_env}, but it is not "
+                                f"set: export {config.api_key_env}=... (Comfy Cloud: create a "
+                                "key at platform.comfy.org) and run again")
+    return key
 
 
 def renderer_for(config: ComfyConfig, client: ComfyClient) -> ComfyRenderer:

@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from urllib.parse import quote
 
 import websocket
 
@@ -24,10 +25,17 @@ class Progress:
 class EventStream:
     """One websocket per client, read by a thread into a queue; None of it is required."""
 
-    def __init__(self, url: str, client_id: str, connect_timeout: float) -> None:
-        self.url = url.replace("http", "ws", 1) + f"/ws?clientId={client_id}"
+    def __init__(self, url: str, client_id: str, connect_timeout: float,
+                 token: str | None = None) -> None:
+        # Comfy Cloud takes its API key as `token` here (a websocket has no headers to set);
+        # nothing here ever prints the address.
+        self.url = url.replace("http", "ws", 1) + f"/ws?clientId={client_id}" + \
+            (f"&token={quote(token, safe='')}" if token else "")
         self.connect_timeout = connect_timeout
         self.inbox: queue.Queue = queue.Queue()
+        # Prompts whose end went by while another was followed: with several running at once
+        # (candidates on a server with parallel slots) the next one's end often comes first.
+        self.ended: dict[str, None] = {}
         self._ws: websocket.WebSocket | None = None
         self._failed_at = float("-inf")
 
@@ -62,6 +70,8 @@ class EventStream:
                finished: Callable[[str], bool]) -> None:
         """Return when the prompt's terminal event arrives, the socket closes or time is up."""
         last_check = time.monotonic()
+        if self.ended.pop(prompt_id, 0) is None:
+            return
         while (left := deadline - time.monotonic()) > 0:
             try:
                 msg = self.inbox.get(timeout=min(left, 1.0))
@@ -75,19 +85,28 @@ class EventStream:
             if msg.get("type") == "_closed":
                 return
             if data.get("prompt_id") != prompt_id:
+                if _ends(msg, data) and isinstance(data.get("prompt_id"), str):
+                    self.ended[data["prompt_id"]] = None
+                    while len(self.ended) > 1000:  # ours are collected long before this
+                        self.ended.pop(next(iter(self.ended)))
                 continue
             value, maximum = data.get("value"), data.get("max")
             if msg.get("type") == "progress" and on_progress and _count(value) \
                     and _count(maximum):
                 on_progress(Progress(prompt_id, str(data.get("node")), value, maximum))
-            if msg.get("type") in ("execution_error", "execution_interrupted") or (
-                    msg.get("type") == "executing" and data.get("node") is None):
+            if _ends(msg, data):
                 return
 
     def close(self) -> None:
         if self._ws is not None:
             self._ws.close(timeout=0.2)
             self._ws = None
+
+
+def _ends(msg: dict, data: dict) -> bool:
+    """A prompt's terminal event: an error, an interrupt, or "executing" nothing."""
+    return msg.get("type") in ("execution_error", "execution_interrupted") or (
+        msg.get("type") == "executing" and data.get("node") is None)
 
 
 def _parse(frame: str) -> dict | None:

@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imitatoes.clients.comfy import ComfyClient, ComfyError
+from imitatoes.clients.comfy import ComfyClient, ComfyError, api_key
 from imitatoes.clients.critic import CriticUnreachable
 from imitatoes.commands.lifecycle import Run
 from imitatoes.errors import ImitatoesError, UsageError
 from imitatoes.loop.events import Applied, Event, IterationStarted
 from imitatoes.loop.state import RunState
-from imitatoes.spec.model import Spec
+from imitatoes.spec.model import ComfyConfig, Spec
 
 BACKEND_FAILURES = (ComfyError, CriticUnreachable)
 MAX_ATTEMPTS = 3  # a run that has lost this many backends is reported as failed
@@ -46,10 +46,12 @@ def pair(comfy: Sequence[str], ollama: Sequence[str]) -> list[Backend]:
             zip(comfy, critics or [""] * len(comfy), strict=True)]
 
 
-def healthy(backend: Backend, timeout: float = 3.0) -> bool:
-    """ComfyUI answers /system_stats and /queue (the critic is checked when a run starts)."""
+def healthy(backend: Backend, timeout: float = 3.0, config: ComfyConfig | None = None) -> bool:
+    """ComfyUI answers /system_stats and /queue (the critic is checked when a run starts);
+    with the specs' comfyui settings, with their API key."""
+    key = api_key(config) if config is not None else None
     client = ComfyClient(backend.comfy, connect_timeout=timeout, read_timeout=timeout,
-                         use_websocket=False)
+                         use_websocket=False, api_key=key)
     try:
         client.system_stats()
         client.queue()
@@ -101,13 +103,16 @@ class Job:
 class Batch:
     def __init__(self, specs: Sequence[Spec], backends: Sequence[Backend],
                  runs_root: Path | None = None, on_change: Callable[[], None] = lambda: None,
-                 health: Callable[[Backend], bool] = healthy) -> None:
+                 health: Callable[[Backend], bool] | None = None) -> None:
         self.jobs = [Job(s) for s in specs]
         self.backends = list(backends)
+        # runs a backend takes at once: what the specs' comfyui.parallel allows (all of them)
+        self.slots = min((s.comfyui.parallel for s in specs), default=1)
+        config = specs[0].comfyui if specs else None
         self.dead: set[Backend] = set()
         self.runs_root = runs_root
         self.on_change = on_change
-        self.health = health
+        self.health = health or (lambda b: healthy(b, config=config))
         self._todo: deque[Job] = deque()
         self._lock = threading.Condition()
 
@@ -116,7 +121,8 @@ class Batch:
             self.on_change = on_change
         self._todo.extend(self.jobs)
         workers = [threading.Thread(target=self._serve, args=(b,), daemon=True,
-                                    name=f"batch-{b.name}") for b in self.backends]
+                                    name=f"batch-{b.name}-{slot}")
+                   for b in self.backends for slot in range(self.slots)]
         for w in workers:
             w.start()
         while any(w.is_alive() for w in workers) and not self._all_settled():
@@ -133,7 +139,7 @@ class Batch:
     def _serve(self, backend: Backend) -> None:
         """One backend's lease loop: one run at a time, while the backend stays healthy."""
         while not self._all_settled():
-            if not self.health(backend):
+            if backend in self.dead or not self.health(backend):
                 with self._lock:
                     self.dead.add(backend)
                 self.on_change()

@@ -560,13 +560,29 @@ def standin_comfyui(
     grain: Annotated[float, typer.Option(
         metavar="AMOUNT",
         help="Grain over every render (0.1: photo-like to compress and decode).")] = 0.0,
+    era: Annotated[str, typer.Option(
+        metavar="ERA", help="0.3.64 (history and queue), jobs (a newer ComfyUI's Jobs API) or "
+        "cloud (Comfy Cloud: /api, an API key, parallel slots, flat uploads).")] = "0.3.64",
+    api_key_env: Annotated[str | None, typer.Option(
+        metavar="NAME", help="cloud: the variable holding the key it accepts.")] = None,
+    parallel: Annotated[int, typer.Option(metavar="N", min=1, max=64,
+                                          help="Prompts it runs at once.")] = 1,
 ) -> None:
     """A ComfyUI that draws the prompt's colours and shapes; its faults and pace are set with
     POST /imitatoes/behaviour."""
+    from imitatoes.standins.comfy_eras import ERAS
     from imitatoes.standins.comfyui import DEFAULT_CHECKPOINTS, Behaviour, ComfyStandin
 
+    if era not in ERAS:
+        raise typer.BadParameter(f"{era!r}: choose one of {', '.join(ERAS)}",
+                                 param_hint="--era")
+    key = os.environ.get(api_key_env or "", "") if api_key_env else ""
+    if era == "cloud" and not key:
+        raise typer.BadParameter("cloud wants a key: --api-key-env NAME, with NAME set",
+                                 param_hint="--api-key-env")
     behaviour = Behaviour(step_seconds=step_seconds,
-                          checkpoints=checkpoint or list(DEFAULT_CHECKPOINTS), grain=grain)
+                          checkpoints=checkpoint or list(DEFAULT_CHECKPOINTS), grain=grain,
+                          era=era, api_key=key, parallel=parallel)
     _serve_forever((ComfyStandin(behaviour, host, port), "ComfyUI"))
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from imitatoes.clients.comfy import ComfyClient, ComfyError
+from imitatoes.clients.comfy import ComfyClient, ComfyError, ComfyUnauthorized, api_key
 from imitatoes.clients.comfy import how_to_start as comfy_how_to
 from imitatoes.clients.critic import CriticError, OllamaCritic, make_critic
 from imitatoes.clients.critic import how_to_start as ollama_how_to
@@ -29,9 +29,20 @@ class Finding:
 
 
 def comfy_checks(url: str, spec: Spec | None) -> list[Finding]:
-    client = ComfyClient(url, connect_timeout=3, read_timeout=15, use_websocket=False)
+    try:
+        key = api_key(spec.comfyui) if spec else None
+    except ComfyError as exc:
+        return [Finding("ComfyUI API key", "fail", str(exc))]
+    def connect(read_timeout: float) -> ComfyClient:
+        return ComfyClient(url, connect_timeout=3, read_timeout=read_timeout,
+                           use_websocket=False, api_key=key,
+                           key_name=f"${spec.comfyui.api_key_env}" if spec and key else "")
+    client = connect(15)
     try:
         stats = client.system_stats()
+        served = _serving(client, spec)
+    except ComfyUnauthorized as exc:
+        return [Finding("API key accepted", "fail", str(exc))]
     except ComfyError as exc:
         return [Finding("ComfyUI reachable", "fail", str(exc).split(". ")[0], comfy_how_to(url))]
     finally:
@@ -44,15 +55,32 @@ def comfy_checks(url: str, spec: Spec | None) -> list[Finding]:
               + (f" · VRAM {vram / 2**30:.1f} GiB ({device.get('vram_free', 0) / 2**30:.1f} free)"
                  if vram else ""))
     out = [Finding("ComfyUI reachable", "ok", detail,
-                 vram=(vram or 0, vram - device.get("vram_free", 0) if vram else 0))]
+                 vram=(vram or 0, vram - device.get("vram_free", 0) if vram else 0)), *served]
     if spec is None:
         return out
     try:
-        info = ComfyClient(url, connect_timeout=3, read_timeout=60,
-                           use_websocket=False).object_info()
+        info = connect(60).object_info()
     except ComfyError as exc:
         return [*out, Finding("workflow nodes", "fail", str(exc))]
     return out + node_checks(spec, info, system.get("comfyui_version") or "?")
+
+
+def _serving(client: ComfyClient, spec: Spec | None) -> list[Finding]:
+    """The API key (a request that needs one), how prompts are followed and how many may run
+    at once. A refused key raises ComfyUnauthorized, which names the variable, not the key."""
+    out = []
+    if client.prefix:
+        client.queue()  # Comfy Cloud answers /api/system_stats without a key; not this
+        out.append(Finding("API key accepted", "ok",
+                           f"{client.key_name} is accepted by {client.url}"))
+    jobs = client.has_jobs()
+    parallel = spec.comfyui.parallel if spec else 1
+    out.append(Finding("how prompts are followed", "ok",
+                       ("the Jobs API (/jobs)" if jobs else "/history and /queue, as ComfyUI "
+                        "0.3.64 has them") + f"; comfyui.parallel {parallel}: "
+                       f"{parallel} prompt(s) at once" + (" (Comfy Cloud: Standard 1, Creator 3,"
+                                                          " Pro 5)" if client.prefix else "")))
+    return out
 
 
 def node_checks(spec: Spec, info: dict[str, Any], server_version: str) -> list[Finding]:

@@ -59,7 +59,8 @@ def check(spec: Spec) -> dict[str, Any]:
                 "and run "
                 "again; `imitatoes doctor SPEC` shows the rest")
         return {"comfyui": stats.get("system", {}).get("comfyui_version", "?"),
-                "stats": stats, "nodes": nodes, "critic": critic.check()}
+                "stats": stats, "nodes": nodes, "jobs_api": client.has_jobs(),
+                "critic": critic.check()}
     finally:
         client.close()
         critic.close()

@@ -106,13 +106,14 @@ def _git(spec_file: Path, workflow: Path | None) -> dict[str, Any] | None:
 
 
 def _comfyui(spec: Spec, run_dir: Path, known: dict[str, Any]) -> dict[str, Any]:
-    stats, nodes = known.get("stats"), known.get("nodes")
-    if stats is None or nodes is None:
+    stats, nodes, jobs = known.get("stats"), known.get("nodes"), known.get("jobs_api")
+    if stats is None or nodes is None or jobs is None:
         client = client_for(spec.comfyui, use_websocket=False)
         try:
             stats = client.system_stats()
             classes = sorted({str(n.get("class_type")) for n in spec.workflow.values()})
             nodes = {c: client.object_info(c).get(c) for c in classes}
+            jobs = client.has_jobs()
         except ComfyError as exc:
             return {"url": spec.comfyui.url, "error": str(exc)}
         finally:
@@ -121,6 +122,9 @@ def _comfyui(spec: Spec, run_dir: Path, known: dict[str, Any]) -> dict[str, Any]
     devices = [{k: d.get(k) for k in ("name", "type", "vram_total")}
                for d in stats.get("devices") or [] if isinstance(d, dict)]
     return {"url": spec.comfyui.url, "version": system.get("comfyui_version"),
+            # how prompts were followed: the Jobs API, or /history as ComfyUI 0.3.64 has it
+            "api": "jobs" if jobs else "history",
+            "api_key_env": spec.comfyui.api_key_env, "parallel": spec.comfyui.parallel,
             "python": system.get("python_version"), "pytorch": system.get("pytorch_version"),
             "devices": devices, "node_definitions": _store_nodes(run_dir, nodes),
             "models": _models(spec, nodes)}

@@ -153,6 +153,8 @@ class ComfyConfig:
     free_before_critique: bool = False
     max_image_mb: float = 100.0
     max_image_pixels: int = 8192 * 8192
+    api_key_env: str | None = None  # the name of the variable, never the key
+    parallel: int = 1
 
 
 @dataclass(frozen=True)

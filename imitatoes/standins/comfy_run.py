@@ -6,10 +6,11 @@ from __future__ import annotations
 import io
 import json
 import struct
+import threading
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageOps, PngImagePlugin
@@ -41,6 +42,9 @@ class QueuedPrompt:
     prompt: dict[str, Any]
     extra: dict[str, Any]
     outputs: list[str]
+    created: float = field(default_factory=time.time)  # what the Jobs API calls create_time
+    started: float | None = None
+    stop: threading.Event = field(default_factory=threading.Event, compare=False, repr=False)
 
     def as_list(self) -> list:
         return [self.number, self.prompt_id, self.prompt, self.extra, self.outputs]
@@ -132,7 +136,7 @@ class Execution:
     def _node(self, node_id: str, signature: str, results: dict) -> tuple[tuple, dict | None]:
         if signature in self.server._cache:
             return self.server._cache[signature]
-        if self.server._interrupt.is_set():
+        if self.job.stop.is_set():
             raise Interrupted
         node = self.job.prompt[node_id]
         self._progress(node_id, 0.0, 1.0, "running")
@@ -180,7 +184,7 @@ class Execution:
         return result, None
 
     def _step(self, node_id: str, value: int, maximum: int) -> None:
-        if self.server._interrupt.wait(self.server.behaviour.step_seconds):
+        if self.job.stop.wait(self.server.behaviour.step_seconds):
             raise Interrupted
         self._progress(node_id, float(value), float(maximum), "running")
         self.event("progress", {"value": value, "max": maximum, "node": node_id})

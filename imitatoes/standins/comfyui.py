@@ -14,6 +14,7 @@ import time
 import uuid
 from collections import OrderedDict
 from dataclasses import asdict, dataclass, field, fields
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +23,7 @@ from PIL import Image
 
 from imitatoes import __version__
 
-from . import comfy_graph
+from . import comfy_eras, comfy_graph
 from .comfy_run import Execution, QueuedPrompt, png
 from .server import BackgroundServer
 
@@ -59,6 +60,9 @@ class Behaviour:
     output_names: list[list[str]] = field(default_factory=list)
     custom_nodes: list[str] = field(default_factory=lambda: [str(REPO_CUSTOM_NODES)]
                                     if REPO_CUSTOM_NODES.is_dir() else [])
+    parallel: int = 1  # prompts run at once (Comfy Cloud: 1, 3 or 5 by subscription tier)
+    era: str = "0.3.64"  # "jobs": a newer ComfyUI with the Jobs API; "cloud": Comfy Cloud
+    api_key: str = ""  # cloud: the key every request must carry
 
 
 class ComfyStandin(BackgroundServer):
@@ -71,31 +75,41 @@ class ComfyStandin(BackgroundServer):
         self._lock = threading.Condition()
         self._number = 0
         self._pending: list[QueuedPrompt] = []
-        self._running: QueuedPrompt | None = None
+        self._running: dict[str, QueuedPrompt] = {}  # as many as behaviour.parallel allows
         self.history: OrderedDict[str, dict] = OrderedDict()
+        self.jobs_seen: OrderedDict[str, QueuedPrompt] = OrderedDict()  # every prompt taken
+        self.cancelled: dict[str, QueuedPrompt] = {}  # taken off the queue by the Jobs API
         self.files: dict[tuple[str, str, str], bytes] = {}
         self.hostile: dict[tuple[str, str, str], bytes] = {}  # see Behaviour.output_names
         self.inputs: dict[str, bytes] = {"example.png": png(Image.new("RGB", (8, 8)), {})}
         self._counters: dict[tuple[str, str], int] = {}
         self._cache: dict[str, tuple] = {}
-        self._interrupt = threading.Event()
         self._generation = 0  # bumped by restart(): a prompt running then leaves no history
         self.finished_at: dict[str, float] = {}  # perf_counter when history got the entry
         self._sockets: dict[str, asyncio.Queue] = {}
         self._connections: set[web.WebSocketResponse] = set()
-        self._worker = threading.Thread(target=self._work, daemon=True, name="standin-comfy-worker")
+        self._workers: list[threading.Thread] = []
         self._stopping = False
 
     # -- lifecycle ------------------------------------------------------------------------------
     def start(self) -> ComfyStandin:
         super().start()
-        self._worker.start()
+        self._staff()
         return self
+
+    def _staff(self) -> None:
+        """A worker per parallel slot (slots a behaviour change adds get theirs)."""
+        while len(self._workers) < max(1, self.behaviour.parallel):
+            worker = threading.Thread(target=self._work, daemon=True,
+                                      name=f"standin-comfy-worker-{len(self._workers)}")
+            self._workers.append(worker)
+            worker.start()
 
     def stop(self) -> None:
         with self._lock:
             self._stopping = True
-            self._interrupt.set()
+            for job in self._running.values():
+                job.stop.set()
             self._lock.notify_all()
         super().stop()
 
@@ -104,9 +118,12 @@ class ComfyStandin(BackgroundServer):
         with self._lock:
             self._pending.clear()
             self.history.clear()
+            self.jobs_seen.clear()
+            self.cancelled.clear()
             self._cache.clear()
             self._generation += 1
-            self._interrupt.set()
+            for job in self._running.values():
+                job.stop.set()
         for ws in list(self._connections):  # a restarted server drops every websocket
             self.call(lambda w=ws: asyncio.ensure_future(w.close()))
 
@@ -124,7 +141,12 @@ class ComfyStandin(BackgroundServer):
             ("GET", "/object_info", self._object_info),
             ("GET", "/object_info/{node_class}", self._object_info_one), ("GET", "/ws", self._ws),
             ("POST", "/upload/image", self._upload_image),
-            ("POST", "/upload/mask", self._upload_mask)]
+            ("POST", "/upload/mask", self._upload_mask),
+            ("GET", "/jobs", partial(comfy_eras.list_jobs, self)),
+            ("GET", "/jobs/{job_id}", partial(comfy_eras.get_job, self)),
+            ("POST", "/jobs/cancel", partial(comfy_eras.cancel_many, self)),
+            ("POST", "/jobs/{job_id}/cancel", partial(comfy_eras.cancel_one, self)),
+            ("GET", "/user", partial(comfy_eras.user, self))]
         for method, path, handler in routes:
             app.router.add_route(method, path, handler)
             app.router.add_route(method, "/api" + path, handler)
@@ -134,6 +156,9 @@ class ComfyStandin(BackgroundServer):
 
     @web.middleware
     async def _faults(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        refused = comfy_eras.refused(self, request)
+        if refused is not None:
+            return refused
         if self.behaviour.drop > 0 and request.path not in ("/ws", "/imitatoes/behaviour"):
             self.behaviour.drop -= 1
             request.transport.close()
@@ -161,9 +186,12 @@ class ComfyStandin(BackgroundServer):
         extra = dict(body.get("extra_data") or {})
         if "client_id" in body:
             extra["client_id"] = body["client_id"]
+        queued = QueuedPrompt(number, prompt_id, body["prompt"], extra, result.outputs)
         with self._lock:
-            self._pending.append(QueuedPrompt(number, prompt_id, body["prompt"], extra,
-                                              result.outputs))
+            self._pending.append(queued)
+            self.jobs_seen[prompt_id] = queued
+            while len(self.jobs_seen) > MAX_HISTORY:
+                self.jobs_seen.popitem(last=False)
             self._lock.notify_all()
         self._broadcast_status()
         return web.json_response({"prompt_id": prompt_id, "number": number,
@@ -202,7 +230,7 @@ class ComfyStandin(BackgroundServer):
 
     async def _get_queue(self, request: web.Request) -> web.Response:
         with self._lock:
-            running = [self._running.as_list()] if self._running else []
+            running = [job.as_list() for job in self._running.values()]
             pending = [job.as_list() for job in self._pending]
         return web.json_response({"queue_running": running, "queue_pending": pending})
 
@@ -217,11 +245,11 @@ class ComfyStandin(BackgroundServer):
 
     async def _post_interrupt(self, request: web.Request) -> web.Response:
         body = await request.json() if request.can_read_body else {}
-        with self._lock:
-            running = self._running.prompt_id if self._running else None
         target = body.get("prompt_id") if isinstance(body, dict) else None
-        if running and (target is None or target == running):
-            self._interrupt.set()
+        with self._lock:
+            for job in self._running.values():
+                if target is None or target == job.prompt_id:
+                    job.stop.set()
         return web.Response()
 
     async def _post_free(self, request: web.Request) -> web.Response:
@@ -301,6 +329,10 @@ class ComfyStandin(BackgroundServer):
         data = image.file.read()
         if transform is not None:
             data = transform(data)
+        if self.behaviour.era == "cloud":  # flat and content-addressed: subfolder ignored
+            name = comfy_eras.flat_name(data, image.filename)
+            self.inputs[name] = data
+            return web.json_response({"name": name, "subfolder": "", "type": kind})
         stem, ext = os.path.splitext(image.filename)
         name, i = image.filename, 1
 
@@ -315,7 +347,9 @@ class ComfyStandin(BackgroundServer):
     async def _system_stats(self, request: web.Request) -> web.Response:
         return web.json_response({
             "system": {"os": "posix", "ram_total": 8 << 30, "ram_free": 6 << 30,
-                       "comfyui_version": f"0.3.64 (imitatoes stand-in {__version__})",
+                       "comfyui_version": f"0.3.64 (imitatoes stand-in {__version__}" + (
+                           f", as {self.behaviour.era})" if self.behaviour.era != "0.3.64"
+                           else ")"),
                        "required_frontend_version": "1.27.10", "installed_templates_version":
                        "0.1.95", "required_templates_version": "0.1.95",
                        "python_version": "stand-in", "pytorch_version": "none",
@@ -350,6 +384,9 @@ class ComfyStandin(BackgroundServer):
             return web.json_response({"error": f"unknown knob {unknown[0]!r}"}, status=400)
         for key, value in body.items():
             setattr(self.behaviour, key, value)
+        self._staff()
+        with self._lock:
+            self._lock.notify_all()
         if restart:
             self.restart()
         return web.json_response(asdict(self.behaviour))
@@ -416,7 +453,7 @@ class ComfyStandin(BackgroundServer):
 
     def queue_remaining(self) -> int:
         with self._lock:
-            return len(self._pending) + (1 if self._running else 0)
+            return len(self._pending) + len(self._running)
 
     def _broadcast_status(self) -> None:
         self._send("status", {"status": {"exec_info": {"queue_remaining":
@@ -426,19 +463,21 @@ class ComfyStandin(BackgroundServer):
     def _work(self) -> None:
         while True:
             with self._lock:
-                while not self._pending and not self._stopping:
+                while not self._stopping and not (
+                        self._pending and len(self._running) < max(1, self.behaviour.parallel)):
                     self._lock.wait()
                 if self._stopping:
                     return
-                self._running = self._pending.pop(0)
-                self._interrupt.clear()
+                job = self._pending.pop(0)
+                job.started = time.time()
+                self._running[job.prompt_id] = job
                 generation = self._generation
-            job = self._running
             try:
                 entry = Execution(self, job).execute()
             finally:
                 with self._lock:
-                    self._running = None
+                    self._running.pop(job.prompt_id, None)
+                    self._lock.notify_all()
             with self._lock:
                 if generation != self._generation:
                     continue  # "restarted" meanwhile: the prompt is forgotten
