@@ -5,10 +5,13 @@ Standard library only: ComfyUI's Python does not have the imitatoes package."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 
-__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS"]
+__all__ = ["NODE_CLASS_MAPPINGS", "NODE_DISPLAY_NAME_MAPPINGS", "WEB_DIRECTORY"]
+
+WEB_DIRECTORY = "./web"  # the Imitatoes sidebar tab (web/imitatoes.js)
 
 DONE_WORDS = {"done", "ok", "okay", "approved", "perfect", "good", "yes", "pass"}
 FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.S)
@@ -165,3 +168,11 @@ class ImitatoesSelfImprovingPrompt:
 
 NODE_CLASS_MAPPINGS = {"ImitatoesSelfImprovingPrompt": ImitatoesSelfImprovingPrompt}
 NODE_DISPLAY_NAME_MAPPINGS = {"ImitatoesSelfImprovingPrompt": "Imitatoes Self-Improving Prompt"}
+
+
+# The sidebar's routes, on ComfyUI's own server; outside ComfyUI (tests, the stand-in) there
+# is no server (nor `folder_paths`) to add them to.
+with contextlib.suppress(ImportError):
+    from .sidebar import install as _install_sidebar
+
+    _install_sidebar()

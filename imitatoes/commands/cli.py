@@ -151,6 +151,9 @@ def init(
         metavar="URL", help="A running ComfyUI whose node definitions (its custom nodes, "
         "its model files) convert and check the workflow instead of imitatoes' own catalogue "
         "of ComfyUI 0.3.64's core nodes (default: $IMITATOES_COMFY_URL).")] = None,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Write nothing; print the spec init would write, its notes and the "
+        "proposed knobs as JSON (for tools: the ComfyUI sidebar shows these).")] = False,
 ) -> None:
     """Write a starter spec for a workflow you already have: prompt, negative, seed, steps and
     cfg (or Flux guidance) bound by node path, starting at the workflow's own values, and
@@ -162,7 +165,11 @@ def init(
     url = comfy_url or os.environ.get("IMITATOES_COMFY_URL")
     with reported():
         info, version = _node_definitions(url) if url else (None, None)
-        found = starter.write(workflow_file, target, goal, info, version)
+        found = starter.write(workflow_file, target, goal, info, version, dry=as_json)
+        if as_json:
+            typer.echo(json.dumps({"spec": found.spec, "notes": found.notes,
+                                   "knobs": found.knobs}))
+            return
         try:
             spec.load(target, env={}, allow_outside=True)  # what init writes must validate
         except InvalidSpec:

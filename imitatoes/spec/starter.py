@@ -74,6 +74,7 @@ class Found:
     notes: list[str] = field(default_factory=list)  # what was found and what was guessed
     knobs: dict[str, dict[str, Any]] = field(default_factory=dict)  # proposed, commented out
     converted: Path | None = None  # the API-format workflow written for a UI-format one
+    spec: dict[str, Any] = field(default_factory=dict)  # the spec written (or, dry, not)
 
 
 def sampler_numbers(flow: Mapping[str, Any]) -> dict[str, str]:
@@ -375,7 +376,8 @@ def _options(info: Mapping[str, Any] | None, cls: str) -> dict[str, dict[str, An
 
 
 def api_workflow(workflow_path: Path, output: Path, info: Mapping[str, Any] | None,
-                 server_version: str | None = None) -> tuple[dict[str, Any], Path | None]:
+                 server_version: str | None = None, dry: bool = False
+                 ) -> tuple[dict[str, Any], Path | None]:
     """The workflow in API format, and where its converted copy is to be written (None when
     the file was API format already). A UI-format file converts with the server's node
     definitions (`info`), or with no server, with imitatoes' own core catalogue."""
@@ -387,7 +389,7 @@ def api_workflow(workflow_path: Path, output: Path, info: Mapping[str, Any] | No
     if not ui_workflow.is_ui_format(data):
         return workflow.load(workflow_path), None
     converted = output.with_name(f"{output.stem}.api.json")
-    if converted.exists():
+    if converted.exists() and not dry:
         raise UsageError(f"{converted} already exists (init writes the converted workflow "
                          "there): choose another --output or remove it")
     if info is None:
@@ -396,12 +398,14 @@ def api_workflow(workflow_path: Path, output: Path, info: Mapping[str, Any] | No
 
 
 def write(workflow_path: Path, output: Path, goal: str | None,
-          info: Mapping[str, Any] | None = None, server_version: str | None = None) -> Found:
+          info: Mapping[str, Any] | None = None, server_version: str | None = None,
+          dry: bool = False) -> Found:
     """Write a starter spec for the workflow at `output` (and the API-format workflow beside
-    it, when the workflow was UI format); refuse to overwrite either."""
-    if output.exists():
+    it, when the workflow was UI format); refuse to overwrite either. `dry`: write nothing,
+    the spec is in the answer (what the ComfyUI sidebar shows as the bindings to choose)."""
+    if output.exists() and not dry:
         raise UsageError(f"{output} already exists: choose another --output or remove it")
-    flow, converted = api_workflow(workflow_path, output, info, server_version)
+    flow, converted = api_workflow(workflow_path, output, info, server_version, dry)
     found = find(flow)
     prompt = found.texts["prompt"] or goal
     if not prompt:
@@ -429,6 +433,9 @@ def write(workflow_path: Path, output: Path, goal: str | None,
     if found.knobs:
         found.notes.append("knobs proposed (commented out at the end): " +
                            ", ".join(found.knobs))
+    found.spec = data
+    if dry:
+        return found
     if converted is not None:
         found.converted = converted
         converted.write_text(json.dumps(flow, indent=1, ensure_ascii=False) + "\n")
