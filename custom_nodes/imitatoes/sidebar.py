@@ -56,6 +56,7 @@ class Sidebar:
         self.send = send
         self.command = command or find_command()
         self.running: dict[str, subprocess.Popen] = {}  # graph name -> its `imitatoes run`
+        self.elsewhere: dict[str, Path] = {}  # runs started from a terminal against us
         self.lock = threading.Lock()
 
     # -- what the tab asks ----------------------------------------------------------------------
@@ -132,7 +133,22 @@ class Sidebar:
                 "workflow": str(self.saved / f"{name}.api.json")}
 
     def runs(self) -> list[dict]:
-        return [summary(d) for d in sorted(self._runs(), reverse=True)[:50]]
+        mine = {d.name: d for d in self._runs()}
+        found = sorted({**self.elsewhere, **mine}.items(), reverse=True)[:50]
+        return [dict(summary(d), here=name in mine) for name, d in found]
+
+    def noticed(self, body: dict) -> dict:
+        """ComfyUI's on-prompt hook: a prompt an imitatoes run sent names its run folder;
+        a real run folder (state.json and spec.yaml there) joins the tab's list. Only its
+        own files are ever read from it, by the same checked names as ours."""
+        extra = body.get("extra_data") if isinstance(body, dict) else None
+        named = (extra.get("imitatoes") or {}).get("run") if isinstance(extra, dict) else None
+        if isinstance(named, str) and len(named) < 4096 and os.path.isabs(named):
+            run = Path(named)
+            if RUN_ID.match(run.name) and (run / "state.json").is_file() and \
+                    (run / "spec.yaml").is_file() and len(self.elsewhere) < 1000:
+                self.elsewhere[run.name] = run
+        return body
 
     def cards(self, run_id: str) -> dict:
         run = self.run_dir(run_id)
@@ -143,6 +159,8 @@ class Sidebar:
         if not isinstance(run_id, str) or not RUN_ID.match(run_id):
             raise Refused("not a run of this sidebar")
         run = self.root / "runs" / run_id
+        if not run.is_dir():
+            run = self.elsewhere.get(run_id, run)
         if not (run / "state.json").is_file():
             raise Refused("not a run of this sidebar")
         return run
@@ -502,3 +520,4 @@ def install() -> None:
                       Path(folder_paths.get_user_directory()), f"http://127.0.0.1:{port}",
                       send=lambda event, data: server.send_sync(event, data))
     add_routes(server.routes, sidebar)
+    server.add_on_prompt_handler(sidebar.noticed)

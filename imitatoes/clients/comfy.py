@@ -118,6 +118,7 @@ class ComfyClient:
         self.prefix = "/api" if api_key else ""  # Comfy Cloud serves everything under /api
         self.key_name = key_name  # what a refusal names: the variable, never the key
         self._jobs: bool | None = None  # whether the server has the Jobs API (asked once)
+        self.extra_data: dict[str, Any] = {}  # sent with each prompt (ComfyUI keeps it)
         self.timeout = (connect_timeout, read_timeout)  # read: the most one whole request takes
         self.max_image_bytes = max_image_bytes
         self.client_id = client_id or str(uuid.uuid4())
@@ -265,7 +266,8 @@ class ComfyClient:
         if self._events:
             self._events.ensure()  # listen before submitting, or early events are lost
         prompt_id = prompt_id or str(uuid.uuid4())
-        body = {"prompt": workflow, "client_id": self.client_id, "prompt_id": prompt_id}
+        body = {"prompt": workflow, "client_id": self.client_id, "prompt_id": prompt_id,
+                **({"extra_data": self.extra_data} if self.extra_data else {})}
         try:
             resp = self._request("POST", "/prompt", json=body)
         except ComfyUnreachable:

@@ -252,6 +252,10 @@ class Run:
     def _drive(self, state: RunState, listeners: Iterable[Listener]) -> RunState:
         c = self.spec.comfyui
         client = client_for(c)
+        # each prompt says which run folder it belongs to, so ComfyUI's Imitatoes sidebar can
+        # show a run started here from a terminal
+        if not client.prefix:  # a local path is nobody's business on Comfy Cloud
+            client.extra_data = {"imitatoes": {"run": str(self.dir.resolve())}}
         critic = make_critic(self.spec.critic)
         verifier = make_critic(dataclasses.replace(self.spec.critic,
                                                    model=self.spec.critic.verifier)) \

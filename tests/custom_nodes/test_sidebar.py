@@ -193,3 +193,24 @@ def test_a_spec_imitatoes_refuses_is_answered_with_its_words(host: Host) -> None
     answer = host.post("start", start_body(host, bounds={"steps": {"min": 50, "max": 10}}))
     assert answer.status_code == 400 and "min 50 is bigger than max 10" in answer.json()["error"]
     assert not host.sidebar.runs()  # no run folder was made
+
+
+def test_a_run_started_from_a_terminal_joins_the_list(host: Host, tmp_path: Path) -> None:
+    """imitatoes names its run folder in each prompt's extra_data; ComfyUI hands the prompt
+    to the pack's on-prompt hook, which lists that run (and only a real run folder)."""
+    with ComfyStandin() as comfy, OllamaStandin() as ollama:
+        done = subprocess.run([*COMMAND, "run", str(ROOT / "examples" / "two-shapes.yaml"),
+                               "--comfy-url", comfy.url, "--ollama-url", ollama.url, "--yes",
+                               "--runs-dir", str(tmp_path / "terminal")],
+                              capture_output=True, text=True)
+        assert done.returncode == 0, done.stdout + done.stderr
+        sent = [entry["prompt"][3] for entry in comfy.history.values()]
+    (run,) = (tmp_path / "terminal").iterdir()
+    assert {e["imitatoes"]["run"] for e in sent} == {str(run)}
+    for extra in sent:
+        host.sidebar.noticed({"prompt": {}, "extra_data": extra})
+    for fake in ("/etc", "relative/20261207T000000Z_x", str(tmp_path / "output")):
+        host.sidebar.noticed({"extra_data": {"imitatoes": {"run": fake}}})
+    listed = host.get("runs").json()
+    assert [(r["run"], r["here"], r["status"]) for r in listed] == [(run.name, False, "done")]
+    assert host.get("run", run=run.name).json()["cards"][0]["key"] == "loop_01_iter_01"

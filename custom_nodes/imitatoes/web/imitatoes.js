@@ -59,6 +59,7 @@ class Tab {
     this.status = el("div", { class: "imitatoes-status" });
     this.list = el("div", { class: "imitatoes-cards" });
     this.instruction = el("input", { type: "text", placeholder: "Further instruction", style: "width:100%" });
+    this.runList = el("select", { class: "imitatoes-runs", style: "width:100%", onchange: () => this.open(this.runList.value) });
     this.addRequirement("");
     return el("div", { style: "padding:8px;display:flex;flex-direction:column;gap:6px;height:100%;overflow-y:auto;box-sizing:border-box" },
       el("h3", {}, "Imitatoes"), this.problems,
@@ -74,7 +75,31 @@ class Tab {
         el("button", { id: "imitatoes-resume", onclick: () => this.resume() }, "Resume"),
         el("button", { id: "imitatoes-report", onclick: () => this.report() }, "Open report"),
         el("button", { id: "imitatoes-save", onclick: () => this.save() }, "Save spec")),
-      this.instruction, this.budget, this.status, this.list);
+      this.instruction, el("label", {}, "Runs on this ComfyUI (from here or a terminal)"),
+      this.runList, this.budget, this.status, this.list);
+  }
+
+  async listRuns() {
+    try {
+      const runs = await call("runs");
+      const chosen = this.runList.value;
+      this.runList.replaceChildren(el("option", { value: "" }, "(choose a run)"), ...runs.map((r) =>
+        el("option", r.run === chosen ? { value: r.run, selected: "" } : { value: r.run },
+          `${r.run} · ${r.status ?? "?"}${r.here ? "" : " · terminal"}`)));
+      return runs;
+    } catch (error) { return []; } // the list is a convenience: the next poll tries again
+  }
+
+  async open(run) {
+    // a run the tab did not start (or an earlier one): its cards, read again while it goes
+    if (!run) return;
+    this.state = { run, name: null, budget: 0 };
+    this.cards.clear();
+    this.list.replaceChildren();
+    const data = await call(`run?run=${encodeURIComponent(run)}`);
+    this.budget.max = Math.max(1, (data.last_loop || 1) * 3);
+    for (const card of data.cards) this.show({ name: null, run, card });
+    this.say(`${data.status}: best ${data.best ?? "-"} (score ${data.score ?? "-"})`);
   }
 
   addRequirement(text) {
@@ -238,5 +263,14 @@ app.registerExtension({
       tooltip: "Imitatoes: render, critique, improve", type: "custom",
       render: (element) => { tab = new Tab(element); },
     });
+    // runs started from a terminal appear in the list; one chosen there is read again
+    setInterval(async () => {
+      if (!tab) return;
+      const runs = await tab.listRuns();
+      const chosen = runs.find((r) => r.run === tab.state.run);
+      if (tab.state.name === null && chosen?.status === "running") {
+        await tab.open(chosen.run).catch(() => {});
+      }
+    }, 3000);
   },
 });
