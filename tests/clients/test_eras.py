@@ -89,6 +89,7 @@ def test_cloud_without_the_key_or_with_a_wrong_one(tmp_path: Path, monkeypatch) 
     assert not list((tmp_path / "runs").glob("*")) if (tmp_path / "runs").exists() else True
 
 
+@pytest.mark.slow
 def test_the_key_never_leaves_the_process(tmp_path: Path, monkeypatch, capfd) -> None:
     """Every way a cloud run can fail, and one that finishes: the key is in no file of any run
     folder, no output, no event, no report, no provenance."""
@@ -199,6 +200,7 @@ def test_the_websocket_carries_the_key_as_token_and_progress_still_flows() -> No
     assert result.status == "success" and steps == [1, 2, 3, 4, 5]
 
 
+@pytest.mark.slow
 def test_batch_gives_a_backend_as_many_runs_as_it_runs_at_once(tmp_path: Path) -> None:
     from imitatoes.commands import batch
     from imitatoes.spec import load as specs

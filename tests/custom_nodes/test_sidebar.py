@@ -109,6 +109,7 @@ def test_propose_gives_the_bindings_init_would_choose(host: Host) -> None:
     assert found["spec"]["bindings"]["3.inputs.seed"] == "seed"
 
 
+@pytest.mark.slow
 def test_start_watch_stop_resume_save(host: Host, tmp_path: Path) -> None:
     started = host.post("start", start_body(host))
     assert started.status_code == 200, started.text
