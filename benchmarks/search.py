@@ -128,7 +128,9 @@ def main(n: int, false_met: float, missed: float, stubborn: float) -> None:
                 ollama.rng = random.Random(i)  # the same luck for every mode
                 ollama.behaviour.first_bias = bias
                 started = time.perf_counter()
-                outcome = Run.begin(spec, Path(tmp) / "runs").execute()
+                run = Run.begin(spec, Path(tmp) / "runs")
+                run.seed = i  # the same candidate seeds every time the benchmark runs
+                outcome = run.execute()
                 held, wrong, asked = contests(spec, outcome.run_dir)
                 results[mode].append({
                     "claimed": outcome.state.status == "done",

@@ -120,6 +120,8 @@ class Run:
     recorded: bool = False  # provenance gathered for this execution
     servers: dict[str, Any] | None = None  # what the check found (provenance reuses it)
     where: str = ""  # a new run: which rule chose its folder (the first line a run prints)
+    seed: int | None = None  # the engine's own draws (new seeds, candidates): None is random;
+    # benchmarks fix it so their figures repeat run to run
 
     @staticmethod
     def begin(spec: Spec, runs_root: Path | None = None, check_servers: bool = True) -> Run:
@@ -262,7 +264,7 @@ class Run:
             if self.spec.critic.verifier else None
         engine = Engine(self.spec, renderer_for(c, client),
                         critic, [RunLog(self.dir), *listeners],
-                        rng=random.Random(),
+                        rng=random.Random(self.seed),
                         reuse=lambda key: runfolder.saved_render(self.dir, key,
                                                                  c.max_image_pixels),
                         verifier=verifier)

@@ -86,6 +86,22 @@ def test_candidates_against_the_stand_ins(servers, tmp_path: Path) -> None:
     assert html.count('class="cand"') == len(cands)
 
 
+def test_a_fixed_seed_draws_the_same_candidates_every_time(servers, tmp_path: Path) -> None:
+    """Run.seed fixes the engine's own draws (benchmarks use it so figures repeat)."""
+    comfy, ollama = servers
+    spec = specs.load(DEMO, ["search.candidates=3", "seed.policy=critic"],
+                      env=urls(comfy, ollama))
+
+    def seeds(seed: int | None, where: str) -> list[int]:
+        run = Run.begin(spec, tmp_path / where)
+        run.seed = seed
+        run_dir = run.execute().run_dir
+        return [r.params.seed for r in runfolder.records(run_dir, candidates=True)]
+    first, again, other = seeds(7, "a"), seeds(7, "b"), seeds(8, "c")
+    assert first == again and len(set(first)) > 1
+    assert first != other
+
+
 def test_head_to_head_against_the_stand_ins(servers, tmp_path: Path) -> None:
     comfy, ollama = servers
     spec = specs.load(DEMO, ["search.head_to_head=true"], env=urls(comfy, ollama))
