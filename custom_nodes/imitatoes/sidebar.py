@@ -514,10 +514,14 @@ def install() -> None:
     from server import PromptServer
 
     server = PromptServer.instance
-    args = sys.modules.get("comfy.cli_args")
-    port = getattr(getattr(args, "args", None), "port", 8188)
+    args = getattr(sys.modules.get("comfy.cli_args"), "args", None)
+    port = getattr(args, "port", 8188)
+    # where this ComfyUI answers: loopback, unless it listens on one address only
+    listen = str(getattr(args, "listen", "127.0.0.1") or "127.0.0.1").split(",")[0].strip()
+    host = "127.0.0.1" if listen in ("", "0.0.0.0", "::", "localhost") else listen
+    host = f"[{host}]" if ":" in host else host
     sidebar = Sidebar(Path(folder_paths.get_output_directory()),
-                      Path(folder_paths.get_user_directory()), f"http://127.0.0.1:{port}",
+                      Path(folder_paths.get_user_directory()), f"http://{host}:{port}",
                       send=lambda event, data: server.send_sync(event, data))
     add_routes(server.routes, sidebar)
     server.add_on_prompt_handler(sidebar.noticed)
