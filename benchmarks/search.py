@@ -116,7 +116,8 @@ def main(n: int, false_met: float, missed: float, stubborn: float) -> None:
              "K=1, verify": (["search.verify_done=true"], 0.2),
              "K=1, verify, h2h": (h2h, 0.2), "K=1, verify, h2h .4": (h2h, 0.4),
              "K=3, verify": (["search.verify_done=true", "search.candidates=3"], 0.2),
-             "3 proposals, verify": (["search.verify_done=true", "search.proposals=3"], 0.2)}
+             "3 proposals, verify": (["search.verify_done=true", "search.proposals=3"], 0.2),
+             "auto, verify": (["search.verify_done=true", "search.strategy=auto"], 0.2)}
     results: dict[str, list[dict]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory() as tmp, ComfyStandin(ComfyBehaviour(stubborn=stubborn)) \
             as comfy, \

@@ -20,6 +20,7 @@ from imitatoes.loop import (
     refine_policy,
     repeats,
     search,
+    strategy,
 )
 from imitatoes.loop import events as ev
 from imitatoes.loop.events import Listener
@@ -59,6 +60,7 @@ class Engine:
         # instead of being rendered again.
         self.reuse: Reuse = reuse or (lambda _key: None)
         self._queued: dict[str, binder.Submission] = {}  # by ticket: candidates queued at once
+        self.step = strategy.step(spec.search, (), 0, None)  # what this iteration spends
 
     def emit(self, event_type: type[ev.Event], at: RunState, **fields: object) -> None:
         event = event_type(loop=at.loop, iteration=at.iteration, **fields)
@@ -106,8 +108,10 @@ class Engine:
             state.params = saved.params
         elif self.spec.seed.policy == "random":
             state.params = replace(state.params, seed=patch.new_seed(self.rng))
+        self.step = strategy.step(self.spec.search, state.history, state.renders,
+                                  self.spec.limits.max_renders)
         self.emit(ev.IterationStarted, state, key=k, params=state.params)
-        if (self.spec.search.candidates > 1 or state.proposals) and not saved:
+        if (self.step.candidates > 1 or state.proposals) and not saved:
             look = self._candidates(state, k, state.params)
         else:
             look = self._look(state, k, state.params, saved)
@@ -130,7 +134,7 @@ class Engine:
         prompt = prompts.with_regions(prompts.with_proposals(
             prompts.critic_prompt(self.spec, params, state.loop, state.iteration,
                                   state.history, state.instructions),
-            self.spec.search.proposals), self.spec.critic.regions)
+            self.step.proposals), self.spec.critic.regions)
         matched = judging.ask(self.critic, rendered.image, prompt, self._wanted(state))
         return Look(k, params, rendered, prompt, matched)
 
@@ -141,7 +145,8 @@ class Engine:
         variants = [params, *state.proposals]
         state.proposals = []
         plan = search.plan(self.spec, state.renders, k, params, variants, self.reuse, self.rng,
-                           lambda p: fingerprint(p, state.refine) in state.rendered)
+                           lambda p: fingerprint(p, state.refine) in state.rendered,
+                           self.step.candidates)
         # All at once, so ComfyUI renders the next while the critic judges the last; not when
         # the two take turns on one GPU (they would fight over it).
         one_gpu = self.spec.critic.unload_before_render or self.spec.comfyui.free_before_critique
@@ -252,21 +257,24 @@ class Engine:
         if verdict.done:
             state.done_key = look.key
             state.remember(Tried(state.loop, state.iteration, look.params, verdict.score,
-                                 verdict.reason, "nothing (done)", gained, lost))
+                                 verdict.reason, "nothing (done)", gained, lost,
+                                 self.step.kind))
             self._applied(state, look, None, None)
             return
         p = patch.apply(base, verdict.changes, self.spec.bounds, self.spec.seed, self.rng,
                         self.spec.knobs)
-        p = replace(p, applied=(*filter(None, [note]), *p.applied, *filter(None, [moved])),
+        spent = f"auto spent {self.step.kind}: {self.step.why}" if self.step.why else None
+        p = replace(p, applied=(*filter(None, [spent, note]), *p.applied,
+                                *filter(None, [moved])),
                     refused=(*p.refused, *filter(None, [region_refused])))
         state.proposals = search.proposals(self.spec, base, verdict.alternatives, p.params,
-                                           self.rng)
+                                           self.rng, self.step.proposals)
         p, state.stalled = repeats.avoid(self.spec, state, look.params, reverted is not None,
                                          verdict.changes, p, self.rng)
         state.params = p.params
         applied = p.summary() if reverted is None else f"back to {reverted}; {p.summary()}"
         state.remember(Tried(state.loop, state.iteration, look.params, verdict.score,
-                             verdict.reason, applied, gained, lost))
+                             verdict.reason, applied, gained, lost, self.step.kind))
         self._applied(state, look, p, reverted)
 
     def _no_verdict(self, state: RunState, look: Look) -> None:

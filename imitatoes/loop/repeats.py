@@ -48,7 +48,8 @@ def avoid(spec: Spec, state: RunState, here: Params, reverted: bool, changes: Ch
         if _new(state, proposal):
             return _noted(replace(p, params=proposal), f"{said} the critic's other change "
                           "instead"), False
-    if spec.seed.policy == "critic":  # seeds are the critic's to move: "new" is one of them
+    # seeds are the critic's to move ("new" is one of them), or search.strategy auto's
+    if spec.seed.policy == "critic" or spec.search.strategy == "auto":
         seed = patch.new_seed(rng)
         return _noted(replace(p, params=replace(p.params, seed=seed)),
                       f"{said} a new seed instead ({seed})"), False

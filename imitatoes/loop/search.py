@@ -52,8 +52,8 @@ class Contest:
 
 
 def plan(spec: Spec, renders: int, key: str, params: Params, variants: Sequence[Params],
-         reuse: Reuse, rng: random.Random, made: Callable[[Params], bool] = lambda p: False
-         ) -> list[Candidate]:
+         reuse: Reuse, rng: random.Random, made: Callable[[Params], bool] = lambda p: False,
+         candidates: int | None = None) -> list[Candidate]:
     """Each candidate's key, parameters and saved render: the variants first (but none that
     `made` says was rendered already, beyond the first), then new seeds up to
     search.candidates, within limits.max_renders."""
@@ -61,7 +61,8 @@ def plan(spec: Spec, renders: int, key: str, params: Params, variants: Sequence[
     cap = spec.limits.max_renders
     left = None if cap is None else max(1, cap - renders)
     out = []
-    for c in range(1, max(spec.search.candidates, len(variants)) + 1):
+    wanted = spec.search.candidates if candidates is None else candidates
+    for c in range(1, max(wanted, len(variants)) + 1):
         ckey = f"{key}_c{c}"
         saved = reuse(ckey)
         if saved is None and left is not None:
@@ -75,11 +76,12 @@ def plan(spec: Spec, renders: int, key: str, params: Params, variants: Sequence[
 
 
 def proposals(spec: Spec, base: Params, alternatives: Sequence[Changes], chosen: Params,
-              rng: random.Random) -> list[Params]:
+              rng: random.Random, count: int | None = None) -> list[Params]:
     """search.proposals: the critic's other changes, bounded like any change, each a
     candidate of the next iteration (ones that change nothing, or repeat, are dropped)."""
     out: list[Params] = []
-    for changes in alternatives[:max(0, spec.search.proposals - 1)]:
+    wanted = spec.search.proposals if count is None else count
+    for changes in alternatives[:max(0, wanted - 1)]:
         tried = patch.apply(base, changes, spec.bounds, spec.seed, rng, spec.knobs).params
         if tried not in (base, chosen, *out):
             out.append(tried)

@@ -30,6 +30,7 @@ class Tried:
     applied: str  # e.g. 'prompt + "red circle"; steps 20 -> 30', or "nothing"
     gained: tuple[str, ...] = ()  # requirements it met that the best so far did not
     lost: tuple[str, ...] = ()  # requirements the best met that it did not
+    made: str = ""  # search.strategy: what the step spent its renders on (loop/strategy.py)
 
 
 @dataclass(frozen=True)

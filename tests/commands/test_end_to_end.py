@@ -102,6 +102,24 @@ def test_a_fixed_seed_draws_the_same_candidates_every_time(servers, tmp_path: Pa
     assert first != other
 
 
+def test_auto_spreads_seeds_where_the_seed_is_the_problem(tmp_path: Path) -> None:
+    """search.strategy auto: where a prompt change does not help (a stubborn seed draws the
+    wrong colour whatever the prompt says), the next step tries other seeds, and the records
+    say what auto spent and why."""
+    from imitatoes.standins.comfyui import Behaviour
+
+    with ComfyStandin(Behaviour(stubborn=1.0)) as comfy, OllamaStandin() as ollama:
+        spec = specs.load(DEMO, ["search.strategy=auto", "limits.max_loops=5"],
+                          env=urls(comfy, ollama))
+        stubborn = Run.begin(spec, tmp_path / "a")
+        stubborn.seed = 3
+        outcome = stubborn.execute()
+    made = [t.made for t in outcome.state.history]
+    assert "seeds" in made, made
+    applied = [a for r in runfolder.records(outcome.run_dir) for a in r.applied]
+    assert any(a.startswith("auto spent seeds: ") for a in applied), applied
+
+
 def test_head_to_head_against_the_stand_ins(servers, tmp_path: Path) -> None:
     comfy, ollama = servers
     spec = specs.load(DEMO, ["search.head_to_head=true"], env=urls(comfy, ollama))
