@@ -9,10 +9,11 @@ the truth here. For the head-to-head rows: how many contests, how many replaced 
 an image that truly meets fewer requirements (wrong replacements), and how many compare
 questions were asked.
 
-    .venv/bin/python benchmarks/search.py [specs] [false_met] [missed] [stubborn]
+    .venv/bin/python benchmarks/search.py [specs] [false_met] [missed] [stubborn] [only]
 
 `stubborn`: the share of seeds for which the ComfyUI stand-in draws the shape in the wrong
-colour whatever the prompt says, so that only another seed helps.
+colour whatever the prompt says, so that only another seed helps. `only`: the modes whose
+names start with it (e.g. auto).
 """
 
 from __future__ import annotations
@@ -110,22 +111,32 @@ def repeats(run_dir: Path) -> int:
     return len(made) - len(set(made))
 
 
-def main(n: int, false_met: float, missed: float, stubborn: float) -> None:
+def main(n: int, false_met: float, missed: float, stubborn: float, only: str = "") -> None:
     h2h = ["search.verify_done=true", "search.head_to_head=true"]
+    auto = ["search.verify_done=true", "search.strategy=auto"]
     modes = {"K=1": (["search.verify_done=false"], 0.2),
              "K=1, verify": (["search.verify_done=true"], 0.2),
              "K=1, verify, h2h": (h2h, 0.2), "K=1, verify, h2h .4": (h2h, 0.4),
              "K=3, verify": (["search.verify_done=true", "search.candidates=3"], 0.2),
              "3 proposals, verify": (["search.verify_done=true", "search.proposals=3"], 0.2),
-             "auto, verify": (["search.verify_done=true", "search.strategy=auto"], 0.2)}
+             # memory across runs: a first pass with an empty store of its own, a second pass
+             # of the same spec with what the first learned, and a run that learns only from
+             # the first passes of the specs before it (what a user's memory holds over time)
+             "auto, verify": ([*auto, "memory={store}"], 0.2),
+             "auto, 2nd pass memory": ([*auto, "memory={store}"], 0.2),
+             "auto, others' memory": ([*auto, "memory={others}"], 0.2)}
+    modes = {m: v for m, v in modes.items() if not only or m.startswith(only)}
     results: dict[str, list[dict]] = {mode: [] for mode in modes}
     with tempfile.TemporaryDirectory() as tmp, ComfyStandin(ComfyBehaviour(stubborn=stubborn)) \
             as comfy, \
             OllamaStandin(Behaviour(false_met=false_met, missed=missed)) as ollama:
         env = {"IMITATOES_COMFY_URL": comfy.url, "IMITATOES_OLLAMA_URL": ollama.url}
         for i, path in enumerate(goal_specs(Path(tmp), n)):
+            stores = {"store": f"{tmp}/{i}.jsonl", "others": f"{tmp}/others-{i}.jsonl"}
             for mode, (overrides, bias) in modes.items():
-                spec = specs.load(path, overrides, env=env)
+                if not any(o.startswith("memory=") for o in overrides):
+                    overrides = [*overrides, "memory=false"]
+                spec = specs.load(path, [o.format(**stores) for o in overrides], env=env)
                 ollama.rng = random.Random(i)  # the same luck for every mode
                 ollama.behaviour.first_bias = bias
                 started = time.perf_counter()
@@ -140,6 +151,9 @@ def main(n: int, false_met: float, missed: float, stubborn: float) -> None:
                     "seconds": time.perf_counter() - started,
                     "contests": held, "wrong": wrong, "compares": asked,
                     "repeats": repeats(outcome.run_dir)})
+            # the next spec's "others' memory": every run of the specs before it
+            Path(f"{tmp}/others-{i + 1}.jsonl").write_text("".join(
+                Path(f).read_text() for f in stores.values() if Path(f).is_file()))
     out = io.StringIO()
     out.write(f"{n} goal specs, critic false_met {false_met:g}, missed {missed:g}; "
               f"{stubborn:.0%} of seeds draw the shape in the wrong colour\n")
@@ -162,4 +176,5 @@ if __name__ == "__main__":
     main(int(sys.argv[1]) if len(sys.argv) > 1 else 20,
          float(sys.argv[2]) if len(sys.argv) > 2 else 0.25,
          float(sys.argv[3]) if len(sys.argv) > 3 else 0.1,
-         float(sys.argv[4]) if len(sys.argv) > 4 else 0.0)
+         float(sys.argv[4]) if len(sys.argv) > 4 else 0.0,
+         sys.argv[5] if len(sys.argv) > 5 else "")

@@ -18,10 +18,11 @@ LIVE_MODEL = os.environ.get("IMITATOES_OLLAMA_MODEL")
 
 @pytest.fixture(autouse=True)
 def _quiet_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """Tests never see the user's servers or run folders unless a test asks for them."""
+    """Tests never see the user's servers, run folders or memory unless a test asks."""
     for name in ("IMITATOES_COMFY_URL", "IMITATOES_OLLAMA_URL", "OLLAMA_HOST"):
         monkeypatch.delenv(name, raising=False)
     monkeypatch.setenv("IMITATOES_RUNS", str(tmp_path / "runs"))
+    monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))  # memory across runs
 
 
 @pytest.fixture

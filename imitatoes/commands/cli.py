@@ -405,6 +405,37 @@ def diff_cmd(
     typer.echo(json.dumps(result, indent=2) if format is Format.json else rundiff.text(result))
 
 
+@app.command("memory")
+def memory_cmd(
+    spec_file: Annotated[Path | None, typer.Argument(
+        metavar="[SPEC]", help="The store this spec uses (its memory: setting); without one, "
+        "your own store.")] = None,
+    clear: Annotated[bool, typer.Option(
+        "--clear", help="Forget everything in the store.")] = False,
+) -> None:
+    """What runs remember across runs: which words, knob values and seeds helped which
+    requirements, per workflow, checkpoint and critic model."""
+    from imitatoes.loop import memory
+    from imitatoes.runs import memory as store
+    from imitatoes.spec import load as spec
+
+    with reported():
+        path = spec.load(spec_file).memory if spec_file else spec.memory_store(Path.cwd(), True)
+    if path is None:
+        typer.echo(f"{spec_file} has memory: false; nothing is kept")
+        raise typer.Exit(0)
+    if clear:
+        typer.echo(f"forgot everything in {path}" if store.clear(path) else f"{path}: empty")
+        raise typer.Exit(0)
+    loaded = store.read(path)
+    if loaded.note:
+        typer.echo(printable(loaded.note), err=True)
+    typer.echo(f"{path}: {len(loaded.entries)} run(s)")
+    for line in memory.describe(loaded.entries):  # the critic's words, from earlier runs
+        indent = line[:len(line) - len(line.lstrip())]
+        typer.echo(indent + printable(line.lstrip(), one_line=True))
+
+
 QueueOption = Annotated[str, typer.Option(
     metavar="NAME", help="The Celery queue (workers and batch must name the same one).")]
 

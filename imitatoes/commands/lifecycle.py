@@ -17,11 +17,12 @@ from typing import Any
 from imitatoes.clients.comfy import ComfyClient, client_for, renderer_for
 from imitatoes.clients.critic import make_critic
 from imitatoes.errors import ImitatoesError
-from imitatoes.loop import binder
+from imitatoes.loop import binder, memory
 from imitatoes.loop.engine import Engine
 from imitatoes.loop.events import Listener
 from imitatoes.loop.state import RunState, continued, first_state, within_limits
 from imitatoes.runs import folder as runfolder
+from imitatoes.runs import memory as memory_store
 from imitatoes.runs import provenance, report
 from imitatoes.runs.log import RunLog
 from imitatoes.runs.report import ReportWriter
@@ -122,6 +123,7 @@ class Run:
     where: str = ""  # a new run: which rule chose its folder (the first line a run prints)
     seed: int | None = None  # the engine's own draws (new seeds, candidates): None is random;
     # benchmarks fix it so their figures repeat run to run
+    remembered: memory_store.Loaded | None = None  # memory across runs, read once
 
     @staticmethod
     def begin(spec: Spec, runs_root: Path | None = None, check_servers: bool = True) -> Run:
@@ -205,9 +207,11 @@ class Run:
         state = self._starting_state(instruction)
         started = time.monotonic()
         reporter = ReportWriter(self.dir)
+        recall = self._recall(state)
         try:
             with runfolder.owned(self.dir):
-                self.state = self._drive(state, [reporter, *listeners])
+                self.state = self._drive(state, [reporter, *listeners], recall.critic)
+            self._learn(self.state)
         except KeyboardInterrupt:
             self.state = state
             stop = RunInterrupted("interrupted")
@@ -243,6 +247,36 @@ class Run:
             return report.write(self.dir)
         return None
 
+    def _recall(self, state: RunState) -> memory.Recall:
+        """What memory across runs offers this run: a new run starts from it (and says so in
+        state.from_memory, with any problem reading the store); every run's critic sees it."""
+        if self.spec.memory is None:
+            return memory.Recall(state.params, (), ())
+        if self.remembered is None:
+            self.remembered = memory_store.read(self.spec.memory)
+        recall = memory.recall(self.spec, self._renderer(), self.remembered.entries)
+        if state.renders == 0 and not state.history:
+            state.params = recall.params
+            state.from_memory = (*filter(None, [self.remembered.note]), *recall.applied)
+        return recall
+
+    def _renderer(self) -> str:
+        """Memory keeps what the stand-ins taught apart from what a real ComfyUI did."""
+        version = str((self.servers or {}).get("comfyui", ""))
+        return "stand-in" if "imitatoes stand-in" in version else "comfyui"
+
+    def _learn(self, state: RunState) -> None:
+        """A run that ended (done or at its limits) adds what it learned to memory; a store
+        that cannot be written loses only that."""
+        if self.spec.memory is None or not (self.remembered and self.remembered.writable) \
+                or state.status not in ("done", "limits") or state.best is None:
+            return
+        best = state.best
+        entry = memory.entry(self.spec, self._renderer(), str(self.dir.resolve()),
+                             state.history, best.params, best.met)
+        with contextlib.suppress(OSError):
+            memory_store.add(self.spec.memory, entry)
+
     def _starting_state(self, instruction: str) -> RunState:
         if self.state is None:
             return first_state(self.spec)
@@ -251,7 +285,8 @@ class Run:
         self.state.status = "running"
         return self.state
 
-    def _drive(self, state: RunState, listeners: Iterable[Listener]) -> RunState:
+    def _drive(self, state: RunState, listeners: Iterable[Listener],
+               remembered: tuple[str, ...] = ()) -> RunState:
         c = self.spec.comfyui
         client = client_for(c)
         # each prompt says which run folder it belongs to, so ComfyUI's Imitatoes sidebar can
@@ -267,7 +302,7 @@ class Run:
                         rng=random.Random(self.seed),
                         reuse=lambda key: runfolder.saved_render(self.dir, key,
                                                                  c.max_image_pixels),
-                        verifier=verifier)
+                        verifier=verifier, remembered=remembered)
         try:
             return engine.run(state)
         finally:

@@ -85,6 +85,8 @@ def _head(board: Board, count: int) -> Text:
     head = Text.assemble(("goal ", "bold"), board.goal, "\n")
     for text in board.instructions:
         head.append_text(Text.assemble(("yours ", "bold"), text, "\n"))
+    for text in board.from_memory:
+        head.append_text(Text.assemble(("memory ", "bold"), text, "\n"))
     going = board.ended or \
         f"{duration(time.monotonic() - board.started)} elapsed · {board.estimate()}"
     head.append_text(Text.assemble(

@@ -58,6 +58,7 @@ class Board:
     loop: int = 1
     last_loop: int = 1
     instructions: tuple[str, ...] = ()
+    from_memory: tuple[str, ...] = ()  # what memory across runs did to the start
     cost: str = ""  # what an iteration costs beyond one render and one critique
     started: float = field(default_factory=time.monotonic)
     finished: list[float] = field(default_factory=list)  # seconds each finished iteration took
@@ -101,10 +102,14 @@ def update(board: Board, event: Event) -> Row | None:
             board.loop, board.last_loop = event.state.loop, event.state.last_loop
             board.instructions = tuple(printable(i, one_line=True)
                                        for i in event.state.instructions)
+            board.from_memory = tuple(printable(m, one_line=True)
+                                      for m in event.state.from_memory)
         case LoopStarted():
             board.loop = event.loop
         case IterationStarted():
             board.rows[event.key] = Row(event.key, event.loop, event.iteration, event.params)
+            if len(board.rows) == 1 and board.from_memory:  # the first row starts from it
+                board.rows[event.key].reason = "; ".join(board.from_memory)
         case Interrupted():
             for row in board.rows.values():
                 if row.state in ("rendering", "critiquing"):
@@ -146,7 +151,8 @@ class PlainLines:
     def __call__(self, event: Event) -> None:
         row = update(self.board, event)
         if isinstance(event, RunStarted):
-            yours = "".join(f"\nyours: {i}" for i in self.board.instructions)
+            yours = "".join(f"\nyours: {i}" for i in self.board.instructions) + \
+                "".join(f"\n{m}" for m in self.board.from_memory)
             self._print(f"goal: {self.board.goal}{yours}\nservers: {self.board.servers}\n"
                         f"run: {self.board.run_dir}\nbudget: loop {event.state.loop} to "
                         f"{event.state.last_loop}, {self.board.iterations_per_loop} "

@@ -51,7 +51,8 @@ class Look:
 class Engine:
     def __init__(self, spec: Spec, renderer: Renderer, critic: Critic,
                  listeners: Iterable[Listener] = (), rng: random.Random | None = None,
-                 reuse: Reuse | None = None, verifier: Critic | None = None) -> None:
+                 reuse: Reuse | None = None, verifier: Critic | None = None,
+                 remembered: tuple[str, ...] = ()) -> None:
         self.spec, self.renderer, self.critic = spec, renderer, critic
         self.verifier = verifier or critic  # checks done claims (search.verify_done)
         self.listeners = list(listeners)
@@ -61,6 +62,7 @@ class Engine:
         self.reuse: Reuse = reuse or (lambda _key: None)
         self._queued: dict[str, binder.Submission] = {}  # by ticket: candidates queued at once
         self.step = strategy.step(spec.search, (), 0, None)  # what this iteration spends
+        self.remembered = remembered  # what worked before for similar requirements (memory)
 
     def emit(self, event_type: type[ev.Event], at: RunState, **fields: object) -> None:
         event = event_type(loop=at.loop, iteration=at.iteration, **fields)
@@ -133,7 +135,7 @@ class Engine:
         self.emit(ev.Critiquing, state, key=k)
         prompt = prompts.with_regions(prompts.with_proposals(
             prompts.critic_prompt(self.spec, params, state.loop, state.iteration,
-                                  state.history, state.instructions),
+                                  state.history, state.instructions, self.remembered),
             self.step.proposals), self.spec.critic.regions)
         matched = judging.ask(self.critic, rendered.image, prompt, self._wanted(state))
         return Look(k, params, rendered, prompt, matched)
@@ -254,11 +256,12 @@ class Engine:
         state.refine = refine_policy.enter(self.spec.refine, state.best, state.refine)
         state.refine, region_refused = refine_policy.choose_region(
             self.spec.refine, state.refine, state.best, look.key, look.matched.items)
+        met = tuple(i.requirement for i in look.matched.items if i.met)
         if verdict.done:
             state.done_key = look.key
             state.remember(Tried(state.loop, state.iteration, look.params, verdict.score,
                                  verdict.reason, "nothing (done)", gained, lost,
-                                 self.step.kind))
+                                 self.step.kind, met))
             self._applied(state, look, None, None)
             return
         p = patch.apply(base, verdict.changes, self.spec.bounds, self.spec.seed, self.rng,
@@ -274,7 +277,7 @@ class Engine:
         state.params = p.params
         applied = p.summary() if reverted is None else f"back to {reverted}; {p.summary()}"
         state.remember(Tried(state.loop, state.iteration, look.params, verdict.score,
-                             verdict.reason, applied, gained, lost, self.step.kind))
+                             verdict.reason, applied, gained, lost, self.step.kind, met))
         self._applied(state, look, p, reverted)
 
     def _no_verdict(self, state: RunState, look: Look) -> None:

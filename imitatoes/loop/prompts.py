@@ -46,8 +46,17 @@ def history_text(tried: Sequence[Tried], limit: int) -> str:
     return "\n".join(lines)
 
 
+def remembered_text(lines: Sequence[str]) -> str:
+    """Memory across runs, under the history (so a template of the user's gets it too)."""
+    if not lines:
+        return ""
+    return ("\nWhat worked before, in earlier runs, for similar requirements (a hint, not a "
+            "rule):\n" + "\n".join(lines))
+
+
 def critic_prompt(spec: Spec, params: Params, loop: int, iteration: int,
-                  tried: Sequence[Tried] = (), instructions: Sequence[str] = ()) -> str:
+                  tried: Sequence[Tried] = (), instructions: Sequence[str] = (),
+                  remembered: Sequence[str] = ()) -> str:
     wanted = checklist.requirements(spec.requirements, instructions)
     first_users = len(spec.requirements) + 1
     values = {
@@ -61,7 +70,7 @@ def critic_prompt(spec: Spec, params: Params, loop: int, iteration: int,
         "loop": loop, "iteration": iteration,
         "max_loops": spec.limits.max_loops,
         "iterations_per_loop": spec.limits.iterations_per_loop,
-        "history": history_text(tried, spec.critic.history),
+        "history": history_text(tried, spec.critic.history) + remembered_text(remembered),
     }
     return template.render(spec.critic.prompt_template, values)
 

@@ -31,6 +31,7 @@ class Tried:
     gained: tuple[str, ...] = ()  # requirements it met that the best so far did not
     lost: tuple[str, ...] = ()  # requirements the best met that it did not
     made: str = ""  # search.strategy: what the step spent its renders on (loop/strategy.py)
+    met: tuple[str, ...] = ()  # the requirements this image met (memory learns from them)
 
 
 @dataclass(frozen=True)
@@ -139,6 +140,7 @@ class RunState:
     # Everything rendered, by what decides the image (fingerprint), with the first key that
     # showed it: the loop never pays for the same image twice.
     rendered: dict[str, str] = field(default_factory=dict)
+    from_memory: tuple[str, ...] = ()  # what memory changed in the start values (loop/memory)
 
     def snapshot(self) -> RunState:
         """A copy a listener may keep: every field is immutable except the lists."""
@@ -159,7 +161,8 @@ class RunState:
         if self.best is not None:
             d["best"].update(against=list(self.best.against), met=list(self.best.met))
         for t in d["history"]:  # as JSON reads back: lists
-            t.update(gained=list(t["gained"]), lost=list(t["lost"]))
+            t.update(gained=list(t["gained"]), lost=list(t["lost"]), met=list(t["met"]))
+        d["from_memory"] = list(self.from_memory)
         return d
 
     @staticmethod
@@ -180,7 +183,8 @@ class RunState:
             done_key=checked_key(d["done_key"]) if d.get("done_key") else None,
             history=[Tried(**{**t, "params": Params.from_dict(t["params"]),
                               "gained": tuple(t.get("gained", ())),
-                              "lost": tuple(t.get("lost", ()))}) for t in d["history"]],
+                              "lost": tuple(t.get("lost", ())),
+                              "met": tuple(t.get("met", ()))}) for t in d["history"]],
             instructions=list(d.get("instructions") or
                               ([d["instruction"]] if d.get("instruction") else [])),
             failures=_count(d.get("failures", 0)),
@@ -189,7 +193,8 @@ class RunState:
             if pending else None,
             stalled=d.get("stalled", False),
             refine=RefineState.from_dict(d["refine"]) if d.get("refine") else None,
-            rendered={str(f): checked_key(k) for f, k in (d.get("rendered") or {}).items()})
+            rendered={str(f): checked_key(k) for f, k in (d.get("rendered") or {}).items()},
+            from_memory=tuple(map(str, d.get("from_memory") or ())))
 
 
 def fingerprint(params: Params, refine: RefineState | None) -> str:

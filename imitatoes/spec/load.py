@@ -128,6 +128,17 @@ def runs_folder(spec_dir: Path, named: str | None) -> tuple[Path, str]:
     return Path("runs"), "./runs; --runs-dir to move"
 
 
+def memory_store(spec_dir: Path, value: bool | str) -> Path | None:
+    """Where memory across runs is kept: the user's own data folder unless the spec names a
+    file; None when the spec turns it off."""
+    if value is False:
+        return None
+    if isinstance(value, str):
+        return specfiles.relative_path(spec_dir, os.path.expanduser(value))
+    data = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(data) / "imitatoes" / "memory.jsonl"
+
+
 def build(doc: Document) -> Spec:
     d = lint.with_defaults(doc.data)
     spec_dir = doc.path.parent
@@ -148,7 +159,7 @@ def build(doc: Document) -> Spec:
         comfyui=ComfyConfig(**{**d["comfyui"],
                                                        "url": d["comfyui"]["url"].rstrip("/")}),
         output_dir=output_dir, output_why=output_why,
-        data=doc.data)
+        memory=memory_store(spec_dir, d.get("memory", True)), data=doc.data)
 
 
 def refine_settings(doc: Document, d: Mapping[str, Any] | None, flow: dict[str, Any]

@@ -179,3 +179,4 @@ class Spec:
     data: Mapping[str, Any]  # the document as run (overrides applied), for the run folder
     knobs: tuple[knob_rules.Knob, ...] = ()
     refine: Refine | None = None
+    memory: Path | None = None  # the store of memory across runs (None: off)

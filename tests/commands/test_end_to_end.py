@@ -173,3 +173,32 @@ def test_scores_against_different_checklists_are_not_compared() -> None:
     assert best.rescored(("b", "c")).met == ("b",)
     legacy = Best("loop_01_iter_01", 1.0, best.params)  # saved before checklists were kept
     assert legacy.rescored(("a", "b", "c")) is legacy
+
+
+def test_a_second_run_starts_from_memory_and_spends_fewer_renders(servers, tmp_path: Path
+                                                                  ) -> None:
+    comfy, ollama = servers
+    spec = specs.load(DEMO, ["memory=true"], env=urls(comfy, ollama))
+    assert spec.memory == tmp_path / "data" / "imitatoes" / "memory.jsonl"  # the user's own
+    first = Run.begin(spec, tmp_path / "runs").execute()
+    assert first.state.status == "done" and not first.state.from_memory
+    second = Run.begin(spec, tmp_path / "runs").execute()
+    assert second.state.status == "done"
+    assert second.state.renders < first.state.renders, (first.state.renders,
+                                                       second.state.renders)
+    assert second.state.from_memory[0].startswith("from memory, run "), second.state.from_memory
+    assert "from memory" in (second.run_dir / "report.html").read_text()
+    cli = [sys.executable, "-m", "imitatoes", "memory"]
+    shown = subprocess.run(cli, capture_output=True, text=True)
+    assert shown.returncode == 0 and "2 run(s)" in shown.stdout, shown.stdout
+    assert '"A red circle": prompt + "red circle" helped' in shown.stdout
+    cleared = subprocess.run([*cli, "--clear"], capture_output=True, text=True)
+    assert cleared.returncode == 0 and not spec.memory.exists()
+
+
+def test_memory_false_keeps_nothing(servers, tmp_path: Path) -> None:
+    comfy, ollama = servers
+    spec = specs.load(DEMO, [], env=urls(comfy, ollama))
+    assert spec.memory is None  # the demo shows the whole loop every time
+    Run.begin(spec, tmp_path / "runs").execute()
+    assert not list((tmp_path / "data").rglob("*.jsonl"))
