@@ -111,7 +111,7 @@ class Engine:
         elif self.spec.seed.policy == "random":
             state.params = replace(state.params, seed=patch.new_seed(self.rng))
         self.step = strategy.step(self.spec.search, state.history, state.renders,
-                                  self.spec.limits.max_renders)
+                                  self.spec.limits.max_renders, self._checklist(state))
         self.emit(ev.IterationStarted, state, key=k, params=state.params)
         if (self.step.candidates > 1 or state.proposals) and not saved:
             look = self._candidates(state, k, state.params)
@@ -148,12 +148,15 @@ class Engine:
         state.proposals = []
         plan = search.plan(self.spec, state.renders, k, params, variants, self.reuse, self.rng,
                            lambda p: fingerprint(p, state.refine) in state.rendered,
-                           self.step.candidates)
+                           self.step.candidates, self.step.fresh_first)
         # All at once, so ComfyUI renders the next while the critic judges the last; not when
         # the two take turns on one GPU (they would fight over it).
         one_gpu = self.spec.critic.unload_before_render or self.spec.comfyui.free_before_critique
-        tickets = {} if one_gpu else {c.key: self._queue(state, c.params)
-                                      for c in plan if c.saved is None}
+        # auto renders its spread one by one and stops at the first image the critic finds
+        # done: renders are what a user pays for, a little overlap is not worth one
+        thrifty = self.spec.search.strategy == "auto"
+        tickets = {} if one_gpu or thrifty else {c.key: self._queue(state, c.params)
+                                                 for c in plan if c.saved is None}
         looks = []
         try:
             for c in plan:
@@ -162,6 +165,8 @@ class Engine:
                           prompt=look.prompt)
                 self.emit(ev.CandidateJudged, state, key=c.key, score=look.matched.score)
                 looks.append(look)
+                if thrifty and self._enough(state, look):
+                    break
         except ImitatoesError:
             self.renderer.interrupt()  # leave no queued candidate rendering for nobody
             raise
@@ -170,6 +175,14 @@ class Engine:
             (t.key, t.params.seed, t.matched.score) for t in looks))
         state.pending = Pending(k, best.rendered.prompt_id)
         return best
+
+    @staticmethod
+    def _enough(state: RunState, look: Look) -> bool:
+        """An auto spread stops at an image the critic finds done, or one better than the
+        best so far: the next step goes on from it (verifier-threshold search)."""
+        score = look.matched.score
+        return look.matched.done or (score is not None and state.best is not None
+                                     and score > state.best.score)
 
     def _start_loop(self, state: RunState) -> None:
         if state.loop > 1 and self.spec.seed.policy == "per_loop":
@@ -265,7 +278,7 @@ class Engine:
             self._applied(state, look, None, None)
             return
         p = patch.apply(base, verdict.changes, self.spec.bounds, self.spec.seed, self.rng,
-                        self.spec.knobs)
+                        self.spec.knobs, self.spec.goal)
         spent = f"auto spent {self.step.kind}: {self.step.why}" if self.step.why else None
         p = replace(p, applied=(*filter(None, [spent, note]), *p.applied,
                                 *filter(None, [moved])),

@@ -10,14 +10,13 @@ from __future__ import annotations
 
 import hashlib
 import json
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from pathlib import PurePath
 from typing import Any
 
-from imitatoes.loop.patch import terms, within
+from imitatoes.loop.patch import content_words, terms, within
 from imitatoes.loop.state import Tried
 from imitatoes.spec import knobs as knob_rules
 from imitatoes.spec.model import Params, Spec
@@ -26,7 +25,6 @@ FORMAT = 1
 SIMILAR = 0.6  # word overlap (Jaccard) from which two requirements are the same wish
 CRITIC_LINES = 5  # what worked before, as the critic is told it
 MODEL_INPUTS = ("ckpt_name", "unet_name", "model_name")  # what names the checkpoint
-FILLER = {"a", "an", "the", "is", "are", "of", "on", "in", "and", "with", "be", "it"}
 
 
 @dataclass(frozen=True)
@@ -121,8 +119,7 @@ def key_of(spec: Spec, renderer: str = "comfyui") -> Key:
     return Key(digest, ", ".join(checkpoint), spec.critic.model, renderer)
 
 
-def words(requirement: str) -> frozenset[str]:
-    return frozenset(re.findall(r"\w+", requirement.lower())) - FILLER
+words = content_words  # requirements are matched by the words that carry meaning
 
 
 def similar(a: str, b: str) -> bool:

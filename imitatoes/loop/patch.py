@@ -40,14 +40,21 @@ def new_seed(rng: random.Random) -> int:
 
 
 def apply(params: Params, changes: Changes, bounds: Bounds, policy: SeedPolicy,
-          rng: random.Random, knobs: Sequence[Knob] = ()) -> Patch:
+          rng: random.Random, knobs: Sequence[Knob] = (), goal: str = "") -> Patch:
+    """The changes on `params`, each inside `bounds`; a whole new prompt is taken only when
+    it keeps enough of `goal`'s words. Texts change in this order: rewrite, remove, append,
+    weight."""
     applied: list[str] = []
     refused: list[Refusal] = []
     cfg = _number("cfg", params.cfg, changes.cfg, bounds.cfg, applied, refused)
     steps = _number("steps", params.steps, changes.steps, bounds.steps, applied, refused)
-    prompt = _append_prompt(params.prompt, changes.prompt_append, bounds.prompt_max_chars,
+    prompt = _rewrite(params.prompt, changes.rewrite, goal, bounds, applied, refused)
+    prompt = _remove(prompt, changes.prompt_remove, "prompt", applied, refused)
+    prompt = _append_prompt(prompt, changes.prompt_append, bounds.prompt_max_chars,
                             applied, refused)
-    negative = _append_negative(params.negative, changes.neg_append, bounds.negative_max_terms,
+    prompt = _weight(prompt, changes.weight, bounds, applied, refused)
+    negative = _remove(params.negative, changes.neg_remove, "negative", applied, refused)
+    negative = _append_negative(negative, changes.neg_append, bounds.negative_max_terms,
                                 applied, refused)
     seed = _seed(params.seed, changes.seed, policy, rng, applied, refused)
     new = replace(params, cfg=float(cfg), steps=int(steps), prompt=prompt, negative=negative,
@@ -124,6 +131,91 @@ def _append_prompt(prompt: str, addition: str, max_chars: int, applied: list[str
         added.append(term)
     if added:
         applied.append("prompt + " + ", ".join(f'"{t}"' for t in added))
+    return prompt
+
+
+WEIGHTED = re.compile(r"^\((.+):\s*(-?[0-9]+(?:\.[0-9]+)?)\)$", re.S)
+FILLER = {"a", "an", "the", "is", "are", "of", "on", "in", "and", "with", "be", "it"}
+
+
+def content_words(text: str) -> frozenset[str]:
+    """The words that carry meaning, lower case: what a rewrite must keep of the goal, and
+    what memory and auto match requirements by."""
+    return frozenset(re.findall(r"\w+", text.lower())) - FILLER
+
+
+def bare(term: str) -> tuple[str, float]:
+    """A prompt term without its weight, and the weight: "(red circle:1.3)" -> ("red
+    circle", 1.3)."""
+    m = WEIGHTED.match(term.strip())
+    return (m.group(1).strip(), float(m.group(2))) if m else (term.strip(), 1.0)
+
+
+def _remove(text: str, asked: str, field: str, applied: list[str],
+            refused: list[Refusal]) -> str:
+    """Terms taken out, matched without their weights; the prompt never left empty."""
+    current, gone = terms(text), []
+    for term in terms(asked):
+        kept = [c for c in current if _norm(bare(c)[0]) != _norm(term)]
+        if len(kept) == len(current):
+            refused.append(Refusal(f"{field}_remove", term, f"not a term of the {field}"))
+        elif field == "prompt" and not kept:
+            refused.append(Refusal("prompt_remove", term, "the prompt would be empty"))
+        else:
+            current, gone = kept, [*gone, term]
+    if not gone:
+        return text
+    applied.append(f"{field} - " + ", ".join(f'"{t}"' for t in gone))
+    return ", ".join(current)
+
+
+def _weight(prompt: str, asked: tuple[str, float] | None, bounds: Bounds,
+            applied: list[str], refused: list[Refusal]) -> str:
+    """A term weighted as ComfyUI's text encoders read it, (term:1.3), between
+    2 - max_weight and max_weight; weight 1 writes the term bare."""
+    if asked is None:
+        return prompt
+    term, weight = asked
+    current = terms(prompt)
+    at = next((i for i, c in enumerate(current) if _norm(bare(c)[0]) == _norm(term)), None)
+    if at is None:
+        refused.append(Refusal("prompt_weight", term, "not a term of the prompt"))
+        return prompt
+    low, high = 2 - bounds.prompt_max_weight, bounds.prompt_max_weight
+    target = round(min(max(weight, low), high), 2)
+    if target != weight:
+        refused.append(Refusal("prompt_weight", weight, f"outside {low:g}..{high:g}; clamped "
+                               f"to {target:g}"))
+    word, before = bare(current[at])
+    current[at] = word if target == 1 else f"({word}:{target:g})"
+    new = ", ".join(current)
+    if len(new) > bounds.prompt_max_chars:
+        refused.append(Refusal("prompt_weight", term, f"the prompt would exceed "
+                               f"{bounds.prompt_max_chars} characters"))
+        return prompt
+    if target != before:
+        applied.append(f'prompt weight "{word}" {before:g} -> {target:g}')
+        return new
+    return prompt
+
+
+def _rewrite(prompt: str, new: str, goal: str, bounds: Bounds, applied: list[str],
+             refused: list[Refusal]) -> str:
+    """A whole new prompt, within max_chars and keeping at least rewrite_keeps of the goal's
+    words (the measure: the share of the goal's content words the new prompt contains)."""
+    if not new or new == prompt:
+        return prompt
+    wanted = content_words(goal)
+    kept = len(wanted & content_words(new))
+    if len(new) > bounds.prompt_max_chars:
+        why = f"longer than {bounds.prompt_max_chars} characters"
+    elif not wanted or kept / len(wanted) < bounds.rewrite_keeps:
+        why = (f"keeps {kept} of the goal's {len(wanted)} words, under "
+               f"bounds.prompt.rewrite_keeps {bounds.rewrite_keeps:g}")
+    else:
+        applied.append(f'prompt rewritten, keeping {kept} of {len(wanted)} goal words: "{new}"')
+        return new
+    refused.append(Refusal("prompt_rewrite", new, why))
     return prompt
 
 

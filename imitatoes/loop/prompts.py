@@ -18,7 +18,12 @@ def bounds_text(bounds: Bounds, knobs: Sequence[Knob] = (), params: Params | Non
     text = (f"cfg {c.min:g} to {c.max:g} (at most {c.max_delta:g} per round), steps "
             f"{s.min:g} to {s.max:g} (at most {s.max_delta:g} per round), the prompt at most "
             f"{bounds.prompt_max_chars} characters, the negative prompt at most "
-            f"{bounds.negative_max_terms} comma-separated terms")
+            f"{bounds.negative_max_terms} comma-separated terms. Words can also go: in "
+            "`changes`, prompt_remove and neg_remove take terms out (a word that causes a "
+            "fault); prompt_weight {\"term\": ..., \"weight\": ...} weights a term of the "
+            f"prompt from {2 - bounds.prompt_max_weight:g} to {bounds.prompt_max_weight:g}; "
+            "prompt_rewrite replaces the whole prompt (it must keep at least "
+            f"{bounds.rewrite_keeps:.0%} of the goal's words)")
     if not knobs:
         return text
     now = dict(params.knobs) if params else {}

@@ -40,7 +40,8 @@ def avoid(spec: Spec, state: RunState, here: Params, reverted: bool, changes: Ch
         return p, False
     said = f"{seen} again?"
     if reverted:
-        combined = patch.apply(here, changes, spec.bounds, spec.seed, rng, spec.knobs)
+        combined = patch.apply(here, changes, spec.bounds, spec.seed, rng, spec.knobs,
+                               spec.goal)
         if _new(state, combined.params):
             return _noted(combined, f"{said} the change goes on from this image instead"), False
     for proposal in list(state.proposals):

@@ -53,25 +53,27 @@ class Contest:
 
 def plan(spec: Spec, renders: int, key: str, params: Params, variants: Sequence[Params],
          reuse: Reuse, rng: random.Random, made: Callable[[Params], bool] = lambda p: False,
-         candidates: int | None = None) -> list[Candidate]:
-    """Each candidate's key, parameters and saved render: the variants first (but none that
-    `made` says was rendered already, beyond the first), then new seeds up to
-    search.candidates, within limits.max_renders."""
+         candidates: int | None = None, fresh_first: bool = False) -> list[Candidate]:
+    """Each candidate's key, parameters and saved render: the variants (but none that
+    `made` says was rendered already, beyond the first) and new seeds up to
+    search.candidates, the new seeds first when the seed is the suspect, within
+    limits.max_renders."""
     variants = [v for n, v in enumerate(variants) if n == 0 or not made(v)]
     cap = spec.limits.max_renders
     left = None if cap is None else max(1, cap - renders)
     out = []
     wanted = spec.search.candidates if candidates is None else candidates
-    for c in range(1, max(wanted, len(variants)) + 1):
+    fresh = [replace(params, seed=patch.new_seed(rng))
+             for _ in range(max(0, wanted - len(variants)))]
+    ordered = [*fresh, *variants] if fresh_first else [*variants, *fresh]
+    for c, cparams in enumerate(ordered, 1):
         ckey = f"{key}_c{c}"
         saved = reuse(ckey)
         if saved is None and left is not None:
             if left <= 0:
                 break  # the render budget ends the candidates too
             left -= 1
-        cparams = saved.params if saved else variants[c - 1] if c <= len(variants) else \
-            replace(params, seed=patch.new_seed(rng))
-        out.append(Candidate(ckey, cparams, saved))
+        out.append(Candidate(ckey, saved.params if saved else cparams, saved))
     return out
 
 
@@ -82,7 +84,8 @@ def proposals(spec: Spec, base: Params, alternatives: Sequence[Changes], chosen:
     out: list[Params] = []
     wanted = spec.search.proposals if count is None else count
     for changes in alternatives[:max(0, wanted - 1)]:
-        tried = patch.apply(base, changes, spec.bounds, spec.seed, rng, spec.knobs).params
+        tried = patch.apply(base, changes, spec.bounds, spec.seed, rng, spec.knobs,
+                            spec.goal).params
         if tried not in (base, chosen, *out):
             out.append(tried)
     return out

@@ -3,21 +3,25 @@ every time; `auto` decides from the evidence so far (an experiment: benchmarks/s
 measures it; see #26):
 
 - one image a step while changes help;
-- seed candidates when a prompt change did not raise the score: the prompt may be right and
-  the seed wrong (a composition the seed will not give);
+- seed candidates, new seeds first, when a requirement is still unmet after words about it
+  were added to the prompt: the prompt may be right and the seed wrong (a composition the
+  seed will not give);
 - the critic's alternative changes when seed candidates did not help either: the prompt or a
   knob is the problem after all;
 - seed candidates when the next change would repeat an image already made (where a fixed
   strategy stops as stalled, auto moves the seed: seeds are its to move);
 - one image when fewer than three renders are left: a spread cannot finish.
 
-Pure: the history in, the step out."""
+A spread is rendered one image at a time and ends at the first image that is done or better
+than the best so far (engine.Engine._enough), so it costs three renders only when it finds
+nothing. Pure: the history in, the step out."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from imitatoes.loop import memory
 from imitatoes.loop.state import Tried
 from imitatoes.spec.model import Search
 
@@ -30,25 +34,42 @@ class Step:
     proposals: int  # alternative changes asked of the critic this iteration
     kind: str  # fixed, one, seeds or proposals
     why: str = ""
+    fresh_first: bool = False  # the seed is the suspect: new seeds before the one in use
 
 
 def step(search: Search, history: Sequence[Tried], renders: int,
-         max_renders: int | None) -> Step:
+         max_renders: int | None, checklist: Sequence[str] = ()) -> Step:
     if search.strategy != "auto":
         return Step(search.candidates, search.proposals, "fixed")
     if max_renders is not None and max_renders - renders < SPREAD:
         return Step(1, 1, "one", "fewer renders left than a spread needs")
     if not history:
         return Step(1, 1, "one")
-    if len(history) < 2 and "again?" not in history[-1].applied:
-        return Step(1, 1, "one")
     last = history[-1]
     if "again?" in last.applied and last.made != "seeds":
         return Step(SPREAD, 1, "seeds", "the next change would repeat an image: other seeds")
+    if len(history) < 2:
+        return Step(1, 1, "one")
     before = history[-2]
     stuck = last.score is not None and before.score is not None and last.score <= before.score
     if last.made == "seeds" and stuck:
         return Step(1, SPREAD, "proposals", "other seeds did not help: ask for other changes")
-    if stuck and "prompt" in before.applied and last.made != "proposals":
-        return Step(SPREAD, 1, "seeds", "a prompt change did not help: try other seeds")
+    missed = _missed(history, checklist)
+    if missed and last.made != "seeds":
+        return Step(SPREAD, 1, "seeds", f'{missed} was still unmet after words for it: '
+                    "try other seeds", fresh_first=True)
     return Step(1, 1, "one")
+
+
+def _missed(history: Sequence[Tried], checklist: Sequence[str]) -> str:
+    """A requirement the last image still did not meet although the words added to its
+    prompt were about it (they share a word): the seed may be what stands in the way."""
+    last = history[-1]
+    judged = [t for t in history[:-1] if t.score is not None]
+    if last.score is None or not judged:
+        return ""
+    base = min(reversed(judged), key=lambda t: len(memory.changes(t.params, last.params)))
+    added = [c.value for c in memory.changes(base.params, last.params) if c.kind == "prompt"]
+    said = frozenset().union(*(memory.words(str(a)) for a in added))
+    return next((f'"{r}"' for r in checklist if r not in last.met and memory.words(r) & said),
+                "")

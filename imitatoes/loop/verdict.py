@@ -24,6 +24,9 @@ from imitatoes.spec.knobs import Knob, schema_property
 FENCE = re.compile(r"```(?:json|JSON)?\s*\n?(.*?)```", re.S)
 CHANGE_DEFAULTS = {"prompt_append": "", "neg_append": "", "cfg": None, "steps": None,
                    "seed": "keep"}
+# Edits that take away or reshape, optional in an answer (loop/patch.py bounds them).
+EDIT_DEFAULTS = {"prompt_remove": "", "neg_remove": "", "prompt_weight": None,
+                 "prompt_rewrite": ""}
 
 
 class VerdictInvalid(ImitatoesError):
@@ -105,6 +108,10 @@ class Changes:
     steps: int | None = None
     seed: str | int = "keep"
     knobs: tuple[tuple[str, Any], ...] = ()  # (name, value asked) for keys beyond the five
+    prompt_remove: str = ""
+    neg_remove: str = ""
+    weight: tuple[str, float] | None = None  # (term, weight): (term:1.3) in the prompt
+    rewrite: str = ""  # a whole new prompt
 
 
 @dataclass(frozen=True)
@@ -186,7 +193,8 @@ def _knob_requests(data: dict[str, Any]) -> list[tuple[tuple[str, Any], ...]]:
         if not isinstance(changes, dict):
             found.append(())
             continue
-        extra = [(k, changes.pop(k)) for k in list(changes) if k not in CHANGE_DEFAULTS]
+        extra = [(k, changes.pop(k)) for k in list(changes)
+                 if k not in CHANGE_DEFAULTS and k not in EDIT_DEFAULTS]
         found.append(tuple((k, v) for k, v in extra if v is not None))  # null: no change
     return found
 
@@ -211,10 +219,16 @@ def build(data: dict[str, Any], asked: Sequence[tuple[tuple[str, Any], ...]] = (
 
 
 def _changes(c: dict[str, Any], where: str) -> Changes:
+    weight = c.get("prompt_weight")
     return Changes(c["prompt_append"].strip(), c["neg_append"].strip(),
                    None if c["cfg"] is None else _finite(f"{where}.cfg", c["cfg"]),
                    None if c["steps"] is None else
-                   int(round(_finite(f"{where}.steps", c["steps"]))), c["seed"])
+                   int(round(_finite(f"{where}.steps", c["steps"]))), c["seed"],
+                   prompt_remove=c.get("prompt_remove", "").strip(),
+                   neg_remove=c.get("neg_remove", "").strip(),
+                   weight=(weight["term"].strip(), _finite(f"{where}.prompt_weight.weight",
+                                                           weight["weight"]))
+                   if weight else None, rewrite=c.get("prompt_rewrite", "").strip())
 
 
 def _finite(where: str, value: float) -> float:

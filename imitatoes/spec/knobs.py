@@ -16,7 +16,8 @@ TYPES = ("number", "integer", "choice", "text")
 TEXT_MAX_CHARS = 300
 # Names a knob may not take: the built-in parameters and the other keys of `changes`.
 RESERVED = frozenset({"prompt", "negative", "cfg", "steps", "seed", "prompt_append",
-                      "neg_append"})
+                      "neg_append", "prompt_remove", "neg_remove", "prompt_weight",
+                      "prompt_rewrite"})
 
 
 @dataclass(frozen=True)

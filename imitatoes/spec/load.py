@@ -188,7 +188,9 @@ def _bounds(d: Mapping[str, Any]) -> Bounds:
     return Bounds(cfg=Range(**{k: float(v) for k, v in d["cfg"].items()}),
                   steps=Range(int(steps["min"]), int(steps["max"]), int(steps["max_delta"])),
                   prompt_max_chars=d["prompt"]["max_chars"],
-                  negative_max_terms=d["negative"]["max_terms"])
+                  negative_max_terms=d["negative"]["max_terms"],
+                  prompt_max_weight=float(d["prompt"].get("max_weight", 1.5)),
+                  rewrite_keeps=float(d["prompt"].get("rewrite_keeps", 0.5)))
 
 
 def critic_for(url: str, model: str) -> CriticConfig:

@@ -78,6 +78,8 @@ class Bounds:
     steps: Range
     prompt_max_chars: int
     negative_max_terms: int
+    prompt_max_weight: float = 1.5  # a weighted term: 2 - this .. this
+    rewrite_keeps: float = 0.5  # a rewrite keeps at least this share of the goal's words
 
 
 @dataclass(frozen=True)

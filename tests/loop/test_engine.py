@@ -183,3 +183,17 @@ def test_max_renders_caps_the_run_whatever_the_loops_allow() -> None:
     state, renderer, events = run(spec, FakeCritic())
     assert state.status == "limits" and state.renders == 4 and len(renderer.workflows) == 4
     assert len(kinds(events, "limits_reached")) == 1
+
+
+@pytest.mark.parametrize("scores,renders", [((0.5,), 1), ((0.25, 0.5), 2), ((0.0, 0.0, 0.0), 3)])
+def test_an_auto_spread_stops_at_the_first_image_better_than_the_best(
+        scores: tuple[float, ...], renders: int) -> None:
+    """The first verdict asks for nothing, so the next image would repeat it: auto spreads
+    three seeds, rendered one by one, and stops at the first that beats the best (0.25)."""
+    spec = dataclasses.replace(make(ipl=2, loops=1, policy="stable"),
+                               search=specs.Search(verify_done=False, strategy="auto"))
+    answers = [verdict(0.25), *(verdict(s) for s in scores)]
+    state, renderer, events = run(spec, FakeCritic(*answers))
+    spread = [e for e in kinds(events, "candidate_judged") if e.iteration == 2]
+    assert len(spread) == renders and len(renderer.workflows) == 1 + renders
+    assert len({renderer.params(n)["seed"] for n in range(1, renders + 2)}) == renders + 1

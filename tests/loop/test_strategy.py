@@ -26,13 +26,22 @@ def test_auto_is_one_image_while_changes_help() -> None:
     assert step(AUTO, rising, 2, None).kind == "one"
 
 
-def test_a_prompt_change_that_did_not_help_tries_other_seeds() -> None:
-    flat = [tried(0.5, 'prompt + "red circle"'), tried(0.5, "steps 20 -> 25")]
-    chosen = step(AUTO, flat, 2, None)
-    assert (chosen.kind, chosen.candidates, chosen.proposals) == ("seeds", 3, 1)
-    assert "prompt change did not help" in chosen.why
-    knob_only = [tried(0.5, "steps 12 -> 22"), tried(0.5, "cfg 7 -> 8")]
-    assert step(AUTO, knob_only, 2, None).kind == "one"  # not a prompt change: no evidence
+RED = "A red circle"
+
+
+def test_words_that_did_not_meet_their_requirement_try_other_seeds_first() -> None:
+    """The words for "A red circle" went in and it is still unmet: the seed is the suspect.
+    Words about something else, or a requirement they met, are no such evidence."""
+    red = Params("a circle, red circle", "", 7.0, 20, 1)
+    before = Tried(1, 1, P, 0.5, "", 'prompt + "red circle"', met=("Sharp",))
+    still = Tried(1, 2, red, 0.5, "", "steps 20 -> 25", met=("Sharp",))
+    chosen = step(AUTO, [before, still], 2, None, (RED, "Sharp"))
+    assert (chosen.kind, chosen.candidates, chosen.fresh_first) == ("seeds", 3, True)
+    assert '"A red circle" was still unmet' in chosen.why
+    met = Tried(1, 2, red, 1.0, "", "nothing", met=(RED, "Sharp"))
+    assert step(AUTO, [before, met], 2, None, (RED, "Sharp")).kind == "one"
+    blue = Tried(1, 2, Params("a circle, blue sky", "", 7.0, 20, 1), 0.5, "", "", met=())
+    assert step(AUTO, [before, blue], 2, None, (RED, "Sharp")).kind == "one"
 
 
 def test_seeds_that_did_not_help_ask_for_other_changes() -> None:
@@ -44,9 +53,10 @@ def test_seeds_that_did_not_help_ask_for_other_changes() -> None:
 
 
 def test_no_spread_when_the_budget_cannot_hold_it() -> None:
-    flat = [tried(0.5, 'prompt + "red circle"'), tried(0.5, "steps 20 -> 25")]
-    assert step(AUTO, flat, 8, 10).kind == "one"
-    assert step(AUTO, flat, 7, 10).kind == "seeds"
+    again = [tried(0.5, 'prompt + "red"'), tried(0.5, "loop_01_iter_02 again? a new seed "
+                                                 "instead (123)")]
+    assert step(AUTO, again, 8, 10).kind == "one"
+    assert step(AUTO, again, 7, 10).kind == "seeds"
 
 
 def test_a_change_that_would_repeat_an_image_spreads_seeds_instead_of_stalling() -> None:
