@@ -37,13 +37,15 @@ class Key:
 
 @dataclass(frozen=True)
 class Change:
-    kind: str  # prompt, negative, knob, cfg, steps, seed
+    kind: str  # prompt, negative, prompt_remove, negative_remove, knob, cfg, steps, seed
     value: Any  # the term, or the value moved to
     knob: str = ""  # kind knob: which
 
     def text(self) -> str:
         if self.kind in ("prompt", "negative"):
             return f'{self.kind} + "{self.value}"'
+        if self.kind in ("prompt_remove", "negative_remove"):
+            return f'{self.kind.split("_")[0]} - "{self.value}"'
         if self.kind == "seed":
             return "another seed"
         name = self.knob or self.kind
@@ -129,9 +131,10 @@ def similar(a: str, b: str) -> bool:
 
 def changes(before: Params, after: Params) -> tuple[Change, ...]:
     """What differs between two images' params, as changes one could make again."""
-    found = [Change("prompt", t) for t in terms(after.prompt) if t not in terms(before.prompt)]
-    found += [Change("negative", t) for t in terms(after.negative)
-              if t not in terms(before.negative)]
+    found = [Change(kind, t) for kind in ("prompt", "negative")
+             for t in terms(getattr(after, kind)) if t not in terms(getattr(before, kind))]
+    found += [Change(f"{kind}_remove", t) for kind in ("prompt", "negative")
+              for t in terms(getattr(before, kind)) if t not in terms(getattr(after, kind))]
     found += [Change(name, getattr(after, name)) for name in ("cfg", "steps", "seed")
               if getattr(after, name) != getattr(before, name)]
     old = dict(before.knobs)
@@ -158,7 +161,7 @@ def lessons(history: Sequence[Tried]) -> tuple[Lesson, ...]:
 def _about(change: Change, requirement: str) -> bool:
     """Words are credited only to requirements that share a word with them ("red circle"
     did not clean the noise, whatever came with it); a number or a seed may act anywhere."""
-    if change.kind not in ("prompt", "negative"):
+    if change.kind not in ("prompt", "negative", "prompt_remove", "negative_remove"):
         return True
     return bool(words(str(change.value)) & words(requirement))
 
@@ -224,7 +227,12 @@ def _start(spec: Spec, picked: Sequence[Change]) -> tuple[Params, list[str]]:
     """The spec's start with the picked changes, inside the bounds; what was applied."""
     p = spec.start
     for c in picked:
-        if c.kind in ("prompt", "negative"):
+        if c.kind in ("prompt_remove", "negative_remove"):
+            kind = c.kind.split("_")[0]
+            kept = [t for t in terms(getattr(p, kind)) if t != c.value]
+            if kept or kind == "negative":
+                p = replace(p, **{kind: ", ".join(kept)})
+        elif c.kind in ("prompt", "negative"):
             now = getattr(p, c.kind)
             if c.value not in terms(now):
                 p = replace(p, **{c.kind: f"{now}, {c.value}" if now else str(c.value)})

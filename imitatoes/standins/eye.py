@@ -115,7 +115,10 @@ def judge(image: bytes, prompt_text: str) -> dict[str, Any]:
         _, _, fix, requirement, observation = min(fixes, key=lambda f: (f[0], f[1])) if fixes \
             else (0, 0, Fix(9), "", "")
         changes.update(prompt_append=fix.prompt, neg_append=fix.negative)
-        if fix.prompt and fix.prompt in _line_after("prompt", prompt_text):
+        edits = _edits(fix, prompt_text)
+        if edits:
+            changes.update(edits)
+        elif fix.prompt and fix.prompt in _line_after("prompt", prompt_text):
             # asked for already and still missing: this seed will not give it, try another
             changes.update(prompt_append="", seed="new")
         if fix.steps:
@@ -126,6 +129,10 @@ def judge(image: bytes, prompt_text: str) -> dict[str, Any]:
     ranked = sorted(fixes, key=lambda f: (f[0], f[1]))
     alternatives = [_as_changes(f[2], prompt_text) for f in ranked if f[2] != fix][:3] \
         if not done else []
+    if not done and changes.get("prompt_remove") and fix.prompt in _terms(prompt_text):
+        # the wanted words are there, outweighed: weighting them is the other way
+        alternatives.insert(0, {**_as_changes(Fix(9), prompt_text), "prompt_weight": {
+            "term": fix.prompt, "weight": 1.3}})
     return {"checklist": checklist, "done": done, "changes": changes, "reason": reason,
             "alternatives": alternatives}
 
@@ -137,3 +144,41 @@ def _as_changes(fix: Fix, prompt_text: str) -> dict[str, Any]:
             else None,
             "cfg": round(number_after("cfg", prompt_text, 7.0) + fix.cfg, 2) if fix.cfg else None,
             "seed": "keep"}
+
+
+WEIGHTED = re.compile(r"^\((.+):\s*-?[0-9.]+\)$", re.S)
+
+
+def _terms(prompt_text: str) -> list[str]:
+    """The prompt's terms as the critic prompt shows them, without weights, lower case."""
+    out = []
+    for term in _line_after("prompt", prompt_text).split(","):
+        m = WEIGHTED.match(term.strip())
+        out.append((m.group(1) if m else term).strip())
+    return [t for t in out if t]
+
+
+def _edits(fix: Fix, prompt_text: str) -> dict[str, Any]:
+    """Edits that take away: a background of another colour already in the prompt is taken
+    out (adding the right one changes nothing while it is there); a prompt with no room for
+    the fix is rewritten from what the checklist asks."""
+    want = fix.prompt
+    terms = _terms(prompt_text)
+    if want.endswith(" background"):
+        wrong = [t for t in terms if t.endswith("background") and t != want and
+                 set(picture.words(t)) & set(picture.COLOURS)]
+        if wrong:
+            return {"prompt_remove": ", ".join(wrong),
+                    "prompt_append": "" if want in terms else want}
+    room = re.search(r"the prompt at most (\d+) characters", prompt_text)
+    if want and room and len(", ".join(terms)) + len(want) + 2 > int(room.group(1)):
+        wanted = [check(r, picture.Seen(None, (), False, False, False))[2]
+                  for r in requirements_in(prompt_text)]
+        words = [f.prompt for f in wanted if f and f.prompt]
+        return {"prompt_append": "", "prompt_rewrite": ", ".join([*words, "simple poster"])}
+    return {}
+
+
+def first_term(prompt_text: str) -> str:
+    """The prompt's first term (what a careless edit takes out)."""
+    return next(iter(_terms(prompt_text)), "")

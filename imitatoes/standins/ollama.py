@@ -60,6 +60,9 @@ class Behaviour:
     # A region (0-1000) every unmet item is said to fail in, with its fix, as grounding
     # models answer; sent as given, sane or not.
     region: list[Any] | None = None
+    # The chance that an edit that takes away names the wrong term (the prompt's first one,
+    # often the subject itself), as a real model sometimes does; seeded like false_met.
+    wrong_edit: float = 0.0
 
 
 def _dumps(data: Any) -> str:
@@ -297,6 +300,10 @@ class OllamaStandin(BackgroundServer):
                                            "invalid_request_error")) from None
         if self.behaviour.false_met or self.behaviour.missed:
             self._misjudge(verdict)
+        if verdict["changes"].get("prompt_remove") and self.behaviour.wrong_edit and \
+                self.rng.random() < self.behaviour.wrong_edit:
+            first = eye.first_term(text)
+            verdict["changes"]["prompt_remove"] = first or verdict["changes"]["prompt_remove"]
         if self.behaviour.lenient > 0:  # what real vision models do: "looks done to me"
             self.behaviour.lenient -= 1
             for item in verdict["checklist"]:

@@ -40,13 +40,28 @@ def words(text: str) -> list[str]:
     return re.findall(r"[a-z]+", text.lower())
 
 
+WEIGHTED = re.compile(r"^\((.+):\s*(-?[0-9]+(?:\.[0-9]+)?)\)$", re.S)
+
+
+def weights(prompt: str) -> list[float]:
+    """The weight of each word of the prompt, as ComfyUI reads "(blue background:1.3)"."""
+    out: list[float] = []
+    for term in prompt.split(","):
+        m = WEIGHTED.match(term.strip())
+        out += [float(m.group(2)) if m else 1.0] * len(words(m.group(1) if m else term))
+    return out
+
+
 def scene_from(prompt: str, negative: str, steps: int, cfg: float) -> Scene:
-    w = words(prompt)
-    background, shapes = None, []
+    """What a prompt draws. Of two backgrounds the more heavily weighted wins, and the one
+    named first when they weigh the same: a wrong one stays until it is taken out or
+    outweighed, as with a real model."""
+    w, weight = words(prompt), weights(prompt)
+    background, shapes, heaviest = None, [], 0.0
     for i, word in enumerate(w):
         colour = _colour_before(w, i)
-        if word in BACKGROUND_WORDS and colour and background is None:
-            background = colour
+        if word in BACKGROUND_WORDS and colour and weight[i] > heaviest:
+            background, heaviest = colour, weight[i]
         elif word in SHAPES or word.rstrip("s") in SHAPES:
             shape = (colour or "", word.rstrip("s"))
             if shape not in shapes:

@@ -202,3 +202,34 @@ def test_memory_false_keeps_nothing(servers, tmp_path: Path) -> None:
     assert spec.memory is None  # the demo shows the whole loop every time
     Run.begin(spec, tmp_path / "runs").execute()
     assert not list((tmp_path / "data").rglob("*.jsonl"))
+
+
+WRONG_WORD = ["start.prompt=a red circle, white background, simple poster", "limits.max_loops=2"]
+
+
+def test_a_word_that_causes_the_fault_is_taken_out(servers, tmp_path: Path) -> None:
+    """"white background" in the start prompt outweighs any "blue background" added after it:
+    only taking it out reaches done (before edits that take away, this run stalled)."""
+    comfy, ollama = servers
+    spec = specs.load(DEMO, WRONG_WORD, env=urls(comfy, ollama))
+    outcome = Run.begin(spec, tmp_path).execute()
+    assert outcome.state.status == "done"
+    applied = [a for r in runfolder.records(outcome.run_dir) for a in r.applied]
+    assert 'prompt - "white background"' in applied, applied
+    assert "white background" not in outcome.state.history[-1].params.prompt
+
+
+def test_a_wrong_removal_is_recorded_and_undone(tmp_path: Path) -> None:
+    """A critic that takes out the wrong word (the subject): the record says so, the next
+    image lost the red circle, and the loop puts it back and still reaches done."""
+    from imitatoes.standins.ollama import Behaviour
+
+    with ComfyStandin() as comfy, OllamaStandin(Behaviour(wrong_edit=1.0)) as ollama:
+        spec = specs.load(DEMO, WRONG_WORD, env=urls(comfy, ollama))
+        outcome = Run.begin(spec, tmp_path).execute()
+    records = runfolder.records(outcome.run_dir)
+    removed = next(n for n, r in enumerate(records) if 'prompt - "a red circle"' in r.applied)
+    after = records[removed + 1]
+    assert [i.met for i in after.requirements if i.requirement == "A red circle"] == [False]
+    assert outcome.state.status == "done"
+    assert "red circle" in outcome.state.best.params.prompt

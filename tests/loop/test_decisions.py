@@ -535,3 +535,78 @@ def test_what_is_wrong_with_a_head_to_head_answer_is_said() -> None:
         verdict.parse_pair('{"winner": "first"}')
     with pytest.raises(VerdictInvalid, match=r"^changes.cfg: inf is not a finite number"):
         verdict.parse(ANSWER.replace("CFG", "1e999"))
+
+
+# -- patch: edits that take away ----------------------------------------------------------
+
+WIDE = Bounds(BOUNDS.cfg, BOUNDS.steps, prompt_max_chars=60, negative_max_terms=3)
+GOAL = "A red circle on a blue background"
+
+
+def edited(params: Params = START, bounds: Bounds = WIDE, **changes: object) -> patch.Patch:
+    return patch.apply(params, Changes(**changes), bounds, CRITIC_SEEDS, random.Random(0),
+                       goal=GOAL)
+
+
+def test_terms_are_removed_by_name_weights_and_case_aside() -> None:
+    start = Params("a circle, (White Background:1.2), poster", "blurry, text", 7.0, 20, 42)
+    p = edited(start, prompt_remove="white background", neg_remove="text")
+    assert (p.params.prompt, p.params.negative) == ("a circle, poster", "blurry")
+    assert p.applied == ('prompt - "white background"', 'negative - "text"')
+    missing = edited(start, prompt_remove="green sky")
+    assert missing.params == start and "not a term of the prompt" in missing.refused[0].reason
+
+
+def test_the_prompt_is_never_removed_whole() -> None:
+    p = edited(prompt_remove="a circle")
+    assert p.params.prompt == "a circle" and "would be empty" in p.refused[0].reason
+
+
+def test_a_weight_stays_within_the_bound_and_one_writes_the_term_bare() -> None:
+    start = Params("a circle, red circle", "", 7.0, 20, 42)
+    p = edited(start, weight=("red circle", 1.3))
+    assert p.params.prompt == "a circle, (red circle:1.3)"
+    assert p.applied == ('prompt weight "red circle" 1 -> 1.3',)
+    high = edited(start, weight=("red circle", 9.0))
+    assert high.params.prompt == "a circle, (red circle:1.5)" and "clamped to 1.5" in \
+        high.refused[0].reason
+    low = edited(start, weight=("red circle", -2.0))
+    assert low.params.prompt == "a circle, (red circle:0.5)"
+    back = edited(p.params, weight=("red circle", 1.0))
+    assert back.params.prompt == "a circle, red circle"
+    assert edited(start, weight=("blue sky", 1.2)).refused[0].field == "prompt_weight"
+
+
+def test_a_rewrite_keeps_to_max_chars_and_to_the_goal() -> None:
+    """The measure: the share of the goal's content words (red, circle, blue, background)
+    the new prompt contains, at least bounds.prompt.rewrite_keeps (0.5 by default)."""
+    close = edited(rewrite="red circle, blue background, flat poster")
+    assert close.params.prompt == "red circle, blue background, flat poster"
+    assert close.applied[0].startswith('prompt rewritten, keeping 4 of 4 goal words')
+    half = edited(rewrite="a red circle, minimal")  # 2 of 4: exactly the bound
+    assert half.params.prompt == "a red circle, minimal"
+    far = edited(rewrite="a cat on a sofa, photo")
+    assert far.params == START and "keeps 0 of the goal's 4 words" in far.refused[0].reason
+    long = edited(rewrite="red circle, blue background, " + "x" * 60)
+    assert long.params == START and "longer than 60" in long.refused[0].reason
+
+
+def test_a_rewrite_comes_first_and_an_append_goes_on_top_of_it() -> None:
+    p = edited(rewrite="red circle, blue background", prompt_append="flat")
+    assert p.params.prompt == "red circle, blue background, flat"
+
+
+def test_edits_in_a_verdict_are_optional_and_checked() -> None:
+    base = ('{"done": false, "reason": "r", "changes": {"prompt_append": "", "neg_append": "", '
+            '"cfg": null, "steps": null, "seed": "keep"EXTRA}}')
+    plain = verdict.parse(base.replace("EXTRA", ""))
+    assert (plain.changes.prompt_remove, plain.changes.weight, plain.changes.rewrite) == \
+        ("", None, "")
+    full = verdict.parse(base.replace("EXTRA", ', "prompt_remove": " white background ", '
+                                      '"prompt_weight": {"term": "red", "weight": 1.2}, '
+                                      '"prompt_rewrite": "red circle"'))
+    assert (full.changes.prompt_remove, full.changes.weight, full.changes.rewrite) == \
+        ("white background", ("red", 1.2), "red circle")
+    assert full.changes.knobs == ()  # edits are not knobs
+    with pytest.raises(VerdictInvalid, match="prompt_weight"):
+        verdict.parse(base.replace("EXTRA", ', "prompt_weight": {"term": "red"}'))

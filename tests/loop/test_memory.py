@@ -114,3 +114,13 @@ def test_the_critic_is_told_what_worked_before() -> None:
 def test_an_entry_reads_back_as_written() -> None:
     e = entry(lessons=[Lesson(RED, Change("knob", "euler", "sampler"), True)])
     assert Entry.from_dict(e.to_dict()) == e
+
+
+def test_a_word_taken_out_is_taken_out_of_the_next_start_too() -> None:
+    start = replace(DEMO.start, prompt="a circle, white background, simple poster")
+    spec = replace(DEMO, start=start)
+    best = replace(start, prompt="a circle, simple poster, (blue background:1.3)")
+    e = Entry("r1", KEY, tuple(DEMO.requirements), start, best, tuple(DEMO.requirements), ())
+    got = memory.recall(spec, "stand-in", [e])
+    assert got.params.prompt == "a circle, simple poster, (blue background:1.3)"
+    assert 'prompt - "white background"' in got.applied[0]

@@ -102,3 +102,43 @@ def test_the_red_fox_spec_is_not_done_on_the_stand_ins(tmp_path) -> None:
     assert result.exit_code == 3, result.output  # the limits, not done
     assert "not judged: the stand-in sees only" in "".join(
         p.read_text() for p in tmp_path.rglob("loop_*.json"))
+
+
+def _drawn(prompt: str) -> bytes:
+    import io
+
+    from imitatoes.standins import picture
+
+    out = io.BytesIO()
+    picture.paint(picture.scene_from(prompt, "watermark", 30, 7.0), 64, 64, 1).save(out, "PNG")
+    return out.getvalue()
+
+
+def _question(prompt: str, max_chars: int = 300) -> str:
+    return (f"Goal: A red circle on blue.\nChecklist:\n1. A red circle\n2. The background is "
+            f"blue\n\n- prompt: {prompt}\n- negative prompt: watermark\n\nWhat you may "
+            f"change: the prompt at most {max_chars} characters")
+
+
+def test_the_stand_in_takes_out_a_word_that_causes_the_fault() -> None:
+    """A white background named first wins over a blue one added after it, as a real model's
+    first words weigh most: the stand-in asks to take it out, and offers weighting the blue
+    one instead; weighted, the blue one wins."""
+    from imitatoes.standins import eye
+
+    prompt = "a red circle, white background, blue background"
+    verdict = eye.judge(_drawn(prompt), _question(prompt))
+    assert verdict["changes"]["prompt_remove"] == "white background"
+    assert verdict["changes"]["prompt_append"] == ""  # the blue one is there already
+    assert verdict["alternatives"][0]["prompt_weight"] == {"term": "blue background",
+                                                           "weight": 1.3}
+    weighted = "a red circle, white background, (blue background:1.3)"
+    assert eye.judge(_drawn(weighted), _question(weighted))["done"]
+
+
+def test_the_stand_in_rewrites_a_prompt_with_no_room_left() -> None:
+    from imitatoes.standins import eye
+
+    prompt = "a circle, simple poster, flat colours, bold shape"
+    verdict = eye.judge(_drawn(prompt), _question(prompt, max_chars=60))
+    assert verdict["changes"]["prompt_rewrite"] == "red circle, blue background, simple poster"
