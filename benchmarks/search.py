@@ -112,10 +112,11 @@ def repeats(run_dir: Path) -> int:
 
 
 def main(n: int, false_met: float, missed: float, stubborn: float, only: str = "") -> None:
-    h2h = ["search.verify_done=true", "search.head_to_head=true"]
+    fixed = "search.strategy=fixed"
+    h2h = [fixed, "search.verify_done=true", "search.head_to_head=true"]
     auto = ["search.verify_done=true", "search.strategy=auto"]
-    modes = {"K=1": (["search.verify_done=false"], 0.2),
-             "K=1, verify": (["search.verify_done=true"], 0.2),
+    modes = {"K=1": ([fixed, "search.verify_done=false"], 0.2),
+             "K=1, verify": ([fixed, "search.verify_done=true"], 0.2),
              "K=1, verify, h2h": (h2h, 0.2), "K=1, verify, h2h .4": (h2h, 0.4),
              "K=3, verify": (["search.verify_done=true", "search.candidates=3"], 0.2),
              "3 proposals, verify": (["search.verify_done=true", "search.proposals=3"], 0.2),

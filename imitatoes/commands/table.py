@@ -109,7 +109,7 @@ def update(board: Board, event: Event) -> Row | None:
         case IterationStarted():
             board.rows[event.key] = Row(event.key, event.loop, event.iteration, event.params)
             if len(board.rows) == 1 and board.from_memory:  # the first row starts from it
-                board.rows[event.key].reason = "; ".join(board.from_memory)
+                board.rows[event.key].reason = "memory: " + "; ".join(board.from_memory)
         case Interrupted():
             for row in board.rows.values():
                 if row.state in ("rendering", "critiquing"):
@@ -152,7 +152,7 @@ class PlainLines:
         row = update(self.board, event)
         if isinstance(event, RunStarted):
             yours = "".join(f"\nyours: {i}" for i in self.board.instructions) + \
-                "".join(f"\n{m}" for m in self.board.from_memory)
+                "".join(f"\nmemory: {m}" for m in self.board.from_memory)
             self._print(f"goal: {self.board.goal}{yours}\nservers: {self.board.servers}\n"
                         f"run: {self.board.run_dir}\nbudget: loop {event.state.loop} to "
                         f"{event.state.last_loop}, {self.board.iterations_per_loop} "
@@ -185,6 +185,8 @@ def cost(spec: Spec) -> str:
     """What one iteration costs when the spec searches harder than one image a step."""
     k = spec.search.candidates
     extra = [f"{k} candidates: {k} renders and {k} critiques an iteration"] if k > 1 else []
+    if spec.search.strategy == "auto":
+        extra.append("auto: one image a step, up to three where the seed looks to blame")
     if spec.search.verify_done:
         extra.append("a done claim is checked once or twice more")
     if spec.search.head_to_head:

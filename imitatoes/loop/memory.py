@@ -175,7 +175,8 @@ def entry(spec: Spec, renderer: str, run: str, history: Sequence[Tried], best: P
 @dataclass(frozen=True)
 class Recall:
     params: Params  # where the run starts
-    applied: tuple[str, ...]  # what memory changed in the start values, in words
+    applied: tuple[str, ...]  # what memory changed in the start values, in words ("from run
+    # ..., which met the same requirements: prompt + "red circle"; seed 42 -> 7")
     critic: tuple[str, ...]  # what worked before for similar requirements, for the critic
 
 
@@ -198,8 +199,7 @@ def recall(spec: Spec, renderer: str, entries: Iterable[Entry]) -> Recall:
         source = "what helped similar requirements"
     params, applied = _start(spec, picked)
     lines = tuple(_critic_lines(spec.requirements, mine))
-    return Recall(params, (f"from memory, {source}: " + "; ".join(applied),) if applied
-                  else (), lines)
+    return Recall(params, (f"from {source}: " + "; ".join(applied),) if applied else (), lines)
 
 
 def _same_wish(requirements: Sequence[str], e: Entry) -> bool:

@@ -1,6 +1,6 @@
 """What an iteration spends its renders on. `search.strategy: fixed` spends what the spec says
-every time; `auto` decides from the evidence so far (an experiment: benchmarks/search.py
-measures it; see #26):
+every time; `auto` (the default unless a spec names candidates or proposals) decides from
+the evidence so far (benchmarks/search.py measures it):
 
 - one image a step while changes help;
 - seed candidates, new seeds first, when a requirement is still unmet after words about it

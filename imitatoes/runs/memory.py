@@ -31,10 +31,10 @@ def read(path: Path) -> Loaded:
     except FileNotFoundError:
         return Loaded(())
     except OSError as exc:
-        return Loaded((), f"memory: {path} cannot be read ({exc.strerror}); this run starts "
+        return Loaded((), f"{path} cannot be read ({exc.strerror}); this run starts "
                           "without it", writable=False)
     if info.st_uid != os.getuid():
-        return Loaded((), f"memory: {path} belongs to another user; a run reads only its "
+        return Loaded((), f"{path} belongs to another user; a run reads only its "
                           "user's own memory, so this one starts without it", writable=False)
     try:
         text = files.read_text(path, CAP)
@@ -63,9 +63,9 @@ def _set_aside(path: Path, why: str) -> Loaded:
     try:
         path.rename(aside)
     except OSError as exc:
-        return Loaded((), f"memory: {path} is damaged ({why}) and could not be set aside "
+        return Loaded((), f"{path} is damaged ({why}) and could not be set aside "
                           f"({exc.strerror}); this run starts without it", writable=False)
-    return Loaded((), f"memory: {path} was damaged ({why}); set aside as {aside.name}, and "
+    return Loaded((), f"{path} was damaged ({why}); set aside as {aside.name}, and "
                       "this run starts with an empty memory")
 
 

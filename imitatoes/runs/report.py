@@ -181,7 +181,7 @@ def _requirements(spec: dict[str, Any], state: RunState) -> str:
     spec_items = "".join(f"<li>{escape(str(q))}</li>" for q in spec.get("requirements", []))
     yours = "".join(f'<li>{escape(i)} <span class="yours">(your instruction)</span></li>'
                     for i in state.instructions)
-    remembered = "".join(f'<p class="yours">{escape(m)}</p>' for m in state.from_memory)
+    remembered = "".join(f'<p class="yours">memory: {escape(m)}</p>' for m in state.from_memory)
     return f"<ol>{spec_items}{yours}</ol>{remembered}"
 
 

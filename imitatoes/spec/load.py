@@ -139,6 +139,19 @@ def memory_store(spec_dir: Path, value: bool | str) -> Path | None:
     return Path(data) / "imitatoes" / "memory.jsonl"
 
 
+def search_settings(given: Mapping[str, Any] | None) -> Search:
+    """What `search` means: auto, unless the spec names candidates or proposals (then those,
+    every step: fixed); a done claim is checked once more whenever a search section is
+    given (without one, the loop trusts the matched checklist)."""
+    d = lint.with_defaults({"search": dict(given or {})})["search"]
+    if not given:
+        d["verify_done"] = False
+    if "strategy" not in (given or {}):
+        named = any(k in (given or {}) for k in ("candidates", "proposals"))
+        d["strategy"] = "fixed" if named else "auto"
+    return Search(**d)
+
+
 def build(doc: Document) -> Spec:
     d = lint.with_defaults(doc.data)
     spec_dir = doc.path.parent
@@ -155,7 +168,7 @@ def build(doc: Document) -> Spec:
         bounds=_bounds(d["bounds"]), seed=SeedPolicy(**d["seed"]),
         critic=replace(_critic(d["critic"], spec_dir), knobs=knobs,
                        regions=bool((d.get("refine") or {}).get("repair") is not None)),
-        limits=Limits(**d["limits"]), search=Search(**d.get("search") or {"verify_done": False}),
+        limits=Limits(**d["limits"]), search=search_settings(doc.data.get("search")),
         comfyui=ComfyConfig(**{**d["comfyui"],
                                                        "url": d["comfyui"]["url"].rstrip("/")}),
         output_dir=output_dir, output_why=output_why,

@@ -121,7 +121,10 @@ class Search:
     candidates: int = 1  # images per iteration, each with its own seed; the best goes on
     head_to_head: bool = False  # a new best must beat the old one with both in view
     proposals: int = 1  # alternative changes asked of the critic, each a candidate next time
-    strategy: str = "fixed"  # auto: each step decides from the evidence (loop/strategy.py)
+    # auto: each step decides from the evidence (loop/strategy.py); a spec without one gets
+    # auto unless it names candidates or proposals (spec/load.search_settings); built in
+    # code, Search() is the plain one image a step
+    strategy: str = "fixed"
 
 
 @dataclass(frozen=True)

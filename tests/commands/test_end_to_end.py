@@ -186,8 +186,8 @@ def test_a_second_run_starts_from_memory_and_spends_fewer_renders(servers, tmp_p
     assert second.state.status == "done"
     assert second.state.renders < first.state.renders, (first.state.renders,
                                                        second.state.renders)
-    assert second.state.from_memory[0].startswith("from memory, run "), second.state.from_memory
-    assert "from memory" in (second.run_dir / "report.html").read_text()
+    assert second.state.from_memory[0].startswith("from run "), second.state.from_memory
+    assert "memory: from run " in (second.run_dir / "report.html").read_text()
     cli = [sys.executable, "-m", "imitatoes", "memory"]
     shown = subprocess.run(cli, capture_output=True, text=True)
     assert shown.returncode == 0 and "2 run(s)" in shown.stdout, shown.stdout

@@ -19,7 +19,8 @@ DEMO = specs.load(ROOT / "imitatoes" / "data" / "demo.yaml", env={})
 
 def make(ipl: int = 2, loops: int = 3, policy: str = "stable", **critic: object) -> specs.Spec:
     s = dataclasses.replace(DEMO, limits=specs.Limits(ipl, loops),
-                            seed=specs.SeedPolicy(policy, False))
+                            seed=specs.SeedPolicy(policy, False),
+                            search=specs.Search())  # fixed: auto has its own tests
     return dataclasses.replace(s, critic=dataclasses.replace(s.critic, **critic)) if critic else s
 
 

@@ -61,7 +61,7 @@ def test_a_run_that_met_the_same_requirements_is_started_from() -> None:
     got = memory.recall(DEMO, "stand-in", [entry()])
     assert got.params.prompt == DEMO.start.prompt + ", red circle, blue background"
     assert (got.params.seed, got.params.steps) == (7, 20)
-    assert got.applied and got.applied[0].startswith("from memory, run r1")
+    assert got.applied and got.applied[0].startswith("from run r1, which met the same")
     assert "seed 42 -> 7" in got.applied[0]
 
 

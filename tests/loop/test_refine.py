@@ -65,7 +65,8 @@ def refining(after: float = 0.75, **denoise: float) -> specs.Spec:
     r = specs.Refine(after, specs.Range(denoise.get("min", 0.25), denoise.get("max", 0.6),
                                         denoise.get("max_delta", 0.1)),
                      denoise.get("start", 0.45), refine.graph(DEMO.workflow))
-    return dataclasses.replace(DEMO, refine=r, limits=specs.Limits(6, 1))
+    return dataclasses.replace(DEMO, refine=r, limits=specs.Limits(6, 1),
+                               search=specs.Search())  # fixed: auto has its own tests
 
 
 def test_refines_from_the_best_once_it_is_good_enough_and_moves_denoise() -> None:

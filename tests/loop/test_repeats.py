@@ -91,7 +91,7 @@ def test_the_finder_sees_a_repeat(tmp_path: Path) -> None:
 def decide(policy: str, reverted: bool, proposals: tuple = ()) -> tuple[Patch, bool, object]:
     """repeats.avoid on a state where the best's params with the change were rendered."""
     spec = specs.load(ROOT / "imitatoes/data/demo.yaml", env={})
-    spec = dataclasses.replace(spec, seed=SeedPolicy(policy, False))
+    spec = dataclasses.replace(spec, seed=SeedPolicy(policy, False), search=specs.Search())
     state = first_state(spec)
     state.iteration = 1
     best, here = spec.start, dataclasses.replace(spec.start, prompt="a circle, yellow")
@@ -183,7 +183,7 @@ def test_a_proposal_already_rendered_is_no_candidate() -> None:
 def test_per_loop_seeds_move_only_when_a_new_loop_comes(iteration: int, last_loop: int,
                                                         stalled: bool) -> None:
     spec = specs.load(ROOT / "imitatoes/data/demo.yaml", env={})  # 3 iterations a loop
-    spec = dataclasses.replace(spec, seed=SeedPolicy("per_loop", False))
+    spec = dataclasses.replace(spec, seed=SeedPolicy("per_loop", False), search=specs.Search())
     state = first_state(spec)
     state.iteration, state.last_loop = iteration, last_loop
     state.rendered = {fingerprint(spec.start, None): "loop_01_iter_01"}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import random
 from pathlib import Path
@@ -353,3 +354,19 @@ def test_queued_candidates_are_dropped_when_the_critic_fails(tmp_path: Path) -> 
         engine.run(first_state(spec))
     assert len(renderer.queued) == 3 and len(renderer.workflows) == 1  # all queued at once
     assert renderer.interrupted == 1  # and the ones left were taken off ComfyUI's queue
+
+
+def test_resume_in_the_middle_of_an_auto_spread_renders_nothing_twice(tmp_path: Path) -> None:
+    """The first verdict asks for nothing, so auto spreads seeds; the process dies while the
+    second candidate is judged. On resume both saved candidates are judged, not rendered."""
+    spec = dataclasses.replace(make(ipl=2, loops=1), search=specs.Search(strategy="auto"))
+    critic = FakeCritic(verdict(0.25), verdict(0.0), Kill())
+    run_dir, _, engine = start(spec, tmp_path, critic)
+    with pytest.raises(Kill):
+        engine.run(first_state(spec))
+    assert {p.name for p in run_dir.glob("loop_01_iter_02_c*.png")} == {
+        "loop_01_iter_02_c1.png", "loop_01_iter_02_c2.png"}
+    again = FakeRenderer()
+    state, _ = resume(run_dir, FakeCritic(verdict(0.0), verdict(1.0, done=True)), again)
+    assert again.workflows == [] and state.renders == 3
+    assert state.status == "done" and state.done_key == "loop_01_iter_02"
