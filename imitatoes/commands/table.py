@@ -203,9 +203,12 @@ def summary(state: RunState, run_dir: Path, seconds: float) -> str:
     final = run_dir / "final.png"
     lines = [f"{head} after {state.renders} render(s) in {seconds:.1f}s"]
     if state.stalled and state.status == "limits":
-        lines.append("stopped early: nothing the critic asked for could be applied (refused by "
-                     "the bounds or seed policy, or already in the prompt), so the next image "
-                     "would have repeated the last; widen the bounds or resume with "
+        spread = any(t.made in ("seeds", "proposals") for t in state.history)
+        lines.append(("stopped early: other seeds (twice) and the critic's other changes gave "
+                      "no better image, and what the critic asked for next" if spread else
+                      "stopped early: nothing the critic asked for could be applied (refused by "
+                      "the bounds or seed policy, or already in the prompt), so the next image")
+                     + " would have repeated the last; widen the bounds or resume with "
                      "--instruction")
     lines += [f"best: {best}", f"run folder: {run_dir}"]
     if final.exists():

@@ -286,7 +286,7 @@ class Engine:
         state.proposals = search.proposals(self.spec, base, verdict.alternatives, p.params,
                                            self.rng, self.step.proposals)
         p, state.stalled = repeats.avoid(self.spec, state, look.params, reverted is not None,
-                                         verdict.changes, p, self.rng)
+                                         verdict.changes, p, self.rng, self.step.kind)
         state.params = p.params
         applied = p.summary() if reverted is None else f"back to {reverted}; {p.summary()}"
         state.remember(Tried(state.loop, state.iteration, look.params, verdict.score,

@@ -11,7 +11,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import replace
 
-from imitatoes.loop import patch
+from imitatoes.loop import patch, strategy
 from imitatoes.loop.checklist import Item
 from imitatoes.loop.patch import Patch
 from imitatoes.loop.state import Best, RunState, fingerprint
@@ -30,9 +30,9 @@ def progress(items: Sequence[Item], best: Best | None) -> tuple[tuple[str, ...],
 
 
 def avoid(spec: Spec, state: RunState, here: Params, reverted: bool, changes: Changes,
-          p: Patch, rng: random.Random) -> tuple[Patch, bool]:
+          p: Patch, rng: random.Random, made: str = "") -> tuple[Patch, bool]:
     """The patch for the next render, moved off any image already rendered; True when
-    nothing is left to try (stalled)."""
+    nothing is left to try (stalled). `made`: what this step of search auto spent."""
     if _reseeds_anyway(spec, state):
         return p, False
     seen = state.rendered.get(fingerprint(p.params, state.refine))
@@ -50,7 +50,9 @@ def avoid(spec: Spec, state: RunState, here: Params, reverted: bool, changes: Ch
             return _noted(replace(p, params=proposal), f"{said} the critic's other change "
                           "instead"), False
     # seeds are the critic's to move ("new" is one of them), or search.strategy auto's
-    if spec.seed.policy == "critic" or spec.search.strategy == "auto":
+    # until it has tried seeds and other changes in vain
+    auto = spec.search.strategy == "auto" and not strategy.exhausted(state.history, made)
+    if spec.seed.policy == "critic" or auto:
         seed = patch.new_seed(rng)
         return _noted(replace(p, params=replace(p.params, seed=seed)),
                       f"{said} a new seed instead ({seed})"), False

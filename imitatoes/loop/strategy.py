@@ -61,6 +61,20 @@ def step(search: Search, history: Sequence[Tried], renders: int,
     return Step(1, 1, "one")
 
 
+def exhausted(history: Sequence[Tried], now: str = "") -> bool:
+    """Since the best score last rose, auto has spread both seeds and the critic's other
+    changes (`now`: what the current step spent) and neither helped: more renders would
+    repeat the attempt, so the run stops as stalled, as a fixed one would."""
+    best, since = -1.0, []
+    for t in history:
+        if t.score is not None and t.score > best:
+            best, since = t.score, []
+        else:
+            since.append(t.made)
+    spent = [*since, now]
+    return spent.count("seeds") >= 2 and "proposals" in spent
+
+
 def _missed(history: Sequence[Tried], checklist: Sequence[str]) -> str:
     """A requirement the last image still did not meet although the words added to its
     prompt were about it (they share a word): the seed may be what stands in the way."""

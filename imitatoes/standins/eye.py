@@ -98,7 +98,9 @@ def check(requirement: str, seen: picture.Seen) -> tuple[bool, str, Fix | None]:
     return False, NOT_JUDGED, None
 
 
-def judge(image: bytes, prompt_text: str) -> dict[str, Any]:
+def judge(image: bytes, prompt_text: str, edits: bool = True) -> dict[str, Any]:
+    """The verdict; `edits` False: a critic that only adds (as before prompt_remove,
+    prompt_weight and prompt_rewrite), for benchmarks/edits.py."""
     seen = picture.look(Image.open(io.BytesIO(image)))
     checklist, fixes = [], []
     for i, requirement in enumerate(requirements_in(prompt_text)):
@@ -115,9 +117,9 @@ def judge(image: bytes, prompt_text: str) -> dict[str, Any]:
         _, _, fix, requirement, observation = min(fixes, key=lambda f: (f[0], f[1])) if fixes \
             else (0, 0, Fix(9), "", "")
         changes.update(prompt_append=fix.prompt, neg_append=fix.negative)
-        edits = _edits(fix, prompt_text)
-        if edits:
-            changes.update(edits)
+        taken = _edits(fix, prompt_text) if edits else {}
+        if taken:
+            changes.update(taken)
         elif fix.prompt and fix.prompt in _line_after("prompt", prompt_text):
             # asked for already and still missing: this seed will not give it, try another
             changes.update(prompt_append="", seed="new")

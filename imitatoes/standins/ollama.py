@@ -63,6 +63,7 @@ class Behaviour:
     # The chance that an edit that takes away names the wrong term (the prompt's first one,
     # often the subject itself), as a real model sometimes does; seeded like false_met.
     wrong_edit: float = 0.0
+    edits: bool = True  # False: only ever add words, as critics did before edits took away
 
 
 def _dumps(data: Any) -> str:
@@ -294,7 +295,7 @@ class OllamaStandin(BackgroundServer):
         if not images:
             return _dumps({"done": False, "changes": {}, "reason": "no image was attached"}), "stop"
         try:
-            verdict = eye.judge(images[-1], text)
+            verdict = eye.judge(images[-1], text, self.behaviour.edits)
         except (UnidentifiedImageError, OSError):
             raise BadRequest(_runner_error("Failed to load image or audio file", 400,
                                            "invalid_request_error")) from None

@@ -168,10 +168,15 @@ def test_report_escapes_critic_text(servers, tmp_path: Path) -> None:
     record["critic"]["verdict"]["reason"] = '<script>alert("x")</script><img src=x onerror=1>'
     record["refused"] = [{"field": "neg_append", "asked": "<b>bold</b>", "reason": "r"}]
     record_path.write_text(json.dumps(record))
+    state_path = run_dir / "state.json"  # memory's words are the critic's words too
+    state = json.loads(state_path.read_text())
+    state["from_memory"] = ['from run x: prompt + "<i>y</i>"']
+    state_path.write_text(json.dumps(state))
     result = runner.invoke(app, ["report", str(run_dir)])
     assert result.exit_code == 0
     html = (run_dir / "report.html").read_text()
     assert "<script>alert" not in html and "onerror=1>" not in html and "<b>bold" not in html
+    assert "<i>y" not in html and "memory: from run x: prompt + &quot;&lt;i&gt;y" in html
     assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
     assert html.count('class="card') == len(list(run_dir.glob("loop_*.png")))
     assert "<mark>red circle</mark>" in html

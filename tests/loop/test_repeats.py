@@ -190,3 +190,23 @@ def test_per_loop_seeds_move_only_when_a_new_loop_comes(iteration: int, last_loo
     _, said = repeats.avoid(spec, state, spec.start, False, Changes(),
                             Patch(spec.start, (), ()), random.Random(0))
     assert said is stalled  # a stall mid-loop ends the loop; its successor gets a new seed
+
+
+def test_auto_moves_the_seed_until_its_spreads_are_spent() -> None:
+    """Auto moves the seed where a fixed strategy would stall, but not forever: after two
+    seed spreads and one of other changes without a better image it stalls too."""
+    from imitatoes.loop.state import Tried
+
+    spec = dataclasses.replace(specs.load(ROOT / "imitatoes/data/demo.yaml", env={}),
+                               search=specs.Search(strategy="auto"))
+    state = first_state(spec)
+    state.rendered = {fingerprint(spec.start, None): "loop_01_iter_01"}
+    same = Patch(spec.start, (), ())
+    p, stalled = repeats.avoid(spec, state, spec.start, False, Changes(), same,
+                               random.Random(0), "one")
+    assert not stalled and p.params.seed != spec.start.seed
+    state.history = [Tried(1, n, spec.start, 0.5, "", "", made=m)
+                     for n, m in enumerate(["one", "seeds", "proposals"], 1)]
+    p, stalled = repeats.avoid(spec, state, spec.start, False, Changes(), same,
+                               random.Random(0), "seeds")
+    assert stalled and p.applied[-1].endswith("nothing else to try: stalled")

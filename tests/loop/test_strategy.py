@@ -64,3 +64,14 @@ def test_a_change_that_would_repeat_an_image_spreads_seeds_instead_of_stalling()
                                                  "instead (123)")]
     assert step(AUTO, again, 2, None).kind == "seeds"
     assert step(AUTO, again[1:], 1, None).kind == "seeds"  # the first step can know it too
+
+
+def test_auto_gives_up_after_seeds_twice_and_other_changes_all_in_vain() -> None:
+    """What repeats.avoid asks before it moves the seed again instead of stalling."""
+    from imitatoes.loop.strategy import exhausted
+
+    rounds = [tried(0.25, "x"), tried(0.5, "x"), tried(0.5, "x", "seeds"),
+              tried(0.5, "x", "proposals")]
+    assert not exhausted(rounds)  # one spread of seeds is not yet enough
+    assert exhausted(rounds, now="seeds")
+    assert not exhausted([*rounds, tried(0.75, "x")], now="seeds")  # the best rose: afresh
