@@ -27,6 +27,7 @@ from imitatoes.loop.events import Listener
 from imitatoes.loop.judging import Matched
 from imitatoes.loop.ports import Critic, Rendered, Renderer, RenderRejected, Reuse, Saved
 from imitatoes.loop.state import Best, Pending, RunState, Tried, fingerprint, key
+from imitatoes.loop.verdict import Changes
 from imitatoes.spec.model import Params, Spec
 
 MAX_CRITIC_FAILURES = 3  # in a row: the critic is not working, stop instead of burning renders
@@ -277,12 +278,13 @@ class Engine:
                                  self.step.kind, met))
             self._applied(state, look, None, None)
             return
-        p = patch.apply(base, verdict.changes, self.spec.bounds, self.spec.seed, self.rng,
+        changes, guarded = self._protected(state, look, base)
+        p = patch.apply(base, changes, self.spec.bounds, self.spec.seed, self.rng,
                         self.spec.knobs, self.spec.goal)
         spent = f"auto spent {self.step.kind}: {self.step.why}" if self.step.why else None
         p = replace(p, applied=(*filter(None, [spent, note]), *p.applied,
                                 *filter(None, [moved])),
-                    refused=(*p.refused, *filter(None, [region_refused])))
+                    refused=(*guarded, *p.refused, *filter(None, [region_refused])))
         state.proposals = search.proposals(self.spec, base, verdict.alternatives, p.params,
                                            self.rng, self.step.proposals)
         p, state.stalled = repeats.avoid(self.spec, state, look.params, reverted is not None,
@@ -292,6 +294,18 @@ class Engine:
         state.remember(Tried(state.loop, state.iteration, look.params, verdict.score,
                              verdict.reason, applied, gained, lost, self.step.kind, met))
         self._applied(state, look, p, reverted)
+
+    def _protected(self, state: RunState, look: Look, base: Params
+                   ) -> tuple[Changes, tuple[patch.Refusal, ...]]:
+        """search auto: the verdict's changes less what would take from a requirement the
+        image the change starts from already meets (patch.protect)."""
+        changes = look.matched.judgement.verdict.changes  # type: ignore[union-attr]
+        if self.spec.search.strategy != "auto":
+            return changes, ()
+        wanted = self._checklist(state)
+        met = [i.requirement for i in look.matched.items if i.met] if base == look.params \
+            else list(state.best.met if state.best else ())
+        return patch.protect(changes, base.prompt, met, [r for r in wanted if r not in met])
 
     def _no_verdict(self, state: RunState, look: Look) -> None:
         judgement = look.matched.judgement

@@ -63,6 +63,35 @@ def apply(params: Params, changes: Changes, bounds: Bounds, policy: SeedPolicy,
     return Patch(new, tuple(applied), tuple(refused))
 
 
+def protect(changes: Changes, prompt: str, met: Sequence[str], unmet: Sequence[str]
+            ) -> tuple[Changes, tuple[Refusal, ...]]:
+    """search auto: what the image already meets is protected. A term about a met
+    requirement (it shares a word with it and with no unmet one) is not taken out nor
+    weighted down, and a rewrite that drops a word of one that the prompt has is refused."""
+    def guarded(term: str) -> bool:
+        said = content_words(bare(term)[0])
+        return any(said & content_words(r) for r in met) and \
+            not any(said & content_words(r) for r in unmet)
+
+    refused = [Refusal("prompt_remove", t, "it is about a requirement the image meets")
+               for t in terms(changes.prompt_remove) if guarded(t)]
+    kept = ", ".join(t for t in terms(changes.prompt_remove) if not guarded(t))
+    weight = changes.weight
+    if weight and weight[1] < 1 and guarded(weight[0]):
+        refused.append(Refusal("prompt_weight", weight[0], "it is about a requirement the "
+                               "image meets"))
+        weight = None
+    rewrite = changes.rewrite
+    lost = [r for r in met if rewrite and
+             (content_words(r) & content_words(prompt)) - content_words(rewrite)]
+    if lost:
+        refused.append(Refusal("prompt_rewrite", rewrite, f'it drops words of "{lost[0]}", '
+                               "a requirement the image meets"))
+        rewrite = ""
+    return replace(changes, prompt_remove=kept, weight=weight, rewrite=rewrite), \
+        tuple(refused)
+
+
 def _knobs(params: Params, asked: Sequence[tuple[str, object]], knobs: Sequence[Knob],
            applied: list[str], refused: list[Refusal]) -> Params:
     declared = {k.name: k for k in knobs}

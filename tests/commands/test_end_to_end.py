@@ -219,17 +219,24 @@ def test_a_word_that_causes_the_fault_is_taken_out(servers, tmp_path: Path) -> N
     assert "white background" not in outcome.state.history[-1].params.prompt
 
 
-def test_a_wrong_removal_is_recorded_and_undone(tmp_path: Path) -> None:
-    """A critic that takes out the wrong word (the subject): the record says so, the next
-    image lost the red circle, and the loop puts it back and still reaches done."""
+def test_a_wrong_removal_is_undone_or_under_auto_refused(tmp_path: Path) -> None:
+    """A critic that takes out the wrong word (the subject). Fixed: the record says so, the
+    next image lost the red circle, and the loop puts it back. Auto: "A red circle" is met,
+    so a removal about it is refused and recorded; the subject is never lost."""
     from imitatoes.standins.ollama import Behaviour
 
+    outcomes = {}
     with ComfyStandin() as comfy, OllamaStandin(Behaviour(wrong_edit=1.0)) as ollama:
-        spec = specs.load(DEMO, WRONG_WORD, env=urls(comfy, ollama))
-        outcome = Run.begin(spec, tmp_path).execute()
-    records = runfolder.records(outcome.run_dir)
+        for strategy in ("fixed", "auto"):
+            spec = specs.load(DEMO, [*WRONG_WORD, f"search.strategy={strategy}"],
+                              env=urls(comfy, ollama))
+            outcomes[strategy] = Run.begin(spec, tmp_path / strategy).execute()
+    records = runfolder.records(outcomes["fixed"].run_dir)
     removed = next(n for n, r in enumerate(records) if 'prompt - "a red circle"' in r.applied)
     after = records[removed + 1]
     assert [i.met for i in after.requirements if i.requirement == "A red circle"] == [False]
-    assert outcome.state.status == "done"
-    assert "red circle" in outcome.state.best.params.prompt
+    guarded = [x for r in runfolder.records(outcomes["auto"].run_dir) for x in r.refused
+               if x.field == "prompt_remove"]
+    assert guarded and all("a requirement the image meets" in x.reason for x in guarded)
+    assert outcomes["fixed"].state.status == "done"
+    assert all("red circle" in o.state.best.params.prompt for o in outcomes.values())

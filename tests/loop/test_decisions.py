@@ -610,3 +610,20 @@ def test_edits_in_a_verdict_are_optional_and_checked() -> None:
     assert full.changes.knobs == ()  # edits are not knobs
     with pytest.raises(VerdictInvalid, match="prompt_weight"):
         verdict.parse(base.replace("EXTRA", ', "prompt_weight": {"term": "red"}'))
+
+
+def test_auto_protects_what_the_image_already_meets() -> None:
+    met, unmet = ["A red circle"], ["The background is blue"]
+    prompt = "a red circle, white background"
+    asked = Changes(prompt_remove="a red circle, white background",
+                    weight=("a red circle", 0.6), rewrite="blue background, poster")
+    kept, refused = patch.protect(asked, prompt, met, unmet)
+    assert (kept.prompt_remove, kept.weight, kept.rewrite) == ("white background", None, "")
+    assert [r.field for r in refused] == ["prompt_remove", "prompt_weight", "prompt_rewrite"]
+    assert 'it drops words of "A red circle"' in refused[2].reason
+    kept_words = Changes(rewrite="red circle, blue background")
+    assert patch.protect(kept_words, prompt, met, unmet) == (kept_words, ())
+    up = patch.protect(Changes(weight=("a red circle", 1.3)), prompt, met, unmet)
+    assert up == (Changes(weight=("a red circle", 1.3)), ())  # weighting it up takes nothing
+    lost = patch.protect(asked, prompt, [], [*met, *unmet])  # unmet: nothing to protect
+    assert lost == (asked, ())
