@@ -153,8 +153,8 @@ class Engine:
         # All at once, so ComfyUI renders the next while the critic judges the last; not when
         # the two take turns on one GPU (they would fight over it).
         one_gpu = self.spec.critic.unload_before_render or self.spec.comfyui.free_before_critique
-        # auto renders its spread one by one and stops at the first image the critic finds
-        # done: renders are what a user pays for, a little overlap is not worth one
+        # auto renders its spread one by one and stops at the first image that is done or
+        # better than the best: renders are what a user pays for, overlap is not worth one
         thrifty = self.spec.search.strategy == "auto"
         tickets = {} if one_gpu or thrifty else {c.key: self._queue(state, c.params)
                                                  for c in plan if c.saved is None}
@@ -278,7 +278,7 @@ class Engine:
                                  self.step.kind, met))
             self._applied(state, look, None, None)
             return
-        changes, guarded = self._protected(state, look, base)
+        changes, guarded = self._protected(state, look, base, verdict.changes)
         p = patch.apply(base, changes, self.spec.bounds, self.spec.seed, self.rng,
                         self.spec.knobs, self.spec.goal)
         spent = f"auto spent {self.step.kind}: {self.step.why}" if self.step.why else None
@@ -295,11 +295,10 @@ class Engine:
                              verdict.reason, applied, gained, lost, self.step.kind, met))
         self._applied(state, look, p, reverted)
 
-    def _protected(self, state: RunState, look: Look, base: Params
+    def _protected(self, state: RunState, look: Look, base: Params, changes: Changes
                    ) -> tuple[Changes, tuple[patch.Refusal, ...]]:
         """search auto: the verdict's changes less what would take from a requirement the
         image the change starts from already meets (patch.protect)."""
-        changes = look.matched.judgement.verdict.changes  # type: ignore[union-attr]
         if self.spec.search.strategy != "auto":
             return changes, ()
         wanted = self._checklist(state)

@@ -10,7 +10,9 @@ the evidence so far (benchmarks/search.py measures it):
   knob is the problem after all;
 - seed candidates when the next change would repeat an image already made (where a fixed
   strategy stops as stalled, auto moves the seed: seeds are its to move);
-- one image when fewer than three renders are left: a spread cannot finish.
+- one image when fewer than three renders are left: a spread cannot finish;
+- nothing more (the run stops as stalled, repeats.avoid asks `exhausted`) once seeds were
+  spread twice and other changes once since the best last rose.
 
 A spread is rendered one image at a time and ends at the first image that is done or better
 than the best so far (engine.Engine._enough), so it costs three renders only when it finds
