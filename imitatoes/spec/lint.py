@@ -99,6 +99,9 @@ def _explain(doc: Document, error: jsonschema.ValidationError) -> list[Problem]:
     if error.validator == "pattern" and where == ("name",):
         return [doc.problem(where, "use letters, digits, '.', '_' and '-' only (it names run "
                             "folders), starting with a letter or digit, at most 80 characters")]
+    if error.validator == "pattern" and where == ("memory",):
+        return [doc.problem(where, "a memory store is a .jsonl file (true: your own store, "
+                            "false: none)")]
     return [doc.problem(where, _message(error))]
 
 
