@@ -185,8 +185,6 @@ def cost(spec: Spec) -> str:
     """What one iteration costs when the spec searches harder than one image a step."""
     k = spec.search.candidates
     extra = [f"{k} candidates: {k} renders and {k} critiques an iteration"] if k > 1 else []
-    if spec.search.strategy == "auto":
-        extra.append("auto: one image a step, up to three where the seed looks to blame")
     if spec.search.verify_done:
         extra.append("a done claim is checked once or twice more")
     if spec.search.head_to_head:
