@@ -380,9 +380,11 @@ def summary(run: Path) -> dict:
     except (OSError, ValueError):
         state = {}
     best = state.get("best") if isinstance(state.get("best"), dict) else {}
+    remembered = state.get("from_memory") if isinstance(state.get("from_memory"), list) else []
     return {"run": run.name, "status": state.get("status"), "loop": state.get("loop"),
             "last_loop": state.get("last_loop"), "renders": state.get("renders"),
             "best": best.get("key"), "score": best.get("score"),
+            "memory": "; ".join(str(m) for m in remembered),  # where it started from
             "report": (run / "report.html").is_file()}
 
 

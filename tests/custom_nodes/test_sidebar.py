@@ -215,3 +215,13 @@ def test_a_run_started_from_a_terminal_joins_the_list(host: Host, tmp_path: Path
     listed = host.get("runs").json()
     assert [(r["run"], r["here"], r["status"]) for r in listed] == [(run.name, False, "done")]
     assert host.get("run", run=run.name).json()["cards"][0]["key"] == "loop_01_iter_01"
+
+
+def test_a_run_s_summary_says_where_memory_started_it(tmp_path: Path) -> None:
+    run = tmp_path / "20261207T000000Z_x"
+    run.mkdir()
+    (run / "state.json").write_text(json.dumps({"status": "done", "from_memory": [
+        'from run y, which met the same requirements: prompt + "red circle"']}))
+    assert sidebar_module.summary(run)["memory"].startswith("from run y, which met")
+    (run / "state.json").write_text(json.dumps({"status": "done", "from_memory": "junk"}))
+    assert sidebar_module.summary(run)["memory"] == ""

@@ -22,6 +22,12 @@ function el(tag, attrs = {}, ...children) {
   return node;
 }
 
+// How a run ended, in one line (text only: the page shows it as textContent).
+function ended(run) {
+  const memory = run.memory ? ` · memory: ${run.memory}` : "";
+  return `${run.status}: best ${run.best ?? "-"} (score ${run.score ?? "-"})${memory}`;
+}
+
 async function call(path, body) {
   const options = body === undefined ? {} : {
     method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(body),
@@ -99,7 +105,7 @@ class Tab {
     const data = await call(`run?run=${encodeURIComponent(run)}`);
     this.budget.max = Math.max(1, (data.last_loop || 1) * 3);
     for (const card of data.cards) this.show({ name: null, run, card });
-    this.say(`${data.status}: best ${data.best ?? "-"} (score ${data.score ?? "-"})`);
+    this.say(ended(data));
   }
 
   addRequirement(text) {
@@ -221,7 +227,7 @@ class Tab {
     if (message.name !== this.state.name) return; // another graph's loop
     if (message.run) this.state.run = message.run;
     if (message.ended) {
-      this.say(`${message.ended.status}: best ${message.ended.best ?? "-"} (score ${message.ended.score ?? "-"})`);
+      this.say(ended(message.ended));
       return;
     }
     const card = message.card;
