@@ -142,14 +142,19 @@ def changes(before: Params, after: Params) -> tuple[Change, ...]:
     return tuple(found)
 
 
+def closest(earlier: Sequence[Tried], now: Tried) -> Tried:
+    """The earlier image `now` differs least from, the latest of equals: the image its change
+    was made to, or the best the run went back to."""
+    return min(reversed(earlier), key=lambda t: len(changes(t.params, now.params)))
+
+
 def lessons(history: Sequence[Tried]) -> tuple[Lesson, ...]:
-    """Each judged image against the earlier one it differs least from (the image its change
-    was made to, or the best it went back to): the requirements it gained were helped by each
-    difference about them, those it lost were hurt."""
+    """Each judged image against the closest earlier one: the requirements it gained were
+    helped by each difference about them, those it lost were hurt."""
     judged = [t for t in history if t.score is not None]
     found: list[Lesson] = []
     for j, now in enumerate(judged[1:], 1):
-        base = min(reversed(judged[:j]), key=lambda t: len(changes(t.params, now.params)))
+        base = closest(judged[:j], now)
         diff = changes(base.params, now.params)
         found += [Lesson(r, c, True) for r in now.met if r not in base.met for c in diff
                   if _about(c, r)]
@@ -185,17 +190,18 @@ def recall(spec: Spec, renderer: str, entries: Iterable[Entry]) -> Recall:
     every one of the same requirements is started from (its added words, its seed and knob
     values); otherwise the changes that helped similar requirements more often than they hurt
     are added to the start."""
-    mine = [e for e in entries if e.key == key_of(spec, renderer)]
+    key = key_of(spec, renderer)
+    mine = [e for e in entries if e.key == key]
     if not mine:
         return Recall(spec.start, (), ())
     same = [e for e in mine if _same_wish(spec.requirements, e) and set(e.met) >=
             set(e.requirements)]
-    wanted = _net(spec.requirements, mine)
     if same:
         picked = list(changes(same[-1].start, same[-1].best))
         source = f"run {PurePath(same[-1].run).name}, which met the same requirements"
     else:
-        picked = [c for c, n in wanted.most_common() if n > 0 and c.kind != "seed"]
+        picked = [c for c, n in _net(spec.requirements, mine).most_common()
+                  if n > 0 and c.kind != "seed"]
         source = "what helped similar requirements"
     params, applied = _start(spec, picked)
     lines = tuple(_critic_lines(spec.requirements, mine))

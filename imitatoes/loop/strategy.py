@@ -84,7 +84,7 @@ def _missed(history: Sequence[Tried], checklist: Sequence[str]) -> str:
     judged = [t for t in history[:-1] if t.score is not None]
     if last.score is None or not judged:
         return ""
-    base = min(reversed(judged), key=lambda t: len(memory.changes(t.params, last.params)))
+    base = memory.closest(judged, last)
     added = [c.value for c in memory.changes(base.params, last.params) if c.kind == "prompt"]
     said = frozenset().union(*(memory.words(str(a)) for a in added))
     return next((f'"{r}"' for r in checklist if r not in last.met and memory.words(r) & said),

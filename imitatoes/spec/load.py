@@ -140,16 +140,15 @@ def memory_store(spec_dir: Path, value: bool | str) -> Path | None:
 
 
 def search_settings(given: Mapping[str, Any] | None) -> Search:
-    """What `search` means: auto, unless the spec names candidates or proposals (then those,
-    every step: fixed); a done claim is checked once more whenever a search section is
-    given (without one, the loop trusts the matched checklist)."""
-    d = lint.with_defaults({"search": dict(given or {})})["search"]
+    """What `search` means, from the section as the spec gives it (before defaults): auto,
+    unless it names candidates or proposals (then those, every step: fixed); a done claim is
+    checked once more whenever a search section is given (without one, the loop trusts the
+    matched checklist)."""
     if not given:
-        d["verify_done"] = False
-    if "strategy" not in (given or {}):
-        named = any(k in (given or {}) for k in ("candidates", "proposals"))
-        d["strategy"] = "fixed" if named else "auto"
-    return Search(**d)
+        return Search(verify_done=False, strategy="auto")
+    named = any(k in given for k in ("candidates", "proposals"))
+    return Search(**{"strategy": "fixed" if named else "auto",
+                     **lint.with_defaults({"search": dict(given)})["search"]})
 
 
 def build(doc: Document) -> Spec:
@@ -202,8 +201,8 @@ def _bounds(d: Mapping[str, Any]) -> Bounds:
                   steps=Range(int(steps["min"]), int(steps["max"]), int(steps["max_delta"])),
                   prompt_max_chars=d["prompt"]["max_chars"],
                   negative_max_terms=d["negative"]["max_terms"],
-                  prompt_max_weight=float(d["prompt"].get("max_weight", 1.5)),
-                  rewrite_keeps=float(d["prompt"].get("rewrite_keeps", 0.5)))
+                  prompt_max_weight=float(d["prompt"]["max_weight"]),
+                  rewrite_keeps=float(d["prompt"]["rewrite_keeps"]))
 
 
 def critic_for(url: str, model: str) -> CriticConfig:

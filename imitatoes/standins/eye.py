@@ -148,14 +148,11 @@ def _as_changes(fix: Fix, prompt_text: str) -> dict[str, Any]:
             "seed": "keep"}
 
 
-WEIGHTED = re.compile(r"^\((.+):\s*-?[0-9.]+\)$", re.S)
-
-
 def _terms(prompt_text: str) -> list[str]:
     """The prompt's terms as the critic prompt shows them, without weights, lower case."""
     out = []
     for term in _line_after("prompt", prompt_text).split(","):
-        m = WEIGHTED.match(term.strip())
+        m = picture.WEIGHTED.match(term.strip())
         out.append((m.group(1) if m else term).strip())
     return [t for t in out if t]
 
