@@ -27,7 +27,7 @@ from imitatoes.loop.events import Listener
 from imitatoes.loop.judging import Matched
 from imitatoes.loop.ports import Critic, Rendered, Renderer, RenderRejected, Reuse, Saved
 from imitatoes.loop.state import Best, Pending, RunState, Tried, fingerprint, key
-from imitatoes.loop.verdict import Changes
+from imitatoes.loop.verdict import Verdict
 from imitatoes.spec.model import Params, Spec
 
 MAX_CRITIC_FAILURES = 3  # in a row: the critic is not working, stop instead of burning renders
@@ -278,8 +278,8 @@ class Engine:
                                  self.step.kind, met))
             self._applied(state, look, None, None)
             return
-        changes, guarded = self._protected(state, look, base, verdict.changes)
-        p = patch.apply(base, changes, self.spec.bounds, self.spec.seed, self.rng,
+        verdict, guarded = self._protected(state, look, base, verdict)
+        p = patch.apply(base, verdict.changes, self.spec.bounds, self.spec.seed, self.rng,
                         self.spec.knobs, self.spec.goal)
         spent = f"auto spent {self.step.kind}: {self.step.why}" if self.step.why else None
         p = replace(p, applied=(*filter(None, [spent, note]), *p.applied,
@@ -295,16 +295,22 @@ class Engine:
                              verdict.reason, applied, gained, lost, self.step.kind, met))
         self._applied(state, look, p, reverted)
 
-    def _protected(self, state: RunState, look: Look, base: Params, changes: Changes
-                   ) -> tuple[Changes, tuple[patch.Refusal, ...]]:
-        """search auto: the verdict's changes less what would take from a requirement the
-        image the change starts from already meets (patch.protect)."""
+    def _protected(self, state: RunState, look: Look, base: Params, verdict: Verdict
+                   ) -> tuple[Verdict, tuple[patch.Refusal, ...]]:
+        """search auto: the verdict with its change and its alternatives less what would take
+        from a requirement the image the change starts from already meets (patch.protect),
+        so every later use of them (the proposals, a change moved off a repeat) is
+        protected too; the refusals of the change itself, for the record."""
         if self.spec.search.strategy != "auto":
-            return changes, ()
+            return verdict, ()
         wanted = self._checklist(state)
         met = [i.requirement for i in look.matched.items if i.met] if base == look.params \
             else list(state.best.met if state.best else ())
-        return patch.protect(changes, base.prompt, met, [r for r in wanted if r not in met])
+        unmet = [r for r in wanted if r not in met]
+        changes, refused = patch.protect(verdict.changes, base.prompt, met, unmet)
+        alternatives = tuple(patch.protect(a, base.prompt, met, unmet)[0]
+                             for a in verdict.alternatives)
+        return replace(verdict, changes=changes, alternatives=alternatives), refused
 
     def _no_verdict(self, state: RunState, look: Look) -> None:
         judgement = look.matched.judgement

@@ -198,3 +198,24 @@ def test_an_auto_spread_stops_at_the_first_image_better_than_the_best(
     spread = [e for e in kinds(events, "candidate_judged") if e.iteration == 2]
     assert len(spread) == renders and len(renderer.workflows) == 1 + renders
     assert len({renderer.params(n)["seed"] for n in range(1, renders + 2)}) == renders + 1
+
+
+def test_auto_protects_a_met_requirement_in_the_critic_s_alternatives_too() -> None:
+    """The critic offers, as an alternative, to take out "a circle" while "A red circle" is
+    met: under auto the proposals step drops it, so no image is rendered without it."""
+    from imitatoes.loop.verdict import Changes, Check, Verdict
+
+    checks = tuple(Check(r, r == "A red circle") for r in DEMO.requirements)
+
+    def answer(*alternatives: Changes) -> Verdict:
+        return Verdict(False, Changes(), "not yet", checks, 0.25, False, alternatives)
+
+    spec = dataclasses.replace(make(ipl=6, loops=1),
+                               search=specs.Search(verify_done=False, strategy="auto"))
+    offered = answer(Changes(prompt_remove="a circle"), Changes(prompt_append="blue sky"))
+    critic = FakeCritic(answer(), answer(), answer(), answer(), offered,
+                        *[answer()] * 8)
+    _, renderer, events = run(spec, critic)
+    made = [e.params.prompt for e in kinds(events, "rendered")]
+    assert any("blue sky" in p for p in made), made  # the other alternative was rendered
+    assert all("a circle" in p for p in made), made
