@@ -224,11 +224,11 @@ def _changes(c: dict[str, Any], where: str) -> Changes:
                    None if c["cfg"] is None else _finite(f"{where}.cfg", c["cfg"]),
                    None if c["steps"] is None else
                    int(round(_finite(f"{where}.steps", c["steps"]))), c["seed"],
-                   prompt_remove=c.get("prompt_remove", "").strip(),
-                   neg_remove=c.get("neg_remove", "").strip(),
+                   prompt_remove=(c.get("prompt_remove") or "").strip(),
+                   neg_remove=(c.get("neg_remove") or "").strip(),
                    weight=(weight["term"].strip(), _finite(f"{where}.prompt_weight.weight",
                                                            weight["weight"]))
-                   if weight else None, rewrite=c.get("prompt_rewrite", "").strip())
+                   if weight else None, rewrite=(c.get("prompt_rewrite") or "").strip())
 
 
 def _finite(where: str, value: float) -> float:

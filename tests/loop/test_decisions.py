@@ -608,6 +608,9 @@ def test_edits_in_a_verdict_are_optional_and_checked() -> None:
     assert (full.changes.prompt_remove, full.changes.weight, full.changes.rewrite) == \
         ("white background", ("red", 1.2), "red circle")
     assert full.changes.knobs == ()  # edits are not knobs
+    nulls = verdict.parse(base.replace("EXTRA", ', "prompt_remove": null, "neg_remove": null, '
+                                       '"prompt_weight": null, "prompt_rewrite": null'))
+    assert nulls.changes == plain.changes  # null, as models send for cfg: no change
     with pytest.raises(VerdictInvalid, match="prompt_weight"):
         verdict.parse(base.replace("EXTRA", ', "prompt_weight": {"term": "red"}'))
 
