@@ -114,7 +114,9 @@ def test_start_watch_stop_resume_save(host: Host, tmp_path: Path) -> None:
     started = host.post("start", start_body(host))
     assert started.status_code == 200, started.text
     run = wait_for(lambda: started.json()["run"] or host.sidebar.runs()[0]["run"])
-    wait_for(lambda: any("card" in p for p in host.pushed))
+    # a card is pushed when the image is saved and again once it is judged: stop after the
+    # judged one, or the run may stop between the two with no checklist to show
+    wait_for(lambda: any(p.get("card", {}).get("checklist") for p in host.pushed))
     again = host.post("start", start_body(host))
     assert again.status_code == 400 and "already running" in again.json()["error"]
     assert host.post("stop", {"name": "fox"}).status_code == 200
